@@ -1,0 +1,238 @@
+"""Build our C API over llama.cpp: a native shared library (for CPython/ctypes) and two WebAssembly modules.
+
+    python wasm/build.py [native] [wasm-st] [wasm-mt]     (no argument: all three)
+
+Two stages per variant, each cached by a hash of everything that goes into it:
+  1. llama.cpp's static libraries (llama, ggml, ggml-base, ggml-cpu) from the pinned, patched source;
+  2. our binding (wasm/pocketmind.cpp) compiled and linked against them.
+Outputs are copied to build/<variant>/ in the work tree; the cache lives in ~/.cache/pocketmind (or
+$POCKETMIND_CACHE), so a second run, or a fresh clone on the same machine, costs seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import deps  # noqa: E402
+
+REPO = HERE.parent
+OUT = REPO / "build"
+PATCHES = sorted((HERE / "patches").glob("*.patch"))
+BINDING = [HERE / "pocketmind.cpp", HERE / "pocketmind.h"]
+LLAMA_LIBS = ["src/libllama.a", "ggml/src/libggml.a", "ggml/src/libggml-cpu.a", "ggml/src/libggml-base.a"]
+
+# Threads the multi-thread module can run at once: pthread workers are started with the module, because a
+# thread created later needs the creating thread's event loop, which is busy running the model.
+WASM_MAX_THREADS = 8
+
+COMMON_CMAKE = [
+    "-G", "Ninja",
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=OFF",
+    "-DGGML_OPENMP=OFF",
+    "-DLLAMA_CURL=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_BUILD_COMMON=OFF",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_TOOLS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_SERVER=OFF",
+    "-DLLAMA_BUILD_HTML=OFF",
+    "-DGGML_BUILD_TESTS=OFF",
+    "-DGGML_BUILD_EXAMPLES=OFF",
+]
+
+WASM_CFLAGS = ["-O3", "-msimd128", "-fwasm-exceptions"]
+
+VARIANTS = {
+    "native": {
+        "cmake": ["-DGGML_NATIVE=ON", "-DCMAKE_POSITION_INDEPENDENT_CODE=ON"],
+        "cflags": [],
+    },
+    "wasm-st": {
+        "cmake": ["-DEMSCRIPTEN_SYSTEM_PROCESSOR=wasm32", "-DLLAMA_WASM_MEM64=OFF", "-DGGML_NATIVE=OFF"],
+        "cflags": WASM_CFLAGS,
+    },
+    "wasm-mt": {
+        "cmake": ["-DEMSCRIPTEN_SYSTEM_PROCESSOR=wasm32", "-DLLAMA_WASM_MEM64=OFF", "-DGGML_NATIVE=OFF"],
+        "cflags": WASM_CFLAGS + ["-pthread"],
+    },
+}
+
+# C API entry points the JS side may call (keep in step with pocketmind.h).
+EXPORTS = [
+    "malloc", "free",
+    "pm_last_error", "pm_version", "pm_set_log_level", "pm_buffer_alloc", "pm_buffer_free",
+    "pm_model_load_file", "pm_model_load_buffer", "pm_model_free",
+    "pm_model_n_vocab", "pm_model_n_ctx_train", "pm_model_n_embd", "pm_model_n_params", "pm_model_size",
+    "pm_model_token_bos", "pm_model_token_eos", "pm_model_token_eot", "pm_model_add_bos",
+    "pm_model_is_eog", "pm_model_meta_count", "pm_model_meta_key", "pm_model_meta_value", "pm_model_meta_get",
+    "pm_model_desc", "pm_model_chat_template",
+    "pm_tokenize", "pm_token_bytes",
+    "pm_context_new", "pm_context_free", "pm_context_n_ctx", "pm_context_n_batch",
+    "pm_decode", "pm_logits", "pm_kv_remove", "pm_kv_clear", "pm_kv_pos_max", "pm_embeddings",
+]
+RUNTIME_METHODS = ["ccall", "cwrap", "UTF8ToString", "stringToUTF8", "lengthBytesUTF8", "FS"]
+
+
+def log(msg: str) -> None:
+    print(f"[build] {msg}", flush=True)
+
+
+def digest(*parts: object) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, Path):
+            h.update(part.name.encode())
+            h.update(part.read_bytes())
+        else:
+            h.update(json.dumps(part, sort_keys=True).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def tool_version(cmd: list[str]) -> str:
+    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[0]
+
+
+def emscripten_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # Debian's emcc needs its node modules (acorn) on NODE_PATH.
+    env.setdefault("NODE_PATH", "/usr/share/nodejs")
+    return env
+
+
+def source_tree() -> Path:
+    """The pinned llama.cpp tree with our patches applied, extracted once per (sdist, patches) hash."""
+    sdist = deps.fetch(deps.LLAMA_CPP_SDIST)
+    key = digest(deps.LLAMA_CPP_SDIST.sha256, *PATCHES)
+    root = deps.cache_root() / f"src-{key}"
+    tree = root / deps.LLAMA_CPP_SUBDIR
+    if (root / ".ok").exists():
+        return tree
+    shutil.rmtree(root, ignore_errors=True)
+    log(f"extracting {sdist.name}")
+    with tarfile.open(sdist) as tar:
+        # the sdist's vendor/llama.cpp/.git points at a submodule that is not there: leave it out
+        members = [m for m in tar.getmembers()
+                   if m.name.startswith(deps.LLAMA_CPP_SUBDIR + "/") and m.name != deps.LLAMA_CPP_SUBDIR + "/.git"]
+        tar.extractall(root, members=members, filter="data")
+    for patch in PATCHES:
+        log(f"applying {patch.name}")
+        subprocess.run(["patch", "-p1", "--forward", "--batch", "-i", str(patch)], cwd=tree, check=True)
+    (root / ".ok").touch()
+    return tree
+
+
+def build_libs(variant: str, tree: Path) -> Path:
+    spec = VARIANTS[variant]
+    wasm = variant.startswith("wasm")
+    compiler = tool_version(["emcc", "--version"] if wasm else ["gcc", "--version"])
+    key = digest(tree.parent.parent.name, spec, COMMON_CMAKE, compiler)
+    bdir = deps.cache_root() / f"libs-{variant}-{key}"
+    if (bdir / ".ok").exists():
+        return bdir
+    shutil.rmtree(bdir, ignore_errors=True)
+    flags = " ".join(spec["cflags"])
+    cmake = ["cmake", "-S", str(tree), "-B", str(bdir), *COMMON_CMAKE, *spec["cmake"],
+             f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}"]
+    env = emscripten_env() if wasm else dict(os.environ)
+    if wasm:
+        cmake = ["emcmake", *cmake]
+    t0 = time.time()
+    log(f"{variant}: configuring llama.cpp")
+    subprocess.run(cmake, check=True, env=env, stdout=subprocess.DEVNULL)
+    log(f"{variant}: compiling llama.cpp libraries")
+    subprocess.run(["cmake", "--build", str(bdir), "--target", "llama", "-j", str(os.cpu_count() or 2)],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
+    (bdir / ".ok").write_text(f"{time.time() - t0:.0f}\n")
+    log(f"{variant}: libraries built in {time.time() - t0:.0f} s")
+    return bdir
+
+
+def link(variant: str, tree: Path, libs: Path) -> list[Path]:
+    """Compile the binding against the libraries; return the produced files (in the cache)."""
+    spec = VARIANTS[variant]
+    wasm = variant.startswith("wasm")
+    includes = [f"-I{tree / 'include'}", f"-I{tree / 'ggml' / 'include'}"]
+    archives = [str(libs / lib) for lib in LLAMA_LIBS]
+    if wasm:
+        link_flags = [
+            *WASM_CFLAGS, *spec["cflags"],
+            "-sALLOW_MEMORY_GROWTH=1", "-sMAXIMUM_MEMORY=4GB", "-sSTACK_SIZE=1MB",
+            "-sMODULARIZE=1", "-sEXPORT_NAME=createPocketmind", "-sENVIRONMENT=web,worker,node",
+            "-sEXPORTED_FUNCTIONS=" + ",".join("_" + name for name in EXPORTS),
+            "-sEXPORTED_RUNTIME_METHODS=" + ",".join(RUNTIME_METHODS),
+        ]
+        if "-pthread" in spec["cflags"]:
+            link_flags += [f"-sPTHREAD_POOL_SIZE={WASM_MAX_THREADS}", "-Wno-pthreads-mem-growth"]
+        name = f"pocketmind-{variant.split('-')[1]}"
+        cmd = ["em++", *includes, str(HERE / "pocketmind.cpp"), *archives, *link_flags]
+        outputs = [f"{name}.js", f"{name}.wasm"] + ([f"{name}.worker.js"] if "-pthread" in spec["cflags"] else [])
+        key = digest(libs.name, *BINDING, cmd[3:], tool_version(["emcc", "--version"]))
+    else:
+        cmd = ["g++", "-O2", "-fPIC", "-shared", *includes, str(HERE / "pocketmind.cpp"),
+               "-Wl,--no-undefined", *archives, "-lpthread", "-ldl", "-lm"]
+        outputs = ["libpocketmind.so"]
+        key = digest(libs.name, *BINDING, cmd[3:], tool_version(["g++", "--version"]))
+    odir = deps.cache_root() / f"out-{variant}-{key}"
+    if (odir / ".ok").exists():
+        return [odir / o for o in outputs]
+    shutil.rmtree(odir, ignore_errors=True)
+    odir.mkdir(parents=True)
+    t0 = time.time()
+    log(f"{variant}: compiling and linking the binding")
+    env = emscripten_env() if wasm else dict(os.environ)
+    subprocess.run([*cmd, "-o", str(odir / outputs[0])], check=True, env=env)
+    (odir / ".ok").write_text(f"{time.time() - t0:.0f}\n")
+    log(f"{variant}: linked in {time.time() - t0:.0f} s")
+    return [odir / o for o in outputs]
+
+
+def build(variant: str) -> list[Path]:
+    """Build one variant (using the cache) and copy its outputs to build/<variant>/."""
+    t0 = time.time()
+    tree = source_tree()
+    libs = build_libs(variant, tree)
+    produced = link(variant, tree, libs)
+    dest = OUT / variant
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for path in produced:
+        target = dest / path.name
+        shutil.copy2(path, target)
+        copied.append(target)
+    (dest / "BUILD_INFO.json").write_text(json.dumps({
+        "variant": variant,
+        "cache": [libs.name, produced[0].parent.name],
+        "library_build_s": float((libs / ".ok").read_text()),
+        "link_s": float((produced[0].parent / ".ok").read_text()),
+    }, indent=2) + "\n")
+    log(f"{variant}: ready in build/{variant}/ ({time.time() - t0:.1f} s this run)")
+    return copied
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("variants", nargs="*", metavar="VARIANT", help=f"any of {', '.join(VARIANTS)} (default: all)")
+    args = parser.parse_args(argv)
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    for variant in args.variants or list(VARIANTS):
+        build(variant)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

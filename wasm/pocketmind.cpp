@@ -1,0 +1,627 @@
+// pocketmind's C API over llama.cpp (see pocketmind.h). One file, thin on purpose: validate, call llama.cpp,
+// turn every failure into a status code plus a message.
+#include "pocketmind.h"
+
+#include "ggml-cpu.h"
+#include "ggml.h"
+#include "llama.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#ifdef __EMSCRIPTEN__
+#include <emscripten.h>
+#else
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
+
+#ifndef PM_MAX_THREADS
+#define PM_MAX_THREADS 64
+#endif
+#ifndef PM_LLAMA_SOURCE
+#define PM_LLAMA_SOURCE "llama.cpp"
+#endif
+
+struct pm_model {
+    llama_model * model = nullptr;
+    const llama_vocab * vocab = nullptr;
+    std::string buffer_path;  // the file that stands for a loaded buffer, removed on free
+};
+
+struct pm_context {
+    pm_model * owner = nullptr;
+    llama_context * ctx = nullptr;
+    ggml_threadpool * threadpool = nullptr;
+    llama_batch batch{};
+    int32_t n_batch = 0;
+    int32_t last_n = 0;             // tokens in the last pm_decode
+    bool last_all = false;          // whether it kept every position's logits
+    std::vector<float> all_logits;  // every position's logits when the decode took several batches
+    std::vector<float> embd;        // mean-pooled embedding for models without a pooling layer
+};
+
+namespace {
+
+thread_local std::string g_error;       // message for pm_last_error
+thread_local std::string g_log_errors;  // llama.cpp's error lines logged during the current call
+thread_local bool g_in_call = false;    // a guarded call is running on this thread
+int g_log_level = 2;
+
+struct ggml_abort_error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+void on_log(ggml_log_level level, const char * text, void *) {
+    static thread_local ggml_log_level last = GGML_LOG_LEVEL_INFO;
+    if (level != GGML_LOG_LEVEL_CONT) {
+        last = level;
+    }
+    if (last == GGML_LOG_LEVEL_ERROR && g_log_errors.size() < 4096) {
+        g_log_errors += text;
+    }
+    const int wanted = last == GGML_LOG_LEVEL_ERROR ? 1 : last == GGML_LOG_LEVEL_WARN ? 2
+                     : last == GGML_LOG_LEVEL_INFO  ? 3 : 4;
+    if (wanted <= g_log_level) {
+        fputs(text, stderr);
+    }
+}
+
+// ggml reports broken invariants through GGML_ASSERT/GGML_ABORT, which would end the whole process (the
+// browser tab's module). Inside one of our calls we turn them into an exception that the call reports.
+void on_ggml_abort(const char * message) {
+    if (g_in_call) {
+        throw ggml_abort_error(message);
+    }
+}
+
+void init_once() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        llama_log_set(on_log, nullptr);
+        ggml_set_abort_callback(on_ggml_abort);
+        llama_backend_init();
+    });
+}
+
+int32_t fail(int32_t status, std::string message) {
+    // llama.cpp explains most failures only in its log: add those lines
+    std::string logged = g_log_errors;
+    while (!logged.empty() && (logged.back() == '\n' || logged.back() == ' ')) {
+        logged.pop_back();
+    }
+    if (!logged.empty() && message.find(logged) == std::string::npos) {
+        message += ": " + logged;
+    }
+    g_error = std::move(message);
+    return status;
+}
+
+// Run one API call: fresh error state, llama.cpp exceptions and aborts become PM_ERR_INTERNAL.
+template <typename F>
+int32_t guarded(F && body) {
+    init_once();
+    g_error.clear();
+    g_log_errors.clear();
+    g_in_call = true;
+    int32_t status;
+    try {
+        status = body();
+    } catch (const std::bad_alloc &) {
+        status = fail(PM_ERR_INTERNAL, "out of memory");
+    } catch (const std::exception & e) {
+        status = fail(PM_ERR_INTERNAL, std::string("llama.cpp failed: ") + e.what());
+    } catch (...) {
+        status = fail(PM_ERR_INTERNAL, "llama.cpp failed with an unknown exception");
+    }
+    g_in_call = false;
+    return status;
+}
+
+// Copy a string into a caller buffer with the size-query convention of the header.
+int32_t put_string(const std::string & s, char * buf, int32_t size, int32_t * n_out) {
+    if (n_out) {
+        *n_out = (int32_t) s.size();
+    }
+    if (!buf || size <= (int32_t) s.size()) {
+        if (buf && size > 0) {
+            buf[0] = '\0';
+        }
+        return fail(PM_ERR_BUFFER_TOO_SMALL, "buffer of " + std::to_string(size) + " bytes is too small for " +
+                                                 std::to_string(s.size() + 1));
+    }
+    memcpy(buf, s.data(), s.size());
+    buf[s.size()] = '\0';
+    return PM_OK;
+}
+
+// llama.cpp's snprintf-style getters: ask for the length, then fill.
+template <typename G>
+int32_t get_string(G && getter, std::string & out) {
+    char small[256];
+    int32_t n = getter(small, sizeof(small));
+    if (n < 0) {
+        return n;
+    }
+    if (n < (int32_t) sizeof(small)) {
+        out.assign(small, n);
+        return n;
+    }
+    out.resize(n + 1);
+    n = getter(out.data(), out.size());
+    out.resize(n < 0 ? 0 : n);
+    return n;
+}
+
+int32_t load(const char * path, pm_model ** out) {
+    llama_model_params params = llama_model_default_params();
+    params.load_mode = LLAMA_LOAD_MODE_MMAP;  // weights stay where the file's bytes are
+    params.use_extra_bufts = false;          // no repacked copy of the weights
+    llama_model * model = llama_model_load_from_file(path, params);
+    if (!model) {
+        return fail(PM_ERR_LOAD, std::string("cannot load model '") + path + "'");
+    }
+    auto * m = new pm_model;
+    m->model = model;
+    m->vocab = llama_model_get_vocab(model);
+    *out = m;
+    return PM_OK;
+}
+
+bool valid_token(const pm_model * m, int32_t token) {
+    return token >= 0 && token < llama_vocab_n_tokens(m->vocab);
+}
+
+}  // namespace
+
+#ifdef __EMSCRIPTEN__
+// Make `path` a MEMFS file whose bytes are [data, data+size) of the wasm heap itself: reads see the heap and
+// mmap hands out the heap address, so llama.cpp uses the weights in place.
+EM_JS(int, pm_js_map_buffer, (const char * path, const void * data, size_t size), {
+    try {
+        var name = UTF8ToString(path);
+        try { FS.mkdir('/pm-buffers'); } catch (e) {}
+        FS.writeFile(name, new Uint8Array(0));
+        var node = FS.lookupPath(name).node;
+        var heap = function () {
+            // a grown memory has a new buffer; views on the old one are stale
+            return (wasmMemory.buffer === HEAPU8.buffer) ? HEAPU8 : new Uint8Array(wasmMemory.buffer);
+        };
+        Object.defineProperty(node, 'contents', {
+            get: function () { return heap().subarray(data, data + size); },
+            set: function (v) {},
+            configurable: true
+        });
+        node.usedBytes = size;
+        var ops = Object.assign({}, node.stream_ops);
+        ops.write = function () { throw new FS.ErrnoError(63); };
+        ops.mmap = function (stream, address, length, position) { return { ptr: data + position, allocated: false }; };
+        node.stream_ops = ops;
+        return 0;
+    } catch (e) {
+        err('pm_js_map_buffer: ' + e);
+        return -1;
+    }
+});
+#endif
+
+extern "C" {
+
+const char * pm_last_error(void) { return g_error.c_str(); }
+
+const char * pm_version(void) { return "pocketmind 0.1.0 (" PM_LLAMA_SOURCE ")"; }
+
+void * pm_buffer_alloc(size_t size) {
+    // 64-byte aligned: ggml uses a model buffer in place only if it is aligned
+    return size ? aligned_alloc(64, (size + 63) / 64 * 64) : nullptr;
+}
+
+void pm_buffer_free(void * ptr) { free(ptr); }
+
+void pm_set_log_level(int32_t level) {
+    init_once();
+    g_log_level = level;
+}
+
+int32_t pm_model_load_file(const char * path, pm_model ** out) {
+    return guarded([&]() -> int32_t {
+        if (!path || !out) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "path and out must not be NULL");
+        }
+        *out = nullptr;
+        return load(path, out);
+    });
+}
+
+int32_t pm_model_load_buffer(const void * data, size_t size, pm_model ** out) {
+    return guarded([&]() -> int32_t {
+        if (!data || !out || size == 0) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "data and out must not be NULL and size must not be 0");
+        }
+        *out = nullptr;
+#ifdef __EMSCRIPTEN__
+        if ((uintptr_t) data % 64 != 0) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "model buffer must be 64-byte aligned (allocate it with aligned_alloc)");
+        }
+        std::string path = "/pm-buffers/" + std::to_string((uintptr_t) data) + ".gguf";
+        if (pm_js_map_buffer(path.c_str(), data, size) != 0) {
+            return fail(PM_ERR_INTERNAL, "cannot expose the buffer to the loader");
+        }
+        int32_t status = load(path.c_str(), out);
+        if (status == PM_OK) {
+            (*out)->buffer_path = path;
+        } else {
+            remove(path.c_str());
+        }
+        return status;
+#else
+        // Natively the loader wants a file to mmap: an anonymous in-memory file holds a copy of the bytes.
+        int fd = memfd_create("pocketmind-model", MFD_CLOEXEC);
+        if (fd < 0) {
+            return fail(PM_ERR_INTERNAL, std::string("memfd_create failed: ") + strerror(errno));
+        }
+        const char * p = (const char *) data;
+        size_t left = size;
+        while (left > 0) {
+            ssize_t n = write(fd, p, left);
+            if (n <= 0) {
+                close(fd);
+                return fail(PM_ERR_INTERNAL, std::string("writing the model buffer failed: ") + strerror(errno));
+            }
+            p += n;
+            left -= (size_t) n;
+        }
+        std::string path = "/proc/self/fd/" + std::to_string(fd);
+        int32_t status = load(path.c_str(), out);
+        close(fd);  // the mapping keeps the bytes alive
+        return status;
+#endif
+    });
+}
+
+void pm_model_free(pm_model * model) {
+    if (!model) {
+        return;
+    }
+    llama_model_free(model->model);
+    if (!model->buffer_path.empty()) {
+        remove(model->buffer_path.c_str());
+    }
+    delete model;
+}
+
+int32_t pm_model_n_vocab(const pm_model * m) { return m ? llama_vocab_n_tokens(m->vocab) : -1; }
+int32_t pm_model_n_ctx_train(const pm_model * m) { return m ? llama_model_n_ctx_train(m->model) : -1; }
+int32_t pm_model_n_embd(const pm_model * m) { return m ? llama_model_n_embd(m->model) : -1; }
+double pm_model_n_params(const pm_model * m) { return m ? (double) llama_model_n_params(m->model) : 0; }
+double pm_model_size(const pm_model * m) { return m ? (double) llama_model_size(m->model) : 0; }
+int32_t pm_model_token_bos(const pm_model * m) { return m ? llama_vocab_bos(m->vocab) : -1; }
+int32_t pm_model_token_eos(const pm_model * m) { return m ? llama_vocab_eos(m->vocab) : -1; }
+int32_t pm_model_token_eot(const pm_model * m) { return m ? llama_vocab_eot(m->vocab) : -1; }
+int32_t pm_model_add_bos(const pm_model * m) { return m ? llama_vocab_get_add_bos(m->vocab) : 0; }
+
+int32_t pm_model_is_eog(const pm_model * m, int32_t token) {
+    return m && valid_token(m, token) && llama_vocab_is_eog(m->vocab, token);
+}
+
+int32_t pm_model_meta_count(const pm_model * m) { return m ? llama_model_meta_count(m->model) : -1; }
+
+int32_t pm_model_meta_key(const pm_model * m, int32_t i, char * buf, int32_t size, int32_t * n_out) {
+    return guarded([&]() -> int32_t {
+        if (!m || i < 0 || i >= llama_model_meta_count(m->model)) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "metadata index " + std::to_string(i) + " out of range");
+        }
+        std::string s;
+        get_string([&](char * b, size_t n) { return llama_model_meta_key_by_index(m->model, i, b, n); }, s);
+        return put_string(s, buf, size, n_out);
+    });
+}
+
+int32_t pm_model_meta_value(const pm_model * m, int32_t i, char * buf, int32_t size, int32_t * n_out) {
+    return guarded([&]() -> int32_t {
+        if (!m || i < 0 || i >= llama_model_meta_count(m->model)) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "metadata index " + std::to_string(i) + " out of range");
+        }
+        std::string s;
+        get_string([&](char * b, size_t n) { return llama_model_meta_val_str_by_index(m->model, i, b, n); }, s);
+        return put_string(s, buf, size, n_out);
+    });
+}
+
+int32_t pm_model_meta_get(const pm_model * m, const char * key, char * buf, int32_t size, int32_t * n_out) {
+    return guarded([&]() -> int32_t {
+        if (!m || !key) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "model and key must not be NULL");
+        }
+        std::string s;
+        if (get_string([&](char * b, size_t n) { return llama_model_meta_val_str(m->model, key, b, n); }, s) < 0) {
+            return fail(PM_ERR_NOT_FOUND, std::string("no metadata key '") + key + "'");
+        }
+        return put_string(s, buf, size, n_out);
+    });
+}
+
+int32_t pm_model_desc(const pm_model * m, char * buf, int32_t size, int32_t * n_out) {
+    return guarded([&]() -> int32_t {
+        if (!m) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "model must not be NULL");
+        }
+        std::string s;
+        get_string([&](char * b, size_t n) { return llama_model_desc(m->model, b, n); }, s);
+        return put_string(s, buf, size, n_out);
+    });
+}
+
+int32_t pm_model_chat_template(const pm_model * m, const char ** out) {
+    return guarded([&]() -> int32_t {
+        if (!m || !out) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "model and out must not be NULL");
+        }
+        *out = llama_model_chat_template(m->model, nullptr);
+        return *out ? PM_OK : fail(PM_ERR_NOT_FOUND, "the model declares no chat template");
+    });
+}
+
+int32_t pm_tokenize(const pm_model * m, const char * text, int32_t text_len, int32_t add_special,
+                    int32_t parse_special, int32_t * tokens, int32_t n_max, int32_t * n_out) {
+    return guarded([&]() -> int32_t {
+        if (!m || (!text && text_len > 0) || text_len < 0 || n_max < 0 || (!tokens && n_max > 0)) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "bad tokenize arguments");
+        }
+        int32_t n = llama_tokenize(m->vocab, text ? text : "", text_len, tokens, n_max, add_special != 0,
+                                   parse_special != 0);
+        if (n == INT32_MIN) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "text too long to tokenize");
+        }
+        if (n_out) {
+            *n_out = n < 0 ? -n : n;
+        }
+        if (n < 0) {
+            return fail(PM_ERR_BUFFER_TOO_SMALL, std::to_string(-n) + " tokens do not fit in " + std::to_string(n_max));
+        }
+        return PM_OK;
+    });
+}
+
+int32_t pm_token_bytes(const pm_model * m, int32_t token, int32_t special, char * buf, int32_t size,
+                       int32_t * n_out) {
+    return guarded([&]() -> int32_t {
+        if (!m || size < 0 || (!buf && size > 0)) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "bad token_bytes arguments");
+        }
+        if (!valid_token(m, token)) {
+            return fail(PM_ERR_TOKEN, "token id " + std::to_string(token) + " is outside the vocabulary of " +
+                                          std::to_string(llama_vocab_n_tokens(m->vocab)));
+        }
+        int32_t n = llama_token_to_piece(m->vocab, token, buf, size, 0, special != 0);
+        if (n_out) {
+            *n_out = n < 0 ? -n : n;
+        }
+        if (n < 0) {
+            return fail(PM_ERR_BUFFER_TOO_SMALL, "token needs " + std::to_string(-n) + " bytes");
+        }
+        return PM_OK;
+    });
+}
+
+int32_t pm_context_new(pm_model * m, int32_t n_ctx, int32_t n_batch, int32_t n_threads, int32_t embeddings,
+                       pm_context ** out) {
+    return guarded([&]() -> int32_t {
+        if (!m || !out) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "model and out must not be NULL");
+        }
+        *out = nullptr;
+        const int32_t n_ctx_train = llama_model_n_ctx_train(m->model);
+        if (n_ctx < 0 || n_ctx > n_ctx_train) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "n_ctx " + std::to_string(n_ctx) + " is outside 0.." +
+                                                     std::to_string(n_ctx_train) + " (the model's trained context)");
+        }
+        if (n_batch < 0 || n_batch > 8192) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "n_batch " + std::to_string(n_batch) + " is outside 0..8192");
+        }
+        if (n_threads < 1 || n_threads > PM_MAX_THREADS) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "n_threads " + std::to_string(n_threads) + " is outside 1.." +
+                                                     std::to_string(PM_MAX_THREADS) + " for this build");
+        }
+        llama_context_params params = llama_context_default_params();
+        params.n_ctx = n_ctx == 0 ? n_ctx_train : n_ctx;
+        params.n_batch = n_batch == 0 ? 512 : n_batch;
+        params.n_batch = params.n_batch < params.n_ctx ? params.n_batch : params.n_ctx;
+        params.n_ubatch = params.n_batch;  // embeddings need the whole text in one micro-batch
+        params.n_seq_max = 1;
+        params.n_threads = n_threads;
+        params.n_threads_batch = n_threads;
+        params.embeddings = embeddings != 0;
+        params.no_perf = true;
+        llama_context * lctx = llama_init_from_model(m->model, params);
+        if (!lctx) {
+            return fail(PM_ERR_CONTEXT, "cannot create a context with n_ctx " + std::to_string(params.n_ctx));
+        }
+        auto * c = new pm_context;
+        c->owner = m;
+        c->ctx = lctx;
+        c->n_batch = (int32_t) llama_n_batch(lctx);
+        c->batch = llama_batch_init(c->n_batch, 0, 1);
+        if (n_threads > 1) {
+            // one pool of threads for the context's life, instead of new threads for every graph
+            ggml_threadpool_params tp = ggml_threadpool_params_default(n_threads);
+            c->threadpool = ggml_threadpool_new(&tp);
+            if (!c->threadpool) {
+                pm_context_free(c);
+                return fail(PM_ERR_CONTEXT, "cannot start " + std::to_string(n_threads) + " threads");
+            }
+            llama_attach_threadpool(lctx, c->threadpool, c->threadpool);
+        }
+        *out = c;
+        return PM_OK;
+    });
+}
+
+void pm_context_free(pm_context * c) {
+    if (!c) {
+        return;
+    }
+    if (c->ctx) {
+        llama_detach_threadpool(c->ctx);
+        llama_free(c->ctx);
+    }
+    if (c->threadpool) {
+        ggml_threadpool_free(c->threadpool);
+    }
+    llama_batch_free(c->batch);
+    delete c;
+}
+
+int32_t pm_context_n_ctx(const pm_context * c) { return c ? (int32_t) llama_n_ctx(c->ctx) : -1; }
+int32_t pm_context_n_batch(const pm_context * c) { return c ? c->n_batch : -1; }
+
+int32_t pm_decode(pm_context * c, const int32_t * tokens, int32_t n, int32_t pos0, int32_t all_logits) {
+    return guarded([&]() -> int32_t {
+        if (!c || !tokens || n <= 0) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "decode needs a context and at least one token");
+        }
+        const int32_t n_ctx = (int32_t) llama_n_ctx(c->ctx);
+        if (pos0 < 0 || (int64_t) pos0 + n > n_ctx) {
+            return fail(PM_ERR_NO_SPACE, "positions " + std::to_string(pos0) + ".." + std::to_string((int64_t) pos0 + n) +
+                                             " do not fit in the context of " + std::to_string(n_ctx));
+        }
+        for (int32_t i = 0; i < n; i++) {
+            if (!valid_token(c->owner, tokens[i])) {
+                return fail(PM_ERR_TOKEN, "token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+                                              " is outside the vocabulary of " + std::to_string(pm_model_n_vocab(c->owner)));
+            }
+        }
+        const int32_t n_vocab = pm_model_n_vocab(c->owner);
+        const bool chunked = n > c->n_batch;
+        c->last_n = 0;
+        c->all_logits.clear();
+        for (int32_t start = 0; start < n; start += c->n_batch) {
+            const int32_t count = n - start < c->n_batch ? n - start : c->n_batch;
+            llama_batch & b = c->batch;
+            b.n_tokens = count;
+            for (int32_t j = 0; j < count; j++) {
+                b.token[j] = tokens[start + j];
+                b.pos[j] = pos0 + start + j;
+                b.n_seq_id[j] = 1;
+                b.seq_id[j][0] = 0;
+                b.logits[j] = all_logits || start + j == n - 1;
+            }
+            const int32_t rc = llama_decode(c->ctx, b);
+            if (rc != 0) {
+                const int32_t status = rc == 1 ? PM_ERR_NO_SPACE : PM_ERR_DECODE;
+                return fail(status, "llama_decode returned " + std::to_string(rc) + " for positions " +
+                                        std::to_string(pos0 + start) + ".." + std::to_string(pos0 + start + count));
+            }
+            if (all_logits && chunked) {
+                const float * l = llama_get_logits(c->ctx);
+                c->all_logits.insert(c->all_logits.end(), l, l + (size_t) count * n_vocab);
+            }
+        }
+        c->last_n = n;
+        c->last_all = all_logits != 0;
+        return PM_OK;
+    });
+}
+
+const float * pm_logits(pm_context * c, int32_t i) {
+    const float * result = nullptr;
+    guarded([&]() -> int32_t {
+        if (!c || c->last_n == 0) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "no decoded tokens to read logits of");
+        }
+        const int32_t idx = i < 0 ? c->last_n + i : i;
+        if (idx < 0 || idx >= c->last_n || (!c->last_all && idx != c->last_n - 1)) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "position " + std::to_string(i) + " kept no logits in the last decode");
+        }
+        if (!c->all_logits.empty()) {
+            result = c->all_logits.data() + (size_t) idx * pm_model_n_vocab(c->owner);
+        } else {
+            // a single batch: read llama.cpp's own buffer (its last output for last-only decodes)
+            result = llama_get_logits_ith(c->ctx, c->last_all ? idx : -1);
+        }
+        return result ? PM_OK : fail(PM_ERR_INTERNAL, "llama.cpp kept no logits for position " + std::to_string(i));
+    });
+    return result;
+}
+
+int32_t pm_kv_remove(pm_context * c, int32_t p0, int32_t p1) {
+    return guarded([&]() -> int32_t {
+        if (!c || p0 < 0) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "bad kv_remove arguments");
+        }
+        if (!llama_memory_seq_rm(llama_get_memory(c->ctx), 0, p0, p1)) {
+            return fail(PM_ERR_INTERNAL, "the KV cache refused to remove positions " + std::to_string(p0) + ".." +
+                                             std::to_string(p1));
+        }
+        return PM_OK;
+    });
+}
+
+void pm_kv_clear(pm_context * c) {
+    if (c) {
+        llama_memory_clear(llama_get_memory(c->ctx), true);
+    }
+}
+
+int32_t pm_kv_pos_max(pm_context * c) { return c ? llama_memory_seq_pos_max(llama_get_memory(c->ctx), 0) : -1; }
+
+int32_t pm_embeddings(pm_context * c, const int32_t * tokens, int32_t n, const float ** out) {
+    return guarded([&]() -> int32_t {
+        if (!c || !tokens || n <= 0 || !out) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "embeddings need a context, at least one token and out");
+        }
+        *out = nullptr;
+        if (n > c->n_batch) {
+            return fail(PM_ERR_INVALID_ARGUMENT, std::to_string(n) + " tokens exceed the batch of " +
+                                                     std::to_string(c->n_batch) + "; split the text");
+        }
+        for (int32_t i = 0; i < n; i++) {
+            if (!valid_token(c->owner, tokens[i])) {
+                return fail(PM_ERR_TOKEN, "token id " + std::to_string(tokens[i]) + " is outside the vocabulary");
+            }
+        }
+        llama_memory_clear(llama_get_memory(c->ctx), true);
+        llama_batch & b = c->batch;
+        b.n_tokens = n;
+        for (int32_t j = 0; j < n; j++) {
+            b.token[j] = tokens[j];
+            b.pos[j] = j;
+            b.n_seq_id[j] = 1;
+            b.seq_id[j][0] = 0;
+            b.logits[j] = 1;
+        }
+        const llama_model * model = c->owner->model;
+        const int32_t rc = llama_model_has_encoder(model) && !llama_model_has_decoder(model)
+                               ? llama_encode(c->ctx, b) : llama_decode(c->ctx, b);
+        c->last_n = 0;
+        if (rc != 0) {
+            return fail(PM_ERR_DECODE, "computing embeddings failed with code " + std::to_string(rc));
+        }
+        const int32_t n_embd = llama_model_n_embd(model);
+        if (llama_pooling_type(c->ctx) != LLAMA_POOLING_TYPE_NONE) {
+            *out = llama_get_embeddings_seq(c->ctx, 0);
+        } else {
+            // a model without a pooling layer: average the token embeddings
+            c->embd.assign(n_embd, 0.0f);
+            for (int32_t j = 0; j < n; j++) {
+                const float * e = llama_get_embeddings_ith(c->ctx, j);
+                if (!e) {
+                    return fail(PM_ERR_INTERNAL, "no embedding for token " + std::to_string(j));
+                }
+                for (int32_t k = 0; k < n_embd; k++) {
+                    c->embd[k] += e[k] / n;
+                }
+            }
+            *out = c->embd.data();
+        }
+        return *out ? PM_OK : fail(PM_ERR_INTERNAL, "llama.cpp returned no embedding");
+    });
+}
+
+}  // extern "C"

@@ -1,0 +1,115 @@
+/* pocketmind's C API over llama.cpp: the one surface both the WebAssembly modules and the native shared
+ * library export. Every call that can fail returns a status (PM_OK or a negative PM_ERR_*) and leaves a readable
+ * message for pm_last_error(); nothing here aborts the process on bad input.
+ *
+ * Threading: a model or context is used by one caller thread at a time (the Python glue owns them).
+ */
+#ifndef POCKETMIND_H
+#define POCKETMIND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum pm_status {
+    PM_OK                    =  0,
+    PM_ERR_INVALID_ARGUMENT  = -1, /* NULL handle, bad size, out-of-range value */
+    PM_ERR_LOAD              = -2, /* the bytes are not a model llama.cpp can load */
+    PM_ERR_CONTEXT           = -3, /* the context could not be created (memory, n_ctx) */
+    PM_ERR_DECODE            = -4, /* llama_decode failed */
+    PM_ERR_TOKEN             = -5, /* a token id outside the vocabulary */
+    PM_ERR_NO_SPACE          = -6, /* the KV cache is full: remove tokens or use a larger n_ctx */
+    PM_ERR_BUFFER_TOO_SMALL  = -7, /* *n_out tells the size needed */
+    PM_ERR_NOT_FOUND         = -8, /* no such metadata key / no chat template */
+    PM_ERR_INTERNAL          = -9, /* an unexpected exception inside llama.cpp */
+};
+
+typedef struct pm_model   pm_model;
+typedef struct pm_context pm_context;
+
+/* Message of the last failed call on this thread ("" if none). Valid until the next call. */
+const char * pm_last_error(void);
+/* Library version and the llama.cpp it was built from. */
+const char * pm_version(void);
+/* 0 = silent, 1 = errors, 2 = + warnings (default), 3 = + info, 4 = + debug; llama.cpp's log goes to stderr. */
+void pm_set_log_level(int32_t level);
+
+/* Memory for model bytes and other arguments: 64-byte aligned (NULL when out of memory or size is 0). */
+void * pm_buffer_alloc(size_t size);
+void   pm_buffer_free(void * ptr);
+
+/* ---- models ---- */
+
+/* Load a GGUF file by path. */
+int32_t pm_model_load_file(const char * path, pm_model ** out);
+/* Load a GGUF held in memory. In WebAssembly the weights are used in place (no copy), so the buffer must stay
+ * alive and unchanged until pm_model_free (allocate it with pm_buffer_alloc); natively the bytes are copied. */
+int32_t pm_model_load_buffer(const void * data, size_t size, pm_model ** out);
+void    pm_model_free(pm_model * model);
+
+int32_t  pm_model_n_vocab(const pm_model * model);
+int32_t  pm_model_n_ctx_train(const pm_model * model);
+int32_t  pm_model_n_embd(const pm_model * model);
+double   pm_model_n_params(const pm_model * model);  /* doubles: exact below 2^53, no 64-bit ints in the wasm ABI */
+double   pm_model_size(const pm_model * model);      /* bytes of weights */
+int32_t  pm_model_token_bos(const pm_model * model); /* -1 when the model has none */
+int32_t  pm_model_token_eos(const pm_model * model);
+int32_t  pm_model_token_eot(const pm_model * model);
+int32_t  pm_model_add_bos(const pm_model * model);   /* 1 if tokenize(add_special) prepends BOS */
+int32_t  pm_model_is_eog(const pm_model * model, int32_t token); /* end of generation (EOS, EOT, ...) */
+
+/* Metadata as strings (arrays are summarised by llama.cpp). The string calls write a NUL-terminated string of
+ * at most size bytes and set *n_out to its full length; PM_ERR_BUFFER_TOO_SMALL when it did not fit. */
+int32_t pm_model_meta_count(const pm_model * model);
+int32_t pm_model_meta_key(const pm_model * model, int32_t i, char * buf, int32_t size, int32_t * n_out);
+int32_t pm_model_meta_value(const pm_model * model, int32_t i, char * buf, int32_t size, int32_t * n_out);
+int32_t pm_model_meta_get(const pm_model * model, const char * key, char * buf, int32_t size, int32_t * n_out);
+int32_t pm_model_desc(const pm_model * model, char * buf, int32_t size, int32_t * n_out);
+/* The model's default chat template (tokenizer.chat_template) or NULL with PM_ERR_NOT_FOUND. */
+int32_t pm_model_chat_template(const pm_model * model, const char ** out);
+
+/* ---- tokens ---- */
+
+/* Tokenize text_len bytes of UTF-8. add_special: BOS/EOS as the model asks; parse_special: "<|im_start|>" and
+ * the like become their control tokens instead of plain text. Writes at most n_max ids; *n_out is the count
+ * (the count needed, with PM_ERR_BUFFER_TOO_SMALL, when n_max was too small). */
+int32_t pm_tokenize(const pm_model * model, const char * text, int32_t text_len, int32_t add_special,
+                    int32_t parse_special, int32_t * tokens, int32_t n_max, int32_t * n_out);
+/* The raw bytes of one token (may be part of a UTF-8 character); special: render control tokens as text. */
+int32_t pm_token_bytes(const pm_model * model, int32_t token, int32_t special, char * buf, int32_t size,
+                       int32_t * n_out);
+
+/* ---- contexts ---- */
+
+/* n_ctx: 0 = the model's trained context; n_batch: 0 = 512; n_threads >= 1; embeddings: pooled embeddings on. */
+int32_t pm_context_new(pm_model * model, int32_t n_ctx, int32_t n_batch, int32_t n_threads, int32_t embeddings,
+                       pm_context ** out);
+void    pm_context_free(pm_context * ctx);
+int32_t pm_context_n_ctx(const pm_context * ctx);
+int32_t pm_context_n_batch(const pm_context * ctx);
+
+/* Run n tokens of sequence 0 at positions pos0 .. pos0+n-1 (split into n_batch chunks). all_logits: keep the
+ * logits of every position, else only of the last one. The KV cache must hold positions < pos0 already. */
+int32_t pm_decode(pm_context * ctx, const int32_t * tokens, int32_t n, int32_t pos0, int32_t all_logits);
+/* Logits (n_vocab floats, no copy) of position i of the last pm_decode call, or of its last token for i = -1;
+ * NULL with an error if that position kept no logits. Valid until the next decode. */
+const float * pm_logits(pm_context * ctx, int32_t i);
+
+/* Forget positions [p0, p1) of sequence 0 (p1 < 0: to the end), e.g. to keep a chat's shared prompt prefix. */
+int32_t pm_kv_remove(pm_context * ctx, int32_t p0, int32_t p1);
+void    pm_kv_clear(pm_context * ctx);
+/* Highest position held in the KV cache, -1 if empty. */
+int32_t pm_kv_pos_max(pm_context * ctx);
+
+/* Pooled embedding of a text given as tokens (context made with embeddings = 1; the cache is cleared first).
+ * *out points at n_embd floats owned by the context, valid until the next call. */
+int32_t pm_embeddings(pm_context * ctx, const int32_t * tokens, int32_t n, const float ** out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* POCKETMIND_H */
