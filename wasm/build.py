@@ -160,16 +160,21 @@ def build_libs(variant: str, tree: Path) -> Path:
     return bdir
 
 
+def max_threads(variant: str) -> int:
+    return {"native": 64, "wasm-st": 1, "wasm-mt": WASM_MAX_THREADS}[variant]
+
+
 def link(variant: str, tree: Path, libs: Path) -> list[Path]:
     """Compile the binding against the libraries; return the produced files (in the cache)."""
     spec = VARIANTS[variant]
     wasm = variant.startswith("wasm")
-    includes = [f"-I{tree / 'include'}", f"-I{tree / 'ggml' / 'include'}"]
+    includes = [f"-I{tree / 'include'}", f"-I{tree / 'ggml' / 'include'}",
+                f'-DPM_LLAMA_SOURCE="{deps.LLAMA_CPP_SDIST.requirement}"', f"-DPM_MAX_THREADS={max_threads(variant)}"]
     archives = [str(libs / lib) for lib in LLAMA_LIBS]
     if wasm:
         link_flags = [
-            *WASM_CFLAGS, *spec["cflags"],
-            "-sALLOW_MEMORY_GROWTH=1", "-sMAXIMUM_MEMORY=4GB", "-sSTACK_SIZE=1MB",
+            *spec["cflags"],
+            "-sALLOW_MEMORY_GROWTH=1", "-sMAXIMUM_MEMORY=4GB",
             "-sMODULARIZE=1", "-sEXPORT_NAME=createPocketmind", "-sENVIRONMENT=web,worker,node",
             "-sEXPORTED_FUNCTIONS=" + ",".join("_" + name for name in EXPORTS),
             "-sEXPORTED_RUNTIME_METHODS=" + ",".join(RUNTIME_METHODS),

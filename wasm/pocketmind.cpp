@@ -154,7 +154,7 @@ int32_t get_string(G && getter, std::string & out) {
         return n;
     }
     out.resize(n + 1);
-    n = getter(out.data(), out.size());
+    n = getter(&out[0], out.size());
     out.resize(n < 0 ? 0 : n);
     return n;
 }

@@ -1,0 +1,88 @@
+"""The C API's signatures (wasm/pocketmind.h) in one table, and the seam every backend implements.
+
+A backend knows how to call a C function with integer/pointer arguments and how to move bytes in and out of the
+library's memory; everything else (validation, buffer retries, numpy views) lives once in engine.py.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+# name -> (return type, argument types); "i" int32, "p" pointer (also size_t), "d" double, "v" void
+SIGNATURES: dict[str, tuple[str, str]] = {
+    "pm_last_error": ("p", ""),
+    "pm_version": ("p", ""),
+    "pm_set_log_level": ("v", "i"),
+    "pm_buffer_alloc": ("p", "p"),
+    "pm_buffer_free": ("v", "p"),
+    "pm_model_load_file": ("i", "pp"),
+    "pm_model_load_buffer": ("i", "ppp"),
+    "pm_model_free": ("v", "p"),
+    "pm_model_n_vocab": ("i", "p"),
+    "pm_model_n_ctx_train": ("i", "p"),
+    "pm_model_n_embd": ("i", "p"),
+    "pm_model_n_params": ("d", "p"),
+    "pm_model_size": ("d", "p"),
+    "pm_model_token_bos": ("i", "p"),
+    "pm_model_token_eos": ("i", "p"),
+    "pm_model_token_eot": ("i", "p"),
+    "pm_model_add_bos": ("i", "p"),
+    "pm_model_is_eog": ("i", "pi"),
+    "pm_model_meta_count": ("i", "p"),
+    "pm_model_meta_key": ("i", "pipip"),
+    "pm_model_meta_value": ("i", "pipip"),
+    "pm_model_meta_get": ("i", "pppip"),
+    "pm_model_desc": ("i", "ppip"),
+    "pm_model_chat_template": ("i", "pp"),
+    "pm_tokenize": ("i", "ppiiipip"),
+    "pm_token_bytes": ("i", "piipip"),
+    "pm_context_new": ("i", "piiiip"),
+    "pm_context_free": ("v", "p"),
+    "pm_context_n_ctx": ("i", "p"),
+    "pm_context_n_batch": ("i", "p"),
+    "pm_decode": ("i", "ppiii"),
+    "pm_logits": ("p", "pi"),
+    "pm_kv_remove": ("i", "pii"),
+    "pm_kv_clear": ("v", "p"),
+    "pm_kv_pos_max": ("i", "p"),
+    "pm_embeddings": ("i", "ppip"),
+}
+
+STATUS_NAMES = {
+    0: "OK",
+    -1: "INVALID_ARGUMENT",
+    -2: "LOAD",
+    -3: "CONTEXT",
+    -4: "DECODE",
+    -5: "TOKEN",
+    -6: "NO_SPACE",
+    -7: "BUFFER_TOO_SMALL",
+    -8: "NOT_FOUND",
+    -9: "INTERNAL",
+}
+BUFFER_TOO_SMALL = -7
+NOT_FOUND = -8
+
+
+class Backend(Protocol):
+    """How to reach the C API in one runtime (CPython ctypes, Pyodide's JS bridge)."""
+
+    name: str
+    max_threads: int
+    pointer_size: int  # 8 natively, 4 in wasm32
+
+    def call(self, fn: str, *args: int | float) -> int | float:
+        """Call a C API function with ints (pointers are ints); returns its int/pointer/double result."""
+
+    def write(self, ptr: int, data: bytes | np.ndarray) -> None:
+        """Copy bytes (or an array's bytes) into library memory at ptr."""
+
+    def read(self, ptr: int, size: int) -> bytes:
+        """Copy size bytes out of library memory."""
+
+    def read_cstring(self, ptr: int) -> str:
+        """A NUL-terminated UTF-8 string in library memory."""
+
+    def float32_array(self, ptr: int, count: int) -> np.ndarray:
+        """count float32 values at ptr as a numpy array (a view where the runtime allows, else one copy)."""

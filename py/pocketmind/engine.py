@@ -1,0 +1,352 @@
+"""Backend-neutral Model and Context: every later piece of glue talks to llama.cpp through these two classes.
+
+The backend (native ctypes, or Pyodide's bridge to the wasm module) only moves calls and bytes; the checks,
+size-query retries and array handling are written once, here.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .capi import BUFFER_TOO_SMALL, NOT_FOUND, STATUS_NAMES, Backend
+
+
+class PocketmindError(RuntimeError):
+    """A failed C API call: `status` is the PM_ERR_* code, the message is the library's own explanation."""
+
+    def __init__(self, status: int, message: str):
+        self.status = status
+        self.status_name = STATUS_NAMES.get(status, str(status))
+        super().__init__(message or f"pocketmind call failed ({self.status_name})")
+
+
+def default_backend() -> Backend:
+    from . import native
+
+    return native.backend()
+
+
+class _Scratch:
+    """Library memory for call arguments and results, grown on demand and reused across calls."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self.ptr = 0
+        self.size = 0
+
+    def get(self, size: int) -> int:
+        if size > self.size:
+            self.release()
+            self.size = max(size, 256)
+            self.ptr = int(self.backend.call("pm_buffer_alloc", self.size))
+            if not self.ptr:
+                self.size = 0
+                raise MemoryError(f"cannot allocate {size} bytes in the model library")
+        return self.ptr
+
+    def release(self) -> None:
+        if self.ptr:
+            self.backend.call("pm_buffer_free", self.ptr)
+        self.ptr, self.size = 0, 0
+
+
+class _Handle:
+    """Owns one C API object; freed by close() or when garbage-collected."""
+
+    _free_fn = ""
+
+    def __init__(self, backend: Backend, ptr: int):
+        self.backend = backend
+        self._ptr = ptr
+        self._scratch = _Scratch(backend)
+
+    @property
+    def ptr(self) -> int:
+        if not self._ptr:
+            raise ValueError(f"{type(self).__name__} is closed")
+        return self._ptr
+
+    def _check(self, status: int) -> int:
+        return check(self.backend, status)
+
+    def _i32(self) -> int:
+        """Scratch space for one int32 result; read it back with _read_i32."""
+        return self._scratch.get(8)
+
+    def _read_i32(self, ptr: int) -> int:
+        return int.from_bytes(self.backend.read(ptr, 4), "little", signed=True)
+
+    def close(self) -> None:
+        if self._ptr:
+            self.backend.call(self._free_fn, self._ptr)
+            self._ptr = 0
+        self._scratch.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def check(backend: Backend, status: int) -> int:
+    if status < 0:
+        raise PocketmindError(status, backend.read_cstring(int(backend.call("pm_last_error"))))
+    return status
+
+
+class Model(_Handle):
+    """A loaded GGUF model: facts, metadata, tokenizer, and contexts to run it."""
+
+    _free_fn = "pm_model_free"
+
+    def __init__(self, backend: Backend, ptr: int, buffer: int = 0):
+        super().__init__(backend, ptr)
+        self._buffer = buffer  # library memory holding the GGUF bytes (wasm uses it in place)
+        self.n_vocab = backend.call("pm_model_n_vocab", ptr)
+        self.n_ctx_train = backend.call("pm_model_n_ctx_train", ptr)
+        self.n_embd = backend.call("pm_model_n_embd", ptr)
+        self.n_params = int(backend.call("pm_model_n_params", ptr))
+        self.size = int(backend.call("pm_model_size", ptr))
+        self.bos = backend.call("pm_model_token_bos", ptr)
+        self.eos = backend.call("pm_model_token_eos", ptr)
+        self.eot = backend.call("pm_model_token_eot", ptr)
+        self.add_bos = bool(backend.call("pm_model_add_bos", ptr))
+
+    # ---- loading ----
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, backend: Backend | None = None) -> Model:
+        backend = backend or default_backend()
+        encoded = os.fsencode(path) + b"\0"
+        scratch = _Scratch(backend)
+        try:
+            arg = scratch.get(len(encoded) + 8)
+            out = arg + (len(encoded) + 7) // 8 * 8
+            backend.write(arg, encoded)
+            check(backend, backend.call("pm_model_load_file", arg, out))
+            return cls(backend, _read_pointer(backend, out))
+        finally:
+            scratch.release()
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview, backend: Backend | None = None) -> Model:
+        """Load GGUF bytes: they are copied once into library memory, which the model then uses in place."""
+        backend = backend or default_backend()
+        size = len(data)
+        if size == 0:
+            raise PocketmindError(-1, "the model data is empty")
+        buffer = int(backend.call("pm_buffer_alloc", size))
+        if not buffer:
+            raise MemoryError(f"cannot allocate {size} bytes for the model")
+        try:
+            backend.write(buffer, data)
+            return cls.from_buffer(buffer, size, backend)
+        except BaseException:
+            backend.call("pm_buffer_free", buffer)
+            raise
+
+    @classmethod
+    def from_buffer(cls, buffer: int, size: int, backend: Backend) -> Model:
+        """Load GGUF bytes already in library memory (from pm_buffer_alloc); the model takes ownership."""
+        scratch = _Scratch(backend)
+        try:
+            out = scratch.get(8)
+            check(backend, backend.call("pm_model_load_buffer", buffer, size, out))
+            return cls(backend, _read_pointer(backend, out), buffer=buffer)
+        finally:
+            scratch.release()
+
+    def close(self) -> None:
+        super().close()
+        if self._buffer:
+            self.backend.call("pm_buffer_free", self._buffer)
+            self._buffer = 0
+
+    # ---- facts ----
+
+    def _string(self, fn: str, *args: int) -> str:
+        """Call a string getter of the C API, growing the buffer when the library says it is too small."""
+        size = 256
+        while True:
+            buf = self._scratch.get(size + 8)
+            n_out = buf + size
+            status = self.backend.call(fn, self.ptr, *args, buf, size, n_out)
+            if status == BUFFER_TOO_SMALL:
+                size = self._read_i32(n_out) + 1
+                continue
+            self._check(status)
+            return self.backend.read(buf, self._read_i32(n_out)).decode("utf-8", errors="replace")
+
+    @property
+    def description(self) -> str:
+        return self._string("pm_model_desc")
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """Every GGUF metadata key as a string (llama.cpp summarises arrays)."""
+        count = self.backend.call("pm_model_meta_count", self.ptr)
+        return {self._string("pm_model_meta_key", i): self._string("pm_model_meta_value", i) for i in range(count)}
+
+    def meta(self, key: str, default: str | None = None) -> str | None:
+        encoded = key.encode() + b"\0"
+        size = 256
+        while True:
+            key_ptr = self._scratch.get(len(encoded) + size + 16)
+            buf = key_ptr + len(encoded)
+            n_out = buf + size
+            self.backend.write(key_ptr, encoded)
+            status = self.backend.call("pm_model_meta_get", self.ptr, key_ptr, buf, size, n_out)
+            if status == NOT_FOUND:
+                return default
+            if status == BUFFER_TOO_SMALL:
+                size = self._read_i32(n_out) + 1
+                continue
+            self._check(status)
+            return self.backend.read(buf, self._read_i32(n_out)).decode("utf-8", errors="replace")
+
+    @property
+    def chat_template(self) -> str | None:
+        out = self._scratch.get(8)
+        status = self.backend.call("pm_model_chat_template", self.ptr, out)
+        if status == NOT_FOUND:
+            return None
+        self._check(status)
+        return self.backend.read_cstring(_read_pointer(self.backend, out))
+
+    def card(self) -> dict[str, Any]:
+        """The facts a UI shows about the model."""
+        meta = self.metadata
+        return {
+            "description": self.description,
+            "architecture": meta.get("general.architecture"),
+            "n_params": self.n_params,
+            "size": self.size,
+            "n_vocab": self.n_vocab,
+            "n_ctx_train": self.n_ctx_train,
+            "n_embd": self.n_embd,
+            "bos": self.bos,
+            "eos": self.eos,
+            "eot": self.eot,
+            "has_chat_template": self.chat_template is not None,
+            "general": {k: v for k, v in meta.items() if k.startswith("general.")},
+        }
+
+    # ---- tokens ----
+
+    def tokenize(self, text: str | bytes, add_special: bool = True, parse_special: bool = False) -> np.ndarray:
+        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        n_max = len(data) + 8
+        while True:
+            text_ptr = self._scratch.get(len(data) + 4 * n_max + 16)
+            tokens_ptr = text_ptr + (len(data) + 3) // 4 * 4
+            n_out = tokens_ptr + 4 * n_max
+            self.backend.write(text_ptr, data)
+            status = self.backend.call("pm_tokenize", self.ptr, text_ptr, len(data), int(add_special),
+                                       int(parse_special), tokens_ptr, n_max, n_out)
+            if status == BUFFER_TOO_SMALL:
+                n_max = self._read_i32(n_out)
+                continue
+            self._check(status)
+            n = self._read_i32(n_out)
+            return np.frombuffer(self.backend.read(tokens_ptr, 4 * n), dtype=np.int32).copy()
+
+    def token_bytes(self, token: int, special: bool = False) -> bytes:
+        """The raw bytes of one token: may be part of a UTF-8 character."""
+        size = 64
+        while True:
+            buf = self._scratch.get(size + 8)
+            n_out = buf + size
+            status = self.backend.call("pm_token_bytes", self.ptr, int(token), int(special), buf, size, n_out)
+            if status == BUFFER_TOO_SMALL:
+                size = self._read_i32(n_out)
+                continue
+            self._check(status)
+            return self.backend.read(buf, self._read_i32(n_out))
+
+    def detokenize(self, tokens: Sequence[int], special: bool = False) -> bytes:
+        return b"".join(self.token_bytes(t, special) for t in tokens)
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self.backend.call("pm_model_is_eog", self.ptr, int(token)))
+
+    # ---- running ----
+
+    def context(self, n_ctx: int = 0, n_batch: int = 512, n_threads: int = 1, embeddings: bool = False) -> Context:
+        out = self._scratch.get(8)
+        self._check(self.backend.call("pm_context_new", self.ptr, int(n_ctx), int(n_batch), int(n_threads),
+                                      int(embeddings), out))
+        return Context(self, _read_pointer(self.backend, out))
+
+
+class Context(_Handle):
+    """A KV cache and compute state for one sequence of one model."""
+
+    _free_fn = "pm_context_free"
+
+    def __init__(self, model: Model, ptr: int):
+        super().__init__(model.backend, ptr)
+        self.model = model  # keeps the model alive as long as the context
+        self.n_ctx = self.backend.call("pm_context_n_ctx", ptr)
+        self.n_batch = self.backend.call("pm_context_n_batch", ptr)
+        self._last_all = False
+
+    @property
+    def n_past(self) -> int:
+        """Tokens held in the KV cache (positions 0 .. n_past-1)."""
+        return self.backend.call("pm_kv_pos_max", self.ptr) + 1
+
+    def _tokens_arg(self, tokens: Sequence[int] | np.ndarray) -> tuple[int, int, int]:
+        """Copy token ids into scratch memory: (their address, their count, 8 free bytes after them)."""
+        array = np.ascontiguousarray(tokens, dtype=np.int64)
+        if array.ndim != 1:
+            raise ValueError("tokens must be a flat sequence of ids")
+        if array.size and (array.min() < -(2**31) or array.max() >= 2**31):
+            raise PocketmindError(-5, "token ids must fit in 32 bits")
+        array = array.astype(np.int32)
+        size = (array.nbytes + 7) // 8 * 8
+        ptr = self._scratch.get(size + 8)
+        self.backend.write(ptr, array)
+        return ptr, len(array), ptr + size
+
+    def decode(self, tokens: Sequence[int] | np.ndarray, pos: int | None = None, all_logits: bool = False) -> None:
+        """Append tokens to the sequence (at `pos`, default: after what the cache holds)."""
+        ptr, n, _ = self._tokens_arg(tokens)
+        if n == 0:
+            raise PocketmindError(-1, "decode needs at least one token")
+        pos = self.n_past if pos is None else pos
+        self._check(self.backend.call("pm_decode", self.ptr, ptr, n, int(pos), int(all_logits)))
+        self._last_all = all_logits
+
+    def logits(self, i: int = -1) -> np.ndarray:
+        """Logits of position i of the last decode (default its last token): n_vocab float32, valid until the next
+        decode (a view on the library's memory where the runtime allows)."""
+        ptr = int(self.backend.call("pm_logits", self.ptr, int(i)))
+        if not ptr:
+            check(self.backend, -1)
+        return self.backend.float32_array(ptr, self.model.n_vocab)
+
+    def kv_remove(self, p0: int, p1: int = -1) -> None:
+        self._check(self.backend.call("pm_kv_remove", self.ptr, int(p0), int(p1)))
+
+    def kv_clear(self) -> None:
+        self.backend.call("pm_kv_clear", self.ptr)
+
+    def embed(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Pooled embedding of one text (the context needs embeddings=True); a copy the caller owns."""
+        ptr, n, out = self._tokens_arg(tokens)
+        self._check(self.backend.call("pm_embeddings", self.ptr, ptr, n, out))
+        return self.backend.float32_array(_read_pointer(self.backend, out), self.model.n_embd).copy()
+
+
+def _read_pointer(backend: Backend, ptr: int) -> int:
+    return int.from_bytes(backend.read(ptr, backend.pointer_size), "little")

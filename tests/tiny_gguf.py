@@ -1,0 +1,120 @@
+"""Tiny random-weight GGUF models written with the `gguf` package, for tests that must run in seconds.
+
+A 2-layer, 64-wide llama with a byte-fallback SentencePiece-style vocabulary (every UTF-8 byte is a token, so
+any text tokenizes and random generations produce split UTF-8 characters), ChatML control tokens and a chat
+template. Quantized types are produced by gguf's own quantizer, bit-exact with llama.cpp's reference.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+QUANTS = {
+    "F32": gguf.GGMLQuantizationType.F32,
+    "F16": gguf.GGMLQuantizationType.F16,
+    "Q8_0": gguf.GGMLQuantizationType.Q8_0,
+    "Q4_0": gguf.GGMLQuantizationType.Q4_0,
+    "Q4_1": gguf.GGMLQuantizationType.Q4_1,
+}
+FILE_TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7}
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+WORDS = ["the", "a", "and", "of", "to", "in", "is", "you", "that", "it", "he", "was", "for", "on", "are", "as",
+         "with", "his", "they", "at", "be", "this", "have", "from", "or", "one", "had", "by", "word", "but", "not",
+         "what", "all", "were", "we", "when", "your", "can", "said", "there", "use", "an", "each", "which", "she",
+         "do", "how", "their", "if", "will", "up", "other", "about", "out", "many", "then", "them", "these", "so"]
+
+
+def vocabulary() -> tuple[list[str], list[float], list[int]]:
+    """Tokens, scores and types: <unk> <s> </s>, ChatML controls, 256 byte tokens, then whole words."""
+    T = gguf.TokenType
+    tokens = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+    types = [T.UNKNOWN, T.CONTROL, T.CONTROL, T.CONTROL, T.CONTROL]
+    tokens += [f"<0x{b:02X}>" for b in range(256)]
+    types += [T.BYTE] * 256
+    # SentencePiece merges pairs of known pieces, so every prefix of a word must be a piece too
+    pieces = ["\u2581"] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    for word in WORDS:
+        pieces += [p for p in ("\u2581" + word[:i] for i in range(1, len(word) + 1)) if p not in pieces]
+    tokens += pieces
+    types += [T.NORMAL] * len(pieces)
+    scores = [0.0] * (5 + 256) + [float(len(p)) for p in pieces]  # longer pieces win
+    return tokens, scores, [int(t) for t in types]
+
+
+def write_tiny_llama(path: str | Path, quant: str = "F16", seed: int = 0, n_layer: int = 2, n_embd: int = 64,
+                     n_head: int = 4, n_head_kv: int = 2, n_ff: int = 128, n_ctx: int = 256,
+                     chat_template: str | None = CHATML_TEMPLATE) -> Path:
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    tokens, scores, types = vocabulary()
+    n_vocab = len(tokens)
+    head_dim = n_embd // n_head
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name(f"tiny-llama-{quant.lower()}-s{seed}")
+    w.add_context_length(n_ctx)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_dimension_count(head_dim)
+    w.add_rope_freq_base(10000.0)
+    w.add_file_type(FILE_TYPES[quant])
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(True)
+    w.add_add_eos_token(False)
+    if chat_template:
+        w.add_chat_template(chat_template)
+
+    def matrix(rows: int, cols: int) -> np.ndarray:
+        return (rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
+
+    def add(name: str, data: np.ndarray, quantize: bool = True) -> None:
+        if quantize and quant != "F32":
+            qtype = QUANTS[quant]
+            w.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
+        else:
+            w.add_tensor(name, data)
+
+    add("token_embd.weight", matrix(n_vocab, n_embd) * 4)
+    for i in range(n_layer):
+        add(f"blk.{i}.attn_norm.weight", (1 + 0.1 * rng.standard_normal(n_embd)).astype(np.float32), False)
+        add(f"blk.{i}.attn_q.weight", matrix(n_head * head_dim, n_embd))
+        add(f"blk.{i}.attn_k.weight", matrix(n_head_kv * head_dim, n_embd))
+        add(f"blk.{i}.attn_v.weight", matrix(n_head_kv * head_dim, n_embd))
+        add(f"blk.{i}.attn_output.weight", matrix(n_embd, n_head * head_dim))
+        add(f"blk.{i}.ffn_norm.weight", (1 + 0.1 * rng.standard_normal(n_embd)).astype(np.float32), False)
+        add(f"blk.{i}.ffn_gate.weight", matrix(n_ff, n_embd))
+        add(f"blk.{i}.ffn_up.weight", matrix(n_ff, n_embd))
+        add(f"blk.{i}.ffn_down.weight", matrix(n_embd, n_ff))
+    add("output_norm.weight", np.ones(n_embd, dtype=np.float32), False)
+    add("output.weight", matrix(n_vocab, n_embd) * 4)
+
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+if __name__ == "__main__":
+    import sys
+
+    for q in sys.argv[2:] or ["F16"]:
+        print(write_tiny_llama(Path(sys.argv[1]) / f"tiny-{q.lower()}.gguf", q))
