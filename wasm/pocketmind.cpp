@@ -159,13 +159,13 @@ int32_t get_string(G && getter, std::string & out) {
     return n;
 }
 
-int32_t load(const char * path, pm_model ** out) {
+int32_t load(const char * path, const std::string & label, pm_model ** out) {
     llama_model_params params = llama_model_default_params();
     params.load_mode = LLAMA_LOAD_MODE_MMAP;  // weights stay where the file's bytes are
     params.use_extra_bufts = false;          // no repacked copy of the weights
     llama_model * model = llama_model_load_from_file(path, params);
     if (!model) {
-        return fail(PM_ERR_LOAD, std::string("cannot load model '") + path + "'");
+        return fail(PM_ERR_LOAD, "cannot load model " + label);
     }
     auto * m = new pm_model;
     m->model = model;
@@ -173,6 +173,8 @@ int32_t load(const char * path, pm_model ** out) {
     *out = m;
     return PM_OK;
 }
+
+std::string buffer_label(size_t size) { return "from a buffer of " + std::to_string(size) + " bytes"; }
 
 bool valid_token(const pm_model * m, int32_t token) {
     return token >= 0 && token < llama_vocab_n_tokens(m->vocab);
@@ -235,7 +237,7 @@ int32_t pm_model_load_file(const char * path, pm_model ** out) {
             return fail(PM_ERR_INVALID_ARGUMENT, "path and out must not be NULL");
         }
         *out = nullptr;
-        return load(path, out);
+        return load(path, std::string("'") + path + "'", out);
     });
 }
 
@@ -253,7 +255,7 @@ int32_t pm_model_load_buffer(const void * data, size_t size, pm_model ** out) {
         if (pm_js_map_buffer(path.c_str(), data, size) != 0) {
             return fail(PM_ERR_INTERNAL, "cannot expose the buffer to the loader");
         }
-        int32_t status = load(path.c_str(), out);
+        int32_t status = load(path.c_str(), buffer_label(size), out);
         if (status == PM_OK) {
             (*out)->buffer_path = path;
         } else {
@@ -278,7 +280,7 @@ int32_t pm_model_load_buffer(const void * data, size_t size, pm_model ** out) {
             left -= (size_t) n;
         }
         std::string path = "/proc/self/fd/" + std::to_string(fd);
-        int32_t status = load(path.c_str(), out);
+        int32_t status = load(path.c_str(), buffer_label(size), out);
         close(fd);  // the mapping keeps the bytes alive
         return status;
 #endif

@@ -4,7 +4,7 @@
 //
 // JOB: {module: ".../pocketmind-st.js", model: "x.gguf", n_ctx, n_batch, threads, tasks: [...]}; each task is
 //   {op: "logits", tokens, out}          write float32 logits of every position to `out`
-//   {op: "greedy", tokens, n}            greedy continuation (stops at end-of-generation)
+//   {op: "greedy", tokens, n, ignore_eog} greedy continuation (stops at end-of-generation unless ignore_eog)
 //   {op: "tokenize", text, parse_special}
 //   {op: "bench", n_prompt, n_gen}       prompt-processing and generation tokens/s
 //   {op: "load", model}                  load another model (errors are reported, not thrown)
@@ -107,7 +107,7 @@ async function main() {
       let pos = task.tokens.length;
       for (let i = 0; i < task.n; i++) {
         const t = A.argmax(A.logits(ctx, nVocab, -1));
-        if (M._pm_model_is_eog(loaded.model, t)) break;
+        if (M._pm_model_is_eog(loaded.model, t) && !task.ignore_eog) break;
         out.push(t);
         A.decode(ctx, [t], pos++, false);
       }

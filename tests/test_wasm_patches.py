@@ -1,0 +1,56 @@
+"""Each patch of ours to llama.cpp, shown to matter (the mmap patch's test is in test_wasm_parity.py)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+import build as wasm_build
+import deps
+
+HERE = Path(__file__).resolve().parent
+QUANTS_C = "ggml/src/ggml-cpu/arch/wasm/quants.c"
+
+
+def build_harness(tree: Path, quants_c: Path, out: Path) -> Path:
+    # the last one lets "../../quants.h" resolve for a copy of quants.c that lives elsewhere
+    includes = [tree / "ggml" / "include", tree / "ggml" / "src", tree / "ggml" / "src" / "ggml-cpu",
+                tree / "ggml" / "src" / "ggml-cpu" / "arch" / "wasm"]
+    cmd = ["emcc", "-O2", "-msimd128", *[f"-I{i}" for i in includes], str(quants_c), str(HERE / "wasm" / "q8_harness.c"),
+           "-sERROR_ON_UNDEFINED_SYMBOLS=0", "-sMODULARIZE=1", "-sENVIRONMENT=node", "-sALLOW_MEMORY_GROWTH=1",
+           "-sEXPORTED_FUNCTIONS=_harness_q8_0,_malloc", "-o", str(out)]
+    subprocess.run(cmd, check=True, env=wasm_build.emscripten_env(), capture_output=True)
+    return out
+
+
+@pytest.mark.skipif(shutil.which("emcc") is None, reason="needs Emscripten (installed by .ci/setup.sh)")
+def test_q8_rounding_patch_makes_wasm_quantize_like_the_reference(tmp_path):
+    tree = wasm_build.source_tree()  # patched
+    original = tmp_path / "quants-upstream.c"
+    with tarfile.open(deps.fetch(deps.LLAMA_CPP_SDIST)) as tar:
+        original.write_bytes(tar.extractfile(f"{deps.LLAMA_CPP_SUBDIR}/{QUANTS_C}").read())
+    assert original.read_bytes() != (tree / QUANTS_C).read_bytes()
+
+    x = np.random.default_rng(0).standard_normal(32 * 256).astype(np.float32)
+    x.tofile(tmp_path / "x.f32")
+    reference = gguf.quants.quantize(x.reshape(1, -1), gguf.GGMLQuantizationType.Q8_0).tobytes()
+
+    def wasm_quantize(source: Path, name: str) -> bytes:
+        module = build_harness(tree, source, tmp_path / f"{name}.js")
+        subprocess.run(["node", "--no-experimental-fetch", str(HERE / "wasm" / "q8_run.cjs"), str(module),
+                        str(tmp_path / "x.f32"), str(tmp_path / f"{name}.bin")], check=True, timeout=60)
+        return (tmp_path / f"{name}.bin").read_bytes()
+
+    patched = wasm_quantize(tree / QUANTS_C, "patched")
+    upstream = wasm_quantize(original, "upstream")
+    qs = lambda blob: np.frombuffer(blob, dtype=np.uint8).reshape(-1, 34)[:, 2:].view(np.int8)  # noqa: E731
+    assert patched == reference  # bit-exact with llama.cpp's reference quantizer
+    # upstream truncates toward zero: about half the values land one step off
+    mismatched = np.mean(qs(upstream) != qs(reference))
+    assert mismatched > 0.3
+    assert np.abs(qs(upstream).astype(int) - qs(reference)).max() == 1
