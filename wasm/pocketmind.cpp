@@ -412,7 +412,7 @@ int32_t pm_token_bytes(const pm_model * m, int32_t token, int32_t special, char 
     });
 }
 
-int32_t pm_context_new(pm_model * m, int32_t n_ctx, int32_t n_batch, int32_t n_threads, int32_t embeddings,
+int32_t pm_context_new(pm_model * m, int32_t n_ctx, int32_t n_batch, int32_t n_threads, int32_t flags,
                        pm_context ** out) {
     return guarded([&]() -> int32_t {
         if (!m || !out) {
@@ -431,6 +431,9 @@ int32_t pm_context_new(pm_model * m, int32_t n_ctx, int32_t n_batch, int32_t n_t
             return fail(PM_ERR_INVALID_ARGUMENT, "n_threads " + std::to_string(n_threads) + " is outside 1.." +
                                                      std::to_string(PM_MAX_THREADS) + " for this build");
         }
+        if (flags & ~(PM_CONTEXT_EMBEDDINGS | PM_CONTEXT_KV_F32)) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "unknown context flags " + std::to_string(flags));
+        }
         llama_context_params params = llama_context_default_params();
         params.n_ctx = n_ctx == 0 ? n_ctx_train : n_ctx;
         params.n_batch = n_batch == 0 ? 512 : n_batch;
@@ -439,7 +442,12 @@ int32_t pm_context_new(pm_model * m, int32_t n_ctx, int32_t n_batch, int32_t n_t
         params.n_seq_max = 1;
         params.n_threads = n_threads;
         params.n_threads_batch = n_threads;
-        params.embeddings = embeddings != 0;
+        params.embeddings = (flags & PM_CONTEXT_EMBEDDINGS) != 0;
+        if (flags & PM_CONTEXT_KV_F32) {
+            params.type_k = GGML_TYPE_F32;
+            params.type_v = GGML_TYPE_F32;
+            params.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;  // flash attention casts K and V to F16
+        }
         params.no_perf = true;
         llama_context * lctx = llama_init_from_model(m->model, params);
         if (!lctx) {

@@ -84,8 +84,14 @@ int32_t pm_token_bytes(const pm_model * model, int32_t token, int32_t special, c
 
 /* ---- contexts ---- */
 
-/* n_ctx: 0 = the model's trained context; n_batch: 0 = 512; n_threads >= 1; embeddings: pooled embeddings on. */
-int32_t pm_context_new(pm_model * model, int32_t n_ctx, int32_t n_batch, int32_t n_threads, int32_t embeddings,
+enum pm_context_flags {
+    PM_CONTEXT_EMBEDDINGS = 1, /* compute pooled embeddings */
+    PM_CONTEXT_KV_F32     = 2, /* attention in F32 (F32 KV cache, no flash attention): twice the KV memory;
+                                  for parity checks, where F16 rounding would amplify last-bit differences */
+};
+
+/* n_ctx: 0 = the model's trained context; n_batch: 0 = 512; n_threads >= 1; flags: pm_context_flags. */
+int32_t pm_context_new(pm_model * model, int32_t n_ctx, int32_t n_batch, int32_t n_threads, int32_t flags,
                        pm_context ** out);
 void    pm_context_free(pm_context * ctx);
 int32_t pm_context_n_ctx(const pm_context * ctx);
@@ -104,7 +110,7 @@ void    pm_kv_clear(pm_context * ctx);
 /* Highest position held in the KV cache, -1 if empty. */
 int32_t pm_kv_pos_max(pm_context * ctx);
 
-/* Pooled embedding of a text given as tokens (context made with embeddings = 1; the cache is cleared first).
+/* Pooled embedding of a text given as tokens (context made with PM_CONTEXT_EMBEDDINGS; the cache is cleared first).
  * *out points at n_embd floats owned by the context, valid until the next call. */
 int32_t pm_embeddings(pm_context * ctx, const int32_t * tokens, int32_t n, const float ** out);
 

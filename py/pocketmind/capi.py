@@ -63,6 +63,8 @@ STATUS_NAMES = {
 }
 BUFFER_TOO_SMALL = -7
 NOT_FOUND = -8
+CONTEXT_EMBEDDINGS = 1
+CONTEXT_KV_F32 = 2
 
 
 class Backend(Protocol):

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .capi import BUFFER_TOO_SMALL, NOT_FOUND, STATUS_NAMES, Backend
+from .capi import BUFFER_TOO_SMALL, CONTEXT_EMBEDDINGS, CONTEXT_KV_F32, NOT_FOUND, STATUS_NAMES, Backend
 
 
 class PocketmindError(RuntimeError):
@@ -281,10 +281,13 @@ class Model(_Handle):
 
     # ---- running ----
 
-    def context(self, n_ctx: int = 0, n_batch: int = 512, n_threads: int = 1, embeddings: bool = False) -> Context:
+    def context(self, n_ctx: int = 0, n_batch: int = 512, n_threads: int = 1, embeddings: bool = False,
+                kv_f32: bool = False) -> Context:
+        """A new context. kv_f32 keeps the KV cache in F32 (twice the memory) for bit-level comparisons."""
+        flags = (CONTEXT_EMBEDDINGS if embeddings else 0) | (CONTEXT_KV_F32 if kv_f32 else 0)
         out = self._scratch.get(8)
         self._check(self.backend.call("pm_context_new", self.ptr, int(n_ctx), int(n_batch), int(n_threads),
-                                      int(embeddings), out))
+                                      flags, out))
         return Context(self, _read_pointer(self.backend, out))
 
 

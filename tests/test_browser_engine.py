@@ -1,0 +1,70 @@
+"""The built site in headless Chromium: the engine boots in a worker, threads when cross-origin isolated, and
+generates exactly what the native build generates."""
+from __future__ import annotations
+
+import pytest
+
+import build_site
+from test_wasm_parity import native_greedy
+from pocketmind import Model
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, tiny_models, smollm2, serve_site):
+    out = tmp_path_factory.mktemp("site")
+    build_site.build_site(out, [tiny_models["F16"], smollm2])
+    return serve_site(out)
+
+
+def boot(page, url):
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    info = page.evaluate("window.pocketmindCheck.ready")
+    assert not errors, errors
+    return info
+
+
+def test_engine_boots_threaded_and_matches_native(page, site, native, tiny_models):
+    info = boot(page, site)
+    assert page.evaluate("crossOriginIsolated") is True
+    assert info["variant"] == "wasm-mt" and info["threads"] >= 1
+    assert "wasm-mt" in page.locator("#runtime").text_content()
+    with Model.from_file(tiny_models["F16"], native) as model:
+        tokens = model.tokenize("the word and the other").tolist()
+    greedy = page.evaluate("([t, n]) => window.pocketmindCheck.greedy(t, n)", [tokens, 32])
+    assert greedy == native_greedy(native, tiny_models["F16"], tokens, 32, ignore_eog=True)
+
+
+def test_smollm2_answers_in_the_page_as_natively(page, site, native, smollm2):
+    boot(page, site)
+    page.evaluate("(f) => window.pocketmindCheck.use(f)", f"models/{smollm2.name}")
+    assert page.locator("#download").evaluate("e => e.value") == 1
+    page.fill("#prompt", "What is the capital of France?")
+    page.fill("#max-tokens", "32")
+    page.click("#run")
+    page.wait_for_function("document.querySelector('#speed').textContent.includes('tokens/s')", timeout=120_000)
+    answer = page.locator("#output").text_content()
+    chat = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    with Model.from_file(smollm2, native) as model:
+        tokens = model.tokenize(chat, add_special=False, parse_special=True).tolist()
+        expected = model.detokenize(native_greedy(native, smollm2, tokens, 32, n_ctx=2048)).decode("utf-8")
+    assert answer == expected
+    assert "Paris" in answer
+
+
+def test_a_broken_model_shows_an_error_and_the_page_recovers(page, site, tiny_models):
+    boot(page, site)
+    page.evaluate("""() => {
+        const o = document.createElement('option');
+        o.value = 'models/index.json'; o.dataset.bytes = '0'; o.textContent = 'not a model';
+        document.querySelector('#model').append(o);
+    }""")
+    message = page.evaluate("(f) => window.pocketmindCheck.use(f).then(() => 'loaded', e => e.message)",
+                            "models/index.json")
+    assert "cannot load model" in message
+    assert page.locator("#error").is_visible()
+    page.evaluate("(f) => window.pocketmindCheck.use(f)", f"models/{tiny_models['F16'].name}")
+    assert len(page.evaluate("window.pocketmindCheck.greedy([1, 270], 3)")) == 3

@@ -1,0 +1,112 @@
+// JavaScript helpers over a pocketmind wasm module's C API (wasm/pocketmind.h): argument memory, status checks,
+// and the greedy loop. One file for Node (require) and browser workers (importScripts).
+"use strict";
+
+function pocketmindApi(M) {
+  const scratch = M._pm_buffer_alloc(64);
+
+  // Views are re-read on every use: a grown memory replaces the buffer under them.
+  const heapU8 = () => M.HEAPU8;
+  const heap32 = () => M.HEAP32;
+  const lastError = () => M.UTF8ToString(M._pm_last_error());
+
+  function check(status, what) {
+    if (status < 0) throw new Error(`${what}: ${lastError()}`);
+    return status;
+  }
+
+  function withBuffer(bytes, fn) {
+    const ptr = M._pm_buffer_alloc(Math.max(bytes, 8));
+    if (!ptr) throw new Error(`out of memory for ${bytes} bytes`);
+    try {
+      return fn(ptr);
+    } finally {
+      M._pm_buffer_free(ptr);
+    }
+  }
+
+  // Model bytes go straight into wasm memory: the caller fills the buffer, the model uses it in place.
+  function allocModelBuffer(size) {
+    const ptr = M._pm_buffer_alloc(size);
+    if (!ptr) throw new Error(`not enough memory for a ${(size / 1048576).toFixed(1)} MB model`);
+    return ptr;
+  }
+
+  function loadModel(buffer, size) {
+    const status = M._pm_model_load_buffer(buffer, size, scratch);
+    if (status < 0) return { error: lastError(), status };
+    return { model: heap32()[scratch >> 2] >>> 0 };
+  }
+
+  function freeModel(model, buffer) {
+    M._pm_model_free(model);
+    M._pm_buffer_free(buffer);
+  }
+
+  function newContext(model, { n_ctx = 0, n_batch = 512, threads = 1, embeddings = false, kv_f32 = false } = {}) {
+    const flags = (embeddings ? 1 : 0) | (kv_f32 ? 2 : 0); // pm_context_flags
+    check(M._pm_context_new(model, n_ctx, n_batch, threads, flags, scratch), "context");
+    return heap32()[scratch >> 2] >>> 0;
+  }
+
+  function decode(ctx, tokens, pos, allLogits) {
+    withBuffer(4 * tokens.length, (ptr) => {
+      heap32().set(Int32Array.from(tokens), ptr >> 2);
+      check(M._pm_decode(ctx, ptr, tokens.length, pos, allLogits ? 1 : 0), "decode");
+    });
+  }
+
+  function logits(ctx, nVocab, i) {
+    const ptr = M._pm_logits(ctx, i);
+    if (!ptr) throw new Error(`logits: ${lastError()}`);
+    return M.HEAPF32.subarray(ptr >> 2, (ptr >> 2) + nVocab);
+  }
+
+  function argmax(values) {
+    let best = 0;
+    for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
+    return best;
+  }
+
+  function tokenize(model, text, { addSpecial = true, parseSpecial = false } = {}) {
+    const bytes = new TextEncoder().encode(text);
+    const nMax = bytes.length + 8;
+    return withBuffer(bytes.length + 4 * nMax + 8, (ptr) => {
+      heapU8().set(bytes, ptr);
+      const tokens = (ptr + bytes.length + 3) & ~3;
+      const nOut = tokens + 4 * nMax;
+      check(M._pm_tokenize(model, ptr, bytes.length, addSpecial ? 1 : 0, parseSpecial ? 1 : 0, tokens, nMax, nOut),
+            "tokenize");
+      return Array.from(heap32().subarray(tokens >> 2, (tokens >> 2) + heap32()[nOut >> 2]));
+    });
+  }
+
+  function tokenBytes(model, token) {
+    return withBuffer(264, (ptr) => {
+      check(M._pm_token_bytes(model, token, 0, ptr, 256, ptr + 256), "token bytes");
+      return heapU8().slice(ptr, ptr + heap32()[(ptr + 256) >> 2]); // a copy: shared memory can't be decoded
+    });
+  }
+
+  // Greedy continuation of `tokens` (already decoded when pos > 0). onToken(id) sees each new token.
+  function greedy(model, ctx, tokens, n, { ignoreEog = false, onToken = null } = {}) {
+    const nVocab = M._pm_model_n_vocab(model);
+    M._pm_kv_clear(ctx);
+    decode(ctx, tokens, 0, false);
+    let pos = tokens.length;
+    const out = [];
+    for (let i = 0; i < n; i++) {
+      const t = argmax(logits(ctx, nVocab, -1));
+      if (!ignoreEog && M._pm_model_is_eog(model, t)) break;
+      out.push(t);
+      if (onToken && onToken(t) === false) break;
+      if (i + 1 < n) decode(ctx, [t], pos++, false);
+    }
+    return out;
+  }
+
+  return { check, lastError, allocModelBuffer, loadModel, freeModel, newContext, decode, logits, argmax, tokenize,
+           tokenBytes, greedy };
+}
+
+if (typeof module !== "undefined" && module.exports) module.exports = pocketmindApi;
