@@ -10,6 +10,15 @@ function request(message, replyType) {
   });
 }
 
+// A worker that dies (or fails to start) must not leave the page waiting forever.
+worker.onerror = (event) => {
+  event.preventDefault();
+  const error = new Error(`the engine failed: ${event.message || "worker error"}`);
+  for (const { reject } of waiting.values()) reject(error);
+  waiting.clear();
+  showError(error.message);
+};
+
 function showError(message) {
   $("error").textContent = message;
   $("error").hidden = false;

@@ -11,14 +11,27 @@ let current = null; // {model, buffer, ctx}
 
 const threaded = self.crossOriginIsolated && typeof SharedArrayBuffer !== "undefined";
 const variant = threaded ? "mt" : "st";
-const threads = threaded ? Math.max(1, Math.min(4, (self.navigator.hardwareConcurrency || 2) - 1)) : 1;
+// leave a core for the page where there are many; two threads even on two cores (the page is idle meanwhile)
+const cores = self.navigator.hardwareConcurrency || 2;
+const threads = threaded && cores >= 2 ? Math.max(2, Math.min(4, cores - 1)) : 1;
+
+const BOOT_TIMEOUT_MS = 60000;
 
 async function init() {
-  importScripts(`wasm/pocketmind-${variant}.js`, "wasm/pocketmind_api.js");
-  M = await createPocketmind({
-    locateFile: (file) => `wasm/${file}`,
-    mainScriptUrlOrBlob: `wasm/pocketmind-${variant}.js`, // where pthread workers load the module from
-  });
+  const script = new URL(`wasm/pocketmind-${variant}.js`, self.location.href).href;
+  importScripts(script, "wasm/pocketmind_api.js");
+  let abort;
+  const aborted = new Promise((_, reject) => (abort = reject));
+  const timer = setTimeout(() => abort(new Error("the engine did not start within a minute")), BOOT_TIMEOUT_MS);
+  M = await Promise.race([
+    createPocketmind({
+      locateFile: (file) => new URL(`wasm/${file}`, self.location.href).href,
+      mainScriptUrlOrBlob: script, // where the pthread workers load the module from
+      onAbort: (what) => abort(new Error(`the engine stopped: ${what}`)),
+    }),
+    aborted,
+  ]);
+  clearTimeout(timer);
   M._pm_set_log_level(1);
   A = pocketmindApi(M);
   postMessage({ type: "ready", variant: `wasm-${variant}`, threads, version: M.UTF8ToString(M._pm_version()) });
