@@ -31,7 +31,8 @@ from pocketmind.native import NativeBackend  # noqa: E402
 def bench_native(model: Model, threads: int, n_prompt: int, n_gen: int) -> tuple[float, float]:
     prompt = [1 + (i * 7919) % (model.n_vocab - 1) for i in range(n_prompt)]  # same tokens as run_node.cjs
     with model.context(n_ctx=512, n_threads=threads) as ctx:
-        ctx.decode(prompt[:8])  # warm-up
+        ctx.decode(prompt)  # warm-up with the same shapes, as the wasm driver does
+        ctx.decode(prompt[:8])
         ctx.kv_clear()
         t0 = time.perf_counter()
         ctx.decode(prompt)
