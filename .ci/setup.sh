@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install what building and testing pocketmind needs, by package name only (Debian, PyPI). Safe to rerun:
+# Install what building and testing pocketmind needs, by package name only (Debian, PyPI), then build the
+# engine (cached by content hash). Safe to rerun:
 # it skips what is already there. Never downloads a browser or toolchain from anywhere else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,3 +20,6 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install --quiet --disable-pip-version-check -e ".[test]"
+
+# llama.cpp natively and in WebAssembly (about 10 minutes the first time on 2 cores; seconds from the cache)
+python3 wasm/build.py

@@ -136,6 +136,15 @@ def test_threads_give_the_same_logits(native, tiny_models):
     np.testing.assert_allclose(out[0], out[1], atol=1e-5)
 
 
+def test_closing_a_model_closes_its_contexts_first(native, tiny_models):
+    model = Model.from_file(tiny_models["F16"], native)
+    ctx = model.context(n_ctx=32)
+    ctx.decode([1, 270])
+    model.close()  # would leave ctx pointing at freed weights
+    with pytest.raises(ValueError, match="closed"):
+        ctx.decode([271])
+
+
 def test_closed_handles_refuse_use(native, tiny_models):
     model = Model.from_file(tiny_models["F16"], native)
     ctx = model.context(n_ctx=32)

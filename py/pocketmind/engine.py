@@ -6,6 +6,7 @@ size-query retries and array handling are written once, here.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -112,6 +113,7 @@ class Model(_Handle):
     def __init__(self, backend: Backend, ptr: int, buffer: int = 0):
         super().__init__(backend, ptr)
         self._buffer = buffer  # library memory holding the GGUF bytes (wasm uses it in place)
+        self._contexts: weakref.WeakSet[Context] = weakref.WeakSet()  # closed before the model is freed
         self.n_vocab = backend.call("pm_model_n_vocab", ptr)
         self.n_ctx_train = backend.call("pm_model_n_ctx_train", ptr)
         self.n_embd = backend.call("pm_model_n_embd", ptr)
@@ -167,6 +169,8 @@ class Model(_Handle):
             scratch.release()
 
     def close(self) -> None:
+        for ctx in list(getattr(self, "_contexts", ())):
+            ctx.close()
         super().close()
         if self._buffer:
             self.backend.call("pm_buffer_free", self._buffer)
@@ -288,7 +292,9 @@ class Model(_Handle):
         out = self._scratch.get(8)
         self._check(self.backend.call("pm_context_new", self.ptr, int(n_ctx), int(n_batch), int(n_threads),
                                       flags, out))
-        return Context(self, _read_pointer(self.backend, out))
+        ctx = Context(self, _read_pointer(self.backend, out))
+        self._contexts.add(ctx)
+        return ctx
 
 
 class Context(_Handle):
