@@ -1,0 +1,123 @@
+"""Rendering a chat with the model's own Jinja chat template (`tokenizer.chat_template`), as Hugging Face does.
+
+The template is untrusted text from the GGUF file, so it runs in jinja2's immutable sandbox. Models without a
+template get ChatML.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import jinja2
+import jinja2.ext
+from jinja2 import nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+class ChatTemplateError(ValueError):
+    """The model's chat template could not be compiled or rendered."""
+
+
+class _TemplateRaised(Exception):
+    """What raise_exception() throws, so its text is reported as the template's own message."""
+
+
+def _raise_exception(message: str = "") -> None:
+    raise _TemplateRaised(message)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, separators=None,
+            sort_keys: bool = False) -> str:
+    # jinja2's own tojson escapes HTML characters and non-ASCII text, which would change the prompt
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+class _GenerationTag(jinja2.ext.Extension):
+    """`{% generation %}...{% endgeneration %}` (used by some templates to mark assistant text): renders its body."""
+
+    tags = {"generation"}
+
+    def parse(self, parser):
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return nodes.Scope(body).set_lineno(lineno)
+
+
+@functools.lru_cache(maxsize=16)
+def _compile(source: str) -> jinja2.Template:
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[jinja2.ext.loopcontrols, _GenerationTag])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    try:
+        return env.from_string(source)
+    except jinja2.TemplateSyntaxError as e:
+        raise ChatTemplateError(f"the model's chat template does not compile: {e.message} (line {e.lineno})") from e
+    except Exception as e:
+        raise ChatTemplateError(f"the model's chat template does not compile: {e}") from e
+
+
+def validate_messages(messages: Any) -> list[dict[str, Any]]:
+    """Check a chat is a list of {role: str, content: str, ...} and return plain-dict copies."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise ValueError(f"messages must be a list of {{'role', 'content'}} dicts, got {type(messages).__name__}")
+    out = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise ValueError(f"messages[{i}] must be a dict with 'role' and 'content', got {type(message).__name__}")
+        for key in ("role", "content"):
+            if key not in message:
+                raise ValueError(f"messages[{i}] has no {key!r}")
+            if not isinstance(message[key], str):
+                raise ValueError(f"messages[{i}][{key!r}] must be a string, got {type(message[key]).__name__}")
+        if not message["role"]:
+            raise ValueError(f"messages[{i}]['role'] is empty")
+        out.append(dict(message))
+    return out
+
+
+class ChatTemplate:
+    """A compiled chat template with the model's BOS/EOS texts."""
+
+    def __init__(self, source: str | None = None, bos_token: str = "", eos_token: str = ""):
+        self.source = CHATML_TEMPLATE if source is None else source
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+        self._template = _compile(self.source)
+
+    @classmethod
+    def for_model(cls, model, source: str | None = None) -> ChatTemplate:
+        """The model's template (or `source` when given, or ChatML when the model has none)."""
+        def text(token: int) -> str:
+            return model.token_bytes(token, special=True).decode("utf-8", errors="replace") if token >= 0 else ""
+
+        return cls(source if source is not None else model.chat_template, text(model.bos), text(model.eos))
+
+    def render(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True, **extra: Any) -> str:
+        variables = {"bos_token": self.bos_token, "eos_token": self.eos_token, **extra,
+                     "messages": validate_messages(messages), "add_generation_prompt": add_generation_prompt}
+        try:
+            return self._template.render(**variables)
+        except _TemplateRaised as e:
+            raise ChatTemplateError(f"the model's chat template refused the chat: {e}") from e
+        except Exception as e:
+            raise ChatTemplateError(f"the model's chat template failed to render: {type(e).__name__}: {e}") from e
+
+
+def render_chat(model, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True,
+                template: str | None = None, **extra: Any) -> str:
+    """Render messages with the model's chat template (or `template`)."""
+    return ChatTemplate.for_model(model, template).render(messages, add_generation_prompt, **extra)

@@ -1,0 +1,281 @@
+"""The generation loop over one Context: KV-cache reuse, sampling, UTF-8-safe streaming, stop strings, abort.
+
+Backend-neutral: only Model/Context methods from engine.py are used.
+"""
+from __future__ import annotations
+
+import codecs
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .sampling import Sampler, SamplingParams, log_softmax
+
+if TYPE_CHECKING:
+    from .chat_template import ChatTemplate
+
+FINISH_REASONS = ("stop", "eog", "length", "abort")
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """log p(token) under the raw model logits, and the `top` most likely (token, logprob) pairs."""
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One step of the stream: text now safe to show (may be empty while held back), the token sampled
+    (None for the final flush of held-back text) and its log-probabilities when asked for."""
+
+    text: str
+    token: int | None
+    logprob: TokenLogprob | None = None
+
+
+@dataclass(frozen=True)
+class Done:
+    """The last event: why generation ended, everything it produced, and how fast."""
+
+    finish_reason: str  # one of FINISH_REASONS
+    text: str  # the concatenation of every Chunk's text
+    tokens: tuple[int, ...]  # generated tokens (the end-of-generation token is not included)
+    stop: str | None  # the stop string that ended it
+    n_prompt: int
+    n_reused: int  # prompt tokens already in the KV cache
+    n_prompt_decoded: int  # prompt tokens decoded now (may be fewer than the rest on abort)
+    prompt_seconds: float
+    generation_seconds: float
+
+    @property
+    def n_generated(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def prompt_tokens_per_s(self) -> float:
+        return self.n_prompt_decoded / self.prompt_seconds if self.prompt_seconds > 0 else 0.0
+
+    @property
+    def generation_tokens_per_s(self) -> float:
+        return self.n_generated / self.generation_seconds if self.generation_seconds > 0 else 0.0
+
+
+class TextStream:
+    """Bytes in, displayable text out: never half a UTF-8 character, never a stop string or what follows it,
+    and text that could still begin a stop string is held back until it cannot."""
+
+    def __init__(self, stop: Sequence[str] = ()):
+        self.stop = tuple(stop)
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # holds incomplete characters
+        self._pending = ""
+        self.text = ""  # everything released so far
+        self.stopped_by: str | None = None
+
+    def push(self, data: bytes, final: bool = False) -> str:
+        """Add bytes; return the text that can be shown now."""
+        if self.stopped_by is not None:
+            return ""
+        self._pending += self._decoder.decode(data, final)
+        # held-back text is kept whenever it could start a stop string, so a match can only begin in _pending
+        hits = [(i, s) for s in self.stop if (i := self._pending.find(s)) >= 0]
+        if hits:
+            cut, self.stopped_by = min(hits)
+            out, self._pending = self._pending[:cut], ""
+        else:
+            cut = len(self._pending) - (0 if final else self._held_back())
+            out, self._pending = self._pending[:cut], self._pending[cut:]
+        self.text += out
+        return out
+
+    def finish(self) -> str:
+        """Flush at the end: incomplete bytes become U+FFFD, held-back text is released."""
+        return self.push(b"", final=True)
+
+    def _held_back(self) -> int:
+        """Length of the longest end of _pending that is a proper start of some stop string."""
+        best = 0
+        for s in self.stop:
+            for n in range(min(len(s) - 1, len(self._pending)), best, -1):
+                if self._pending.endswith(s[:n]):
+                    best = n
+                    break
+        return best
+
+
+def _abort_check(abort: Any) -> Callable[[], bool]:
+    if abort is None:
+        return lambda: False
+    if hasattr(abort, "is_set"):  # threading.Event and look-alikes
+        return abort.is_set
+    if callable(abort):
+        return lambda: bool(abort())
+    raise ValueError("abort must be None, a callable returning bool, or an object with is_set() (threading.Event)")
+
+
+def token_logprob(logits: np.ndarray, token: int, top: int) -> TokenLogprob:
+    lp = log_softmax(logits)
+    top = min(top, lp.size)
+    best = np.argpartition(-lp, top - 1)[:top] if top > 0 else np.array([], dtype=np.int64)
+    best = best[np.argsort(-lp[best], kind="stable")]
+    return TokenLogprob(int(token), float(lp[token]), tuple((int(t), float(lp[t])) for t in best))
+
+
+class Generator:
+    """Owns one Context and remembers which tokens its KV cache holds, so a new prompt decodes only what differs."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.model = ctx.model
+        self.tokens: list[int] = []  # tokens at positions 0..len-1 of the KV cache
+        self.ctx.kv_clear()
+
+    def reset(self) -> None:
+        self.ctx.kv_clear()
+        self.tokens = []
+
+    def _decode(self, tokens: Sequence[int]) -> None:
+        try:
+            self.ctx.decode(tokens, pos=len(self.tokens))
+        except BaseException:
+            self._resync()
+            raise
+        self.tokens.extend(int(t) for t in tokens)
+
+    def _resync(self) -> None:
+        """After a failed decode, drop whatever part of it reached the cache."""
+        try:
+            self.ctx.kv_remove(len(self.tokens))
+        except Exception:
+            self.reset()
+
+    def _prefill(self, prompt: list[int], aborted: Callable[[], bool]) -> tuple[int, int, bool]:
+        """Keep the longest common prefix in the cache, decode the rest in batches (abort is checked between
+        them). Returns (reused, decoded, completed)."""
+        if self.ctx.n_past != len(self.tokens):  # someone else used the context: trust nothing
+            self.reset()
+        n = min(len(self.tokens), len(prompt))
+        differ = np.flatnonzero(np.asarray(self.tokens[:n]) != np.asarray(prompt[:n]))
+        common = int(differ[0]) if differ.size else n
+        keep = min(common, len(prompt) - 1)  # the last prompt token is always decoded: we need its logits
+        if keep < len(self.tokens):
+            self.ctx.kv_remove(keep)
+            del self.tokens[keep:]
+        step = max(1, self.ctx.n_batch)
+        for start in range(keep, len(prompt), step):
+            if aborted():
+                return keep, start - keep, False
+            self._decode(prompt[start:start + step])
+        return keep, len(prompt) - keep, True
+
+    def generate(self, prompt_tokens: Sequence[int] | np.ndarray, params: SamplingParams | None = None,
+                 max_tokens: int | None = 256, stop: str | Sequence[str] = (), abort: Any = None,
+                 logprobs: int = 0) -> Iterator[Chunk | Done]:
+        """Yield a Chunk per sampled token (plus one for a final flush), then a Done.
+
+        max_tokens None generates until the context is full; abort is a callable or a threading.Event, checked
+        before each token; logprobs=k adds the chosen token's log-probability and the k most likely tokens.
+        """
+        prompt = [int(t) for t in np.asarray(prompt_tokens, dtype=np.int64).ravel()]
+        stops = [stop] if isinstance(stop, str) else list(stop)
+        if not prompt:
+            raise ValueError("the prompt needs at least one token")
+        if len(prompt) > self.ctx.n_ctx:
+            raise ValueError(f"the prompt has {len(prompt)} tokens, more than the context of {self.ctx.n_ctx}")
+        if max_tokens is not None and (isinstance(max_tokens, bool) or int(max_tokens) != max_tokens
+                                       or max_tokens < 0):
+            raise ValueError(f"max_tokens must be a non-negative integer or None, got {max_tokens!r}")
+        if not all(isinstance(s, str) and s for s in stops):
+            raise ValueError("stop strings must be non-empty strings")
+        if isinstance(logprobs, bool) or int(logprobs) != logprobs or logprobs < 0:
+            raise ValueError(f"logprobs must be a non-negative integer, got {logprobs!r}")
+        return self._run(prompt, params or SamplingParams(), max_tokens, stops, _abort_check(abort), int(logprobs))
+
+    def _run(self, prompt, params, max_tokens, stops, aborted, logprobs) -> Iterator[Chunk | Done]:
+        t0 = time.perf_counter()
+        reused, decoded, completed = self._prefill(prompt, aborted)
+        t1 = time.perf_counter()
+        sampler = Sampler(params)
+        stream = TextStream(stops)
+        history = list(prompt)  # penalties look at the prompt too, as llama.cpp's server does
+        generated: list[int] = []
+        reason = None if completed else "abort"
+        if reason is None and max_tokens == 0:
+            reason = "length"
+        to_decode = None  # the last sampled token: decoded lazily so an abort skips that work
+        while reason is None:
+            if aborted():
+                reason = "abort"
+                break
+            if to_decode is not None:
+                self._decode([to_decode])
+            logits = self.ctx.logits()
+            token = sampler.sample(logits, history)
+            if self.model.is_eog(token):
+                reason = "eog"
+                break
+            info = token_logprob(logits, token, logprobs) if logprobs else None
+            generated.append(token)
+            history.append(token)
+            text = stream.push(self.model.token_bytes(token))
+            if stream.stopped_by is not None:
+                reason = "stop"
+            elif max_tokens is not None and len(generated) >= max_tokens:
+                reason = "length"
+            elif len(self.tokens) >= self.ctx.n_ctx:
+                reason = "length"  # no room left to decode this token
+            to_decode = token
+            yield Chunk(text, token, info)
+        tail = stream.finish()
+        if tail:
+            yield Chunk(tail, None)
+        yield Done(reason, stream.text, tuple(generated), stream.stopped_by, len(prompt), reused, decoded,
+                   t1 - t0, time.perf_counter() - t1)
+
+    def complete(self, prompt_tokens: Sequence[int] | np.ndarray, **kwargs: Any) -> Done:
+        """Run generate() to the end and return its Done."""
+        for event in self.generate(prompt_tokens, **kwargs):
+            pass
+        return event
+
+
+def chat_prompt_tokens(model, messages: Sequence[Mapping[str, Any]], template: ChatTemplate | None = None,
+                       add_generation_prompt: bool = True) -> np.ndarray:
+    """Render a chat with the model's template and tokenize it.
+
+    Special tokens written by the template (<|im_start|>, a BOS it inserts itself) are parsed as such. BOS is added
+    only when the model asks for one and the template did not already start with it; EOS is never added (the
+    prompt must end open for the answer).
+    """
+    from .chat_template import ChatTemplate  # jinja2 is only needed for chats
+
+    template = template or ChatTemplate.for_model(model)
+    text = template.render(messages, add_generation_prompt)
+    tokens = model.tokenize(text, add_special=False, parse_special=True)
+    if model.add_bos and model.bos >= 0 and (tokens.size == 0 or tokens[0] != model.bos):
+        tokens = np.concatenate([np.array([model.bos], dtype=tokens.dtype), tokens])
+    return tokens
+
+
+class ChatSession(Generator):
+    """A Generator that takes chats: each turn re-renders the whole chat, and the KV cache keeps the shared start."""
+
+    def __init__(self, ctx, template: str | None = None):
+        from .chat_template import ChatTemplate
+
+        super().__init__(ctx)
+        self.template = ChatTemplate.for_model(ctx.model, template)
+
+    def prompt_tokens(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True) -> np.ndarray:
+        return chat_prompt_tokens(self.model, messages, self.template, add_generation_prompt)
+
+    def chat(self, messages: Sequence[Mapping[str, Any]], params: SamplingParams | None = None,
+             max_tokens: int | None = 256, stop: str | Sequence[str] = (), abort: Any = None, logprobs: int = 0,
+             add_generation_prompt: bool = True) -> Iterator[Chunk | Done]:
+        return self.generate(self.prompt_tokens(messages, add_generation_prompt), params, max_tokens, stop, abort,
+                             logprobs)
