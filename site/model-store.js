@@ -1,0 +1,400 @@
+// Model storage for the browser: download a GGUF once, verify its sha256, keep it in Cache Storage
+// ("pocketmind-models-v1", keyed by absolute URL), and load it from there later without the network.
+// A classic script (importScripts in a worker, or <script> in a page) defining one global, pocketmindModelStore:
+//
+//   fetchModel(url, {sha256, size, sink, onProgress, signal})
+//     -> {url, bytes, size, sha256, fromCache, stored, storeError, cacheError}
+//     sink(chunk, offset, total): called for each chunk in order; copy the chunk (do not keep, modify or transfer
+//       it: the same bytes are being written to Cache Storage). With a sink, bytes is null. The destination is
+//       only trustworthy once fetchModel resolves; if a cached copy turns out corrupt, the download starts again
+//       at offset 0. Without a sink, bytes is a Uint8Array of the model.
+//     onProgress(loaded, total, {fromCache}): first (0, total), then after every chunk; total may be null when
+//       neither size nor Content-Length is known.
+//     stored: the model is now in Cache Storage; storeError: why not (e.g. quota), the load itself succeeded.
+//     cacheError: why a cached copy was discarded before this download (a failed check), else null.
+//   listModels() -> [{url, size, sha256, storedAt}]      deleteModel(url) -> bool
+//   storageEstimate() -> {usage, quota} | null           requestPersistence() -> bool | null
+//   new Sha256().update(bytes)...digest() -> hex         (incremental; crypto.subtle has no streaming digest)
+//
+// Memory: chunks go to the sink (the engine copies them into wasm memory), through the incremental SHA-256 below
+// and into Cache Storage at the same time, so no second full copy of the model is held in JS; the cache writer
+// may lag the download by at most 8 MiB before the download waits for it. Without a sink and with a known size
+// there is one copy (the returned buffer); with an unknown size the chunks are joined at the end (two copies for
+// a moment). The JS hash runs at roughly 100-150 MB/s (Chromium / Node, x86-64): about a second per 100 MB.
+// The cache entry only commits when its body stream closes, and it is closed only after the hash matched: on a
+// mismatch or an abort it is errored instead, and Cache Storage keeps nothing.
+"use strict";
+
+var pocketmindModelStore = (function () {
+  const CACHE_NAME = "pocketmind-models-v1";
+  const H_SHA = "X-Pocketmind-Sha256";
+  const H_SIZE = "X-Pocketmind-Size";
+  const H_AT = "X-Pocketmind-Stored-At";
+  // how much the cache writer may lag behind the download before the download waits for it
+  const CACHE_QUEUE_BYTES = 8 << 20;
+
+  // ---- SHA-256 (FIPS 180-4), incremental: crypto.subtle.digest needs the whole buffer at once ----
+  const K = new Int32Array([
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+  ]);
+  const H0 = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
+
+  function Sha256() {
+    this.h = new Int32Array(H0);
+    this.w = new Int32Array(64);
+    this.buf = new Uint8Array(64); // a partial block carried between update() calls
+    this.nbuf = 0;
+    this.length = 0; // bytes hashed so far (a double: exact far beyond any model size)
+  }
+
+  Sha256.prototype._block = function (p, o) {
+    const w = this.w, h = this.h;
+    for (let i = 0; i < 16; i++, o += 4) w[i] = (p[o] << 24) | (p[o + 1] << 16) | (p[o + 2] << 8) | p[o + 3];
+    for (let i = 16; i < 64; i++) {
+      const x = w[i - 15], y = w[i - 2];
+      const s0 = ((x >>> 7) | (x << 25)) ^ ((x >>> 18) | (x << 14)) ^ (x >>> 3);
+      const s1 = ((y >>> 17) | (y << 15)) ^ ((y >>> 19) | (y << 13)) ^ (y >>> 10);
+      w[i] = (w[i - 16] + s0 + w[i - 7] + s1) | 0;
+    }
+    let a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], k = h[7];
+    for (let i = 0; i < 64; i++) {
+      const S1 = ((e >>> 6) | (e << 26)) ^ ((e >>> 11) | (e << 21)) ^ ((e >>> 25) | (e << 7));
+      const t1 = (k + S1 + ((e & f) ^ (~e & g)) + K[i] + w[i]) | 0;
+      const S0 = ((a >>> 2) | (a << 30)) ^ ((a >>> 13) | (a << 19)) ^ ((a >>> 22) | (a << 10));
+      const t2 = (S0 + ((a & b) ^ (a & c) ^ (b & c))) | 0;
+      k = g; g = f; f = e; e = (d + t1) | 0; d = c; c = b; b = a; a = (t1 + t2) | 0;
+    }
+    h[0] = (h[0] + a) | 0; h[1] = (h[1] + b) | 0; h[2] = (h[2] + c) | 0; h[3] = (h[3] + d) | 0;
+    h[4] = (h[4] + e) | 0; h[5] = (h[5] + f) | 0; h[6] = (h[6] + g) | 0; h[7] = (h[7] + k) | 0;
+  };
+
+  // data: a Uint8Array (or anything with byte indexing and subarray); returns this for chaining
+  Sha256.prototype.update = function (data) {
+    const n = data.length;
+    let i = 0;
+    this.length += n;
+    if (this.nbuf) {
+      i = Math.min(64 - this.nbuf, n);
+      this.buf.set(data.subarray(0, i), this.nbuf);
+      this.nbuf += i;
+      if (this.nbuf < 64) return this;
+      this._block(this.buf, 0);
+      this.nbuf = 0;
+    }
+    for (; i + 64 <= n; i += 64) this._block(data, i); // whole blocks straight from the input, no copy
+    if (i < n) {
+      this.buf.set(data.subarray(i), 0);
+      this.nbuf = n - i;
+    }
+    return this;
+  };
+
+  // -> lowercase hex; the hasher is finished afterwards
+  Sha256.prototype.digest = function () {
+    const buf = this.buf, bits = this.length * 8;
+    buf[this.nbuf++] = 0x80;
+    if (this.nbuf > 56) {
+      buf.fill(0, this.nbuf);
+      this._block(buf, 0);
+      this.nbuf = 0;
+    }
+    buf.fill(0, this.nbuf, 56);
+    const hi = Math.floor(bits / 0x100000000), lo = bits >>> 0;
+    for (let i = 0; i < 4; i++) {
+      buf[56 + i] = hi >>> (24 - 8 * i);
+      buf[60 + i] = lo >>> (24 - 8 * i);
+    }
+    this._block(buf, 0);
+    let hex = "";
+    for (let i = 0; i < 8; i++) hex += (this.h[i] >>> 0).toString(16).padStart(8, "0");
+    return hex;
+  };
+
+  // ---- helpers ----
+  function short(hex) {
+    return hex ? hex.slice(0, 12) + "…" : "(none)";
+  }
+
+  function absolute(url) {
+    return new URL(url, self.location.href).href; // page and worker then share one cache key
+  }
+
+  function abortError(signal) {
+    if (signal && signal.reason instanceof Error) return signal.reason;
+    return new DOMException("the model download was aborted", "AbortError");
+  }
+
+  async function openCache() {
+    if (typeof self.caches === "undefined") {
+      return { cache: null, error: "Cache Storage is unavailable here (not a secure context?)" };
+    }
+    try {
+      return { cache: await self.caches.open(CACHE_NAME), error: null };
+    } catch (e) {
+      return { cache: null, error: `Cache Storage cannot be opened: ${e && e.message ? e.message : e}` };
+    }
+  }
+
+  // The body of the Response handed to cache.put: we push chunks in, with backpressure, and either close it
+  // (commit) or error it (Cache Storage then discards the entry).
+  function cacheWriter(cache, url, total, expected, onFail) {
+    let ctrl, wake = null, failed = false;
+    const release = () => { if (wake) { const w = wake; wake = null; w(); } };
+    const stream = new ReadableStream(
+      { start: (c) => { ctrl = c; }, pull: release, cancel: () => { failed = true; release(); } },
+      new ByteLengthQueuingStrategy({ highWaterMark: CACHE_QUEUE_BYTES }),
+    );
+    const headers = { "Content-Type": "application/octet-stream", [H_AT]: new Date().toISOString() };
+    if (total != null) {
+      headers["Content-Length"] = String(total);
+      headers[H_SIZE] = String(total);
+    }
+    // headers are taken when put() starts, so only a hash known up front can be recorded: the expected one,
+    // which the body is checked against before the entry commits
+    if (expected) headers[H_SHA] = expected;
+    const done = cache.put(url, new Response(stream, { status: 200, headers })).then(() => null, (e) => {
+      failed = true;
+      release();
+      onFail(e);
+      return e;
+    });
+    return {
+      get failed() { return failed; },
+      async push(chunk) {
+        if (failed) return;
+        ctrl.enqueue(chunk);
+        if (ctrl.desiredSize <= 0 && !failed) await new Promise((r) => { wake = r; });
+      },
+      close() { if (!failed) ctrl.close(); },
+      abandon(reason) {
+        if (failed) return;
+        failed = true;
+        try { ctrl.error(reason); } catch (_) { /* already closed */ }
+        release();
+      },
+      done,
+    };
+  }
+
+  // Reads a body into the sink (or a buffer we own), hashing on the way. Returns {bytes, size, sha256}.
+  async function pump(body, total, opts, fromCache, writer, notify) {
+    const { sink, onProgress, signal } = opts;
+    let own = null, parts = null;
+    if (!sink) {
+      if (total != null) own = new Uint8Array(total);
+      else parts = []; // size unknown: collected and joined at the end (briefly two copies)
+    }
+    const hasher = new Sha256();
+    const reader = body.getReader();
+    let loaded = 0;
+    if (onProgress) onProgress(0, total, { fromCache });
+    try {
+      for (;;) {
+        if (signal && signal.aborted) throw abortError(signal);
+        let step;
+        try {
+          step = await reader.read();
+        } catch (e) {
+          if (signal && signal.aborted) throw abortError(signal);
+          throw notify(e);
+        }
+        if (step.done) break;
+        const chunk = step.value;
+        if (total != null && loaded + chunk.length > total) {
+          throw notify(new Error(`${opts.url} is larger than its announced ${total} bytes`));
+        }
+        hasher.update(chunk);
+        if (writer) await writer.push(chunk);
+        if (sink) {
+          const r = sink(chunk, loaded, total);
+          if (r && typeof r.then === "function") await r;
+        } else if (own) own.set(chunk, loaded);
+        else parts.push(chunk);
+        loaded += chunk.length;
+        if (onProgress) onProgress(loaded, total, { fromCache });
+      }
+    } catch (e) {
+      reader.cancel(e).catch(() => {});
+      throw e;
+    }
+    if (total != null && loaded !== total) {
+      throw notify(new Error(`${opts.url} ended after ${loaded} of ${total} bytes`));
+    }
+    if (parts) {
+      own = new Uint8Array(loaded);
+      let at = 0;
+      for (const p of parts) { own.set(p, at); at += p.length; }
+      parts = null;
+    }
+    return { bytes: own, size: loaded, sha256: hasher.digest() };
+  }
+
+  function mismatch(url, expected, actual) {
+    return new Error(`the model's hash does not match: ${url} has sha256 ${short(actual)}, ` +
+      `expected ${short(expected)}`);
+  }
+
+  // A cached copy that fails its checks: the caller deletes it and downloads again.
+  class CorruptEntry extends Error {}
+
+  async function fromCacheEntry(response, url, expected, opts) {
+    const storedSha = (response.headers.get(H_SHA) || "").toLowerCase() || null;
+    const storedSize = Number(response.headers.get(H_SIZE) || response.headers.get("Content-Length")) || null;
+    if (expected && storedSha && storedSha !== expected) {
+      throw new CorruptEntry(`the cached copy has sha256 ${short(storedSha)}, expected ${short(expected)}`);
+    }
+    if (opts.size != null && storedSize != null && storedSize !== opts.size) {
+      throw new CorruptEntry(`the cached copy has ${storedSize} bytes, expected ${opts.size}`);
+    }
+    const want = expected || storedSha; // without an expected hash, the one recorded at download time
+    const total = storedSize != null ? storedSize : (opts.size != null ? opts.size : null);
+    const got = await pump(response.body, total, { ...opts, url }, true, null, (e) => new CorruptEntry(e.message));
+    if (want && got.sha256 !== want) {
+      throw new CorruptEntry(`the cached copy has sha256 ${short(got.sha256)}, expected ${short(want)}`);
+    }
+    return got;
+  }
+
+  async function download(url, cache, cacheError, expected, opts) {
+    const { signal } = opts;
+    let response;
+    try {
+      response = await fetch(url, { signal, cache: "no-store" }); // no-store: the HTTP cache would be a 2nd copy
+    } catch (e) {
+      if (signal && signal.aborted) throw abortError(signal);
+      throw new Error(`download of ${url} failed: ${e && e.message ? e.message : e}`);
+    }
+    if (!response.ok) throw new Error(`download of ${url} failed: HTTP ${response.status}`);
+    // a compressed transfer's Content-Length is not the model's size
+    const announced = response.headers.get("Content-Encoding")
+      ? null
+      : Number(response.headers.get("Content-Length")) || null;
+    if (opts.size != null && announced != null && announced !== opts.size) {
+      response.body.cancel().catch(() => {});
+      throw new Error(`${url} is ${announced} bytes, expected ${opts.size}`);
+    }
+    const total = opts.size != null ? opts.size : announced;
+    let storeError = cache ? null : cacheError;
+    const onStoreFail = (e) => { storeError = describeStoreError(e); };
+    const writer = cache ? cacheWriter(cache, url, total, expected, onStoreFail) : null;
+    let got;
+    try {
+      got = await pump(response.body, total, { ...opts, url }, false, writer, (e) => e);
+      if (expected && got.sha256 !== expected) throw mismatch(url, expected, got.sha256);
+    } catch (e) {
+      if (writer) {
+        writer.abandon(e);
+        await writer.done;
+      }
+      throw e;
+    }
+    let stored = false;
+    if (writer && !writer.failed) {
+      writer.close(); // the body is complete and verified: only now may the entry commit
+      stored = (await writer.done) === null;
+    }
+    return { ...got, stored, storeError: stored ? null : storeError };
+  }
+
+  function describeStoreError(e) {
+    const name = e && e.name;
+    const message = e && e.message ? e.message : String(e);
+    if (name === "QuotaExceededError") return `not enough storage space (${message})`;
+    return message;
+  }
+
+  function normalizeHex(sha) {
+    if (sha == null || sha === "") return null;
+    const hex = String(sha).trim().toLowerCase();
+    if (!/^[0-9a-f]{64}$/.test(hex)) {
+      throw new Error(`expected sha256 must be 64 hex digits, got ${JSON.stringify(sha)}`);
+    }
+    return hex;
+  }
+
+  // fetchModel(url, {sha256, size, sink, onProgress, signal}) -> {url, bytes, size, sha256, fromCache, stored,
+  //   storeError, cacheError}. See the report at the top of the file for the memory behaviour.
+  async function fetchModel(url, opts = {}) {
+    url = absolute(url);
+    const expected = normalizeHex(opts.sha256);
+    const { cache, error: cacheError } = await openCache();
+    let discarded = null; // why a cached copy was thrown away, for the UI
+    if (cache) {
+      const hit = await cache.match(url);
+      if (hit) {
+        try {
+          const got = await fromCacheEntry(hit, url, expected, opts);
+          return { url, bytes: got.bytes, size: got.size, sha256: got.sha256, fromCache: true, stored: true,
+            storeError: null, cacheError: null };
+        } catch (e) {
+          if (!(e instanceof CorruptEntry)) throw e;
+          discarded = e.message;
+          await cache.delete(url);
+        }
+      }
+    }
+    const got = await download(url, cache, cacheError, expected, opts);
+    return { url, bytes: got.bytes, size: got.size, sha256: got.sha256, fromCache: false, stored: got.stored,
+      storeError: got.storeError, cacheError: discarded };
+  }
+
+  // -> [{url, size, sha256, storedAt}] (size and sha256 null where unknown), in storage order
+  async function listModels() {
+    const { cache } = await openCache();
+    if (!cache) return [];
+    const out = [];
+    for (const request of await cache.keys()) {
+      const response = await cache.match(request);
+      if (!response) continue; // deleted meanwhile
+      const h = response.headers;
+      out.push({
+        url: request.url,
+        size: Number(h.get(H_SIZE) || h.get("Content-Length")) || null,
+        sha256: h.get(H_SHA) || null,
+        storedAt: h.get(H_AT) || null,
+      });
+      if (response.body) response.body.cancel().catch(() => {}); // only the headers were wanted
+    }
+    return out;
+  }
+
+  // -> true when an entry was removed
+  async function deleteModel(url) {
+    const { cache } = await openCache();
+    return cache ? cache.delete(absolute(url)) : false;
+  }
+
+  // -> {usage, quota} in bytes, or null where the browser cannot say
+  async function storageEstimate() {
+    const storage = self.navigator && self.navigator.storage;
+    if (!storage || typeof storage.estimate !== "function") return null;
+    try {
+      const { usage, quota } = await storage.estimate();
+      return { usage: usage == null ? null : usage, quota: quota == null ? null : quota };
+    } catch (_) {
+      return null;
+    }
+  }
+
+  // -> whether storage is (now) persistent, or null where persist() is unavailable (e.g. in workers)
+  async function requestPersistence() {
+    const storage = self.navigator && self.navigator.storage;
+    if (!storage || typeof storage.persist !== "function") return null;
+    try {
+      return Boolean(await storage.persist());
+    } catch (_) {
+      return null;
+    }
+  }
+
+  return { CACHE_NAME, Sha256, fetchModel, listModels, deleteModel, storageEstimate, requestPersistence };
+})();
+
+if (typeof self !== "undefined") self.pocketmindModelStore = pocketmindModelStore;
