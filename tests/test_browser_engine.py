@@ -15,7 +15,7 @@ pytestmark = pytest.mark.browser
 def site(tmp_path_factory, tiny_models, smollm2, serve_site):
     out = tmp_path_factory.mktemp("site")
     build_site.build_site(out, [tiny_models["F16"], smollm2])
-    return serve_site(out)
+    return serve_site(out) + "engine-check.html"
 
 
 def boot(page, url):

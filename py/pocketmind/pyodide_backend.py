@@ -1,0 +1,41 @@
+"""The Pyodide backend: the same C API, reached through Pyodide's bridge to the pocketmind wasm module that lives
+in the same Web Worker. It only moves calls and bytes; everything else is engine.py's."""
+from __future__ import annotations
+
+import numpy as np
+
+from .capi import SIGNATURES
+
+
+class PyodideBackend:
+    name = "pyodide"
+    pointer_size = 4  # wasm32
+
+    def __init__(self, module, max_threads: int = 1):
+        """module: the JS object createPocketmind() resolved to (a JsProxy)."""
+        self.M = module
+        self.max_threads = max_threads
+        self._fns = {name: getattr(module, "_" + name) for name in SIGNATURES}
+
+    def call(self, fn: str, *args):
+        result = self._fns[fn](*args)
+        return 0 if result is None else result
+
+    # The heap views are looked up on every use: a grown memory replaces them.
+    def write(self, ptr: int, data) -> None:
+        from pyodide.ffi import to_js
+
+        if isinstance(data, np.ndarray):
+            data = np.ascontiguousarray(data).view(np.uint8).data
+        self.M.HEAPU8.set(to_js(memoryview(data).cast("B")), ptr)
+
+    def read(self, ptr: int, size: int) -> bytes:
+        # slice, not subarray: a copy the bridge can hand over even when the memory is shared
+        return self.M.HEAPU8.slice(ptr, ptr + size).to_bytes()
+
+    def read_cstring(self, ptr: int) -> str:
+        return self.M.UTF8ToString(ptr)
+
+    def float32_array(self, ptr: int, count: int) -> np.ndarray:
+        start = ptr >> 2
+        return np.frombuffer(self.M.HEAPF32.slice(start, start + count).to_bytes(), dtype=np.float32)
