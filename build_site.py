@@ -29,7 +29,7 @@ import deps  # noqa: E402
 import pyodide_dist  # noqa: E402
 
 SITE = REPO / "site"
-STATIC = ["engine-boot.js", "engine-worker.js", "engine-check.js", "chat-worker.js", "chat.js", "style.css"]
+STATIC = ["model-store.js", "engine-boot.js", "engine-worker.js", "engine-check.js", "chat-worker.js", "chat.js", "style.css"]
 PAGES = ["index.html", "engine-check.html"]
 # installed in this order in the worker, without dependency resolution (nothing may come from PyPI at run time)
 RUNTIME_WHEELS = ["markupsafe-", "jinja2-"]

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 apt_packages=()
 command -v emcc >/dev/null || apt_packages+=(emscripten)      # 3.1.6, with LLVM 14, binaryen and Node
 command -v node >/dev/null || apt_packages+=(nodejs)
+command -v npm >/dev/null || apt_packages+=(npm)             # npm pack fetches the Pyodide runtime
 command -v cmake >/dev/null || apt_packages+=(cmake)
 command -v ninja >/dev/null || apt_packages+=(ninja-build)
 command -v g++ >/dev/null || apt_packages+=(g++)

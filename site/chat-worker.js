@@ -4,7 +4,7 @@
 // Out: {type: "stage", stage, seconds} | {type: "progress", what, loaded, total} | {type: "ready", variant, threads}
 //      | {type: "loaded", card} | {type: "text", text} | {type: "done", ...} | {type: "error", message, during}
 "use strict";
-importScripts("engine-boot.js", "pyodide/pyodide.js");
+importScripts("model-store.js", "engine-boot.js", "pyodide/pyodide.js");
 
 let engine = null; // {M, A, variant, threads}
 let py = null; // the Pyodide instance with pocketmind imported
@@ -33,11 +33,11 @@ function download(model) {
     service.destroy();
     service = null;
   }
-  return downloadModel(engine.M, engine.A, model.url, model.bytes, (loaded, total) =>
-    postMessage({ type: "progress", what: "model", loaded, total }));
+  return downloadModel(engine.M, engine.A, model, (loaded, total, how) =>
+    postMessage({ type: "progress", what: "model", loaded, total, fromCache: !!(how && how.fromCache) }));
 }
 
-function attach({ buffer, size }) {
+function attach({ buffer, size, fromCache, stored, storeError }) {
   const { M, threads } = engine;
   const backend = py.pyimport("pocketmind.pyodide_backend").PyodideBackend(M, threads);
   const ChatService = py.pyimport("pocketmind.chat_service").ChatService;
@@ -47,7 +47,7 @@ function attach({ buffer, size }) {
     M._pm_buffer_free(buffer); // the model did not take it
     throw new Error(pythonMessage(e));
   }
-  postMessage({ type: "loaded", card: JSON.parse(service.card_json()) });
+  postMessage({ type: "loaded", card: JSON.parse(service.card_json()), fromCache, stored, storeError });
 }
 
 // What a person needs of a Python traceback: the exception's own message ("cannot load model ..."), which may

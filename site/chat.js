@@ -29,7 +29,7 @@ function addMessage(role, text) {
 
 function selectedModel() {
   const option = $("model").selectedOptions[0];
-  return { url: option.value, bytes: Number(option.dataset.bytes) };
+  return { url: option.value, bytes: Number(option.dataset.bytes), sha256: option.dataset.sha256 || undefined };
 }
 
 function waitForModel() {
@@ -42,7 +42,8 @@ worker.onmessage = ({ data }) => {
     $("boot-text").textContent = `${STAGES[data.stage] || data.stage} (${data.seconds.toFixed(1)} s)`;
   } else if (data.type === "progress") {
     $("model-progress").value = data.loaded / data.total;
-    $("model-text").textContent = `${(data.loaded / 1048576).toFixed(1)} of ${(data.total / 1048576).toFixed(1)} MB (${Math.round((100 * data.loaded) / data.total)} %)`;
+    const where = data.fromCache ? " from this device" : "";
+    $("model-text").textContent = `${(data.loaded / 1048576).toFixed(1)} of ${(data.total / 1048576).toFixed(1)} MB${where} (${Math.round((100 * data.loaded) / data.total)} %)`;
   } else if (data.type === "ready") {
     const how = data.threads > 1 ? `${data.threads} threads` : "1 thread";
     const why = self.crossOriginIsolated ? "cross-origin isolated" : "not cross-origin isolated, so a single thread";
@@ -52,6 +53,10 @@ worker.onmessage = ({ data }) => {
     const c = data.card;
     window.pocketmindChat.card = c;
     $("card").textContent = `${c.general["general.name"] || c.description}: ${c.architecture}, ${(c.n_params / 1e6).toFixed(0)}M parameters, context ${c.n_ctx} of ${c.n_ctx_train}, ${c.has_chat_template ? "own chat template" : "no chat template (ChatML used)"}`;
+    $("storage").textContent = data.fromCache ? "Loaded from this device's storage (works offline)."
+      : data.stored ? "Kept on this device for offline use."
+      : `Could not keep the model offline: ${data.storeError || "unknown reason"}`;
+    window.pocketmindChat.storage = { fromCache: data.fromCache, stored: data.stored, storeError: data.storeError };
     history.length = 0;
     $("messages").textContent = "";
     setBusy(false);

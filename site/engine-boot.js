@@ -35,27 +35,21 @@ async function bootEngine() {
   }
 }
 
-// Download url straight into a fresh wasm buffer (no second copy in JS), reporting progress.
-// Returns the buffer's address; the caller frees it (pm_buffer_free) or hands it to a model.
-async function downloadModel(M, A, url, expectedBytes, onProgress) {
-  const response = await fetch(url);
-  if (!response.ok) throw new Error(`download of ${url} failed: HTTP ${response.status}`);
-  const total = Number(response.headers.get("Content-Length")) || expectedBytes;
-  if (!total) throw new Error(`the size of ${url} is unknown`);
-  const buffer = A.allocModelBuffer(total);
-  let loaded = 0;
+// Fetch a model ({url, bytes, sha256}) from Cache Storage or the network (model-store.js verifies its sha256
+// and keeps it for offline use) straight into a fresh wasm buffer: no second copy in JS.
+// Returns {buffer, size, fromCache, stored, storeError}; the caller frees the buffer or hands it to a model.
+async function downloadModel(M, A, model, onProgress) {
+  if (!model.bytes) throw new Error(`the size of ${model.url} is unknown`);
+  const buffer = A.allocModelBuffer(model.bytes);
   try {
-    const reader = response.body.getReader();
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      if (loaded + value.length > total) throw new Error(`${url} is larger than its announced ${total} bytes`);
-      M.HEAPU8.set(value, buffer + loaded);
-      loaded += value.length;
-      onProgress(loaded, total);
-    }
-    if (loaded !== total) throw new Error(`${url} ended after ${loaded} of ${total} bytes`);
-    return { buffer, size: total };
+    const result = await pocketmindModelStore.fetchModel(model.url, {
+      sha256: model.sha256,
+      size: model.bytes,
+      sink: (chunk, offset) => M.HEAPU8.set(chunk, buffer + offset),
+      onProgress: (loaded, total, how) => onProgress(loaded, total, how),
+    });
+    return { buffer, size: model.bytes, fromCache: result.fromCache, stored: result.stored,
+             storeError: result.storeError };
   } catch (e) {
     M._pm_buffer_free(buffer);
     throw e;

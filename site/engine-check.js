@@ -45,7 +45,8 @@ async function loadSelected() {
   const option = $("model").selectedOptions[0];
   $("run").disabled = true;
   $("error").hidden = true;
-  await request({ type: "load", url: option.value, bytes: Number(option.dataset.bytes) }, "loaded");
+  const model = { url: option.value, bytes: Number(option.dataset.bytes), sha256: option.dataset.sha256 || undefined };
+  await request({ type: "load", model }, "loaded");
   $("run").disabled = false;
 }
 

@@ -10,7 +10,7 @@ let A = null;
 let current = null; // {model, buffer, ctx}
 let threads = 1;
 
-importScripts("engine-boot.js");
+importScripts("model-store.js", "engine-boot.js");
 
 async function init() {
   let variant;
@@ -18,13 +18,13 @@ async function init() {
   postMessage({ type: "ready", variant, threads, version: M.UTF8ToString(M._pm_version()) });
 }
 
-async function load(url, expected) {
+async function load(model) {
   if (current) {
     M._pm_context_free(current.ctx);
     A.freeModel(current.model, current.buffer);
     current = null;
   }
-  const { buffer, size } = await downloadModel(M, A, url, expected, (loaded, total) =>
+  const { buffer, size } = await downloadModel(M, A, model, (loaded, total) =>
     postMessage({ type: "progress", loaded, total }));
   const result = A.loadModel(buffer, size);
   if (result.error) {
@@ -33,7 +33,7 @@ async function load(url, expected) {
   }
   const ctx = A.newContext(result.model, { n_ctx: Math.min(2048, M._pm_model_n_ctx_train(result.model)), threads });
   current = { model: result.model, buffer, ctx };
-  postMessage({ type: "loaded", url, n_vocab: M._pm_model_n_vocab(current.model) });
+  postMessage({ type: "loaded", url: model.url, n_vocab: M._pm_model_n_vocab(current.model) });
 }
 
 function generate(tokens, n) {
@@ -58,7 +58,7 @@ function chatPrompt(prompt) {
 self.onmessage = async ({ data }) => {
   try {
     if (data.type === "init") await init();
-    else if (data.type === "load") await load(data.url, data.bytes);
+    else if (data.type === "load") await load(data.model);
     else if (!current) throw new Error("no model is loaded");
     else if (data.type === "generate") {
       const tokens = data.chat

@@ -110,10 +110,34 @@ def test_stop_ends_the_answer_within_a_token(page, site, smollm2):
     assert not page.locator("#stop").is_enabled() and page.locator("#send").is_enabled()
 
 
+def add_option(page, file: str, size: int, sha256: str = "") -> None:
+    page.evaluate("""([file, size, sha]) => { const o = document.createElement('option'); o.value = file;
+        o.dataset.bytes = String(size); if (sha) o.dataset.sha256 = sha; o.textContent = file;
+        document.querySelector('#model').append(o); }""", [file, size, sha256])
+
+
+def test_models_are_verified_and_kept_for_the_next_visit(page, site, tiny_models):
+    open_chat(page, site, tiny_models["F16"].name)
+    assert page.evaluate("window.pocketmindChat.storage.stored") is True
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.reload()
+    bounded(page, "() => window.pocketmindChat.ready")
+    bounded(page, "(f) => window.pocketmindChat.use(f)", f"models/{tiny_models['F16'].name}")
+    assert page.evaluate("window.pocketmindChat.storage.fromCache") is True
+    assert "this device" in page.locator("#storage").text_content()
+    assert not [u for u in requests if u.endswith(tiny_models["F16"].name)]  # no download the second time
+    # a model whose bytes do not match the site's record is refused
+    add_option(page, f"models/{tiny_models['F16'].name}?copy", len(tiny_models["F16"].read_bytes()), "0" * 64)
+    message = bounded(page, "(f) => window.pocketmindChat.use(f).then(() => 'loaded', (e) => e.message)",
+                      f"models/{tiny_models['F16'].name}?copy")
+    assert "hash does not match" in message
+    assert page.locator("#error").is_visible()
+
+
 def test_a_broken_model_is_a_readable_error_and_a_good_one_still_loads(page, site, tiny_models):
     open_chat(page, site)
-    page.evaluate("""() => { const o = document.createElement('option'); o.value = 'models/broken.gguf';
-        o.dataset.bytes = '5000'; o.textContent = 'broken'; document.querySelector('#model').append(o); }""")
+    add_option(page, "models/broken.gguf", 5000)
     message = bounded(page, "(f) => window.pocketmindChat.use(f).then(() => 'loaded', (e) => e.message)",
                       "models/broken.gguf")
     assert "cannot load model" in message

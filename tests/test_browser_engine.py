@@ -15,6 +15,7 @@ pytestmark = pytest.mark.browser
 def site(tmp_path_factory, tiny_models, smollm2, serve_site):
     out = tmp_path_factory.mktemp("site")
     build_site.build_site(out, [tiny_models["F16"], smollm2])
+    (out / "models" / "broken.gguf").write_bytes(b"not a model" * 100)
     return serve_site(out) + "engine-check.html"
 
 
@@ -59,11 +60,11 @@ def test_a_broken_model_shows_an_error_and_the_page_recovers(page, site, tiny_mo
     boot(page, site)
     page.evaluate("""() => {
         const o = document.createElement('option');
-        o.value = 'models/index.json'; o.dataset.bytes = '0'; o.textContent = 'not a model';
+        o.value = 'models/broken.gguf'; o.dataset.bytes = '1100'; o.textContent = 'not a model';
         document.querySelector('#model').append(o);
     }""")
     message = page.evaluate("(f) => window.pocketmindCheck.use(f).then(() => 'loaded', e => e.message)",
-                            "models/index.json")
+                            "models/broken.gguf")
     assert "cannot load model" in message
     assert page.locator("#error").is_visible()
     page.evaluate("(f) => window.pocketmindCheck.use(f)", f"models/{tiny_models['F16'].name}")
