@@ -108,6 +108,9 @@ self.onmessage = async ({ data }) => {
     } else if (data.type === "ask") {
       if (!service) throw new Error("no model is loaded");
       await ask(data.request);
+    } else if (data.type === "bench") {
+      if (!service || busy) throw new Error("the model is not loaded or busy");
+      postMessage({ type: "bench", ...JSON.parse(service.bench(data.n_prompt, data.n_gen)) });
     } else if (data.type === "stop") {
       if (service) service.stop();
     } else {

@@ -119,6 +119,16 @@ window.pocketmindChat = {
   ready: waitForModel(),
   ask,
   stop: () => worker.postMessage({ type: "stop" }),
+  bench: (nPrompt, nGen) => new Promise((resolve, reject) => {
+    const listener = ({ data }) => {
+      if (data.type !== "bench" && data.type !== "error") return;
+      worker.removeEventListener("message", listener);
+      if (data.type === "bench") resolve(data);
+      else reject(new Error(data.message));
+    };
+    worker.addEventListener("message", listener);
+    worker.postMessage({ type: "bench", n_prompt: nPrompt, n_gen: nGen });
+  }),
   use: (url) => {
     $("model").value = url;
     showError("");

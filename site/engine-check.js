@@ -73,6 +73,7 @@ window.pocketmindCheck = {
     return info;
   })().catch((e) => { showError(e.message); throw e; }),
   greedy: (tokens, n) => request({ type: "greedy", tokens, n }, "done").then((d) => d.tokens),
+  bench: (nPrompt, nGen) => request({ type: "bench", n_prompt: nPrompt, n_gen: nGen }, "done"),
   use: async (file) => {
     $("model").value = file;
     await loadSelected();

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from .capi import Backend
 from .engine import Model
 from .generate import ChatSession, Chunk, Done
-from .sampling import SamplingParams
+from .sampling import GREEDY, SamplingParams
 
 SETTINGS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed")
 
@@ -66,6 +66,17 @@ class ChatService:
                     prompt_tokens_per_s=event.prompt_tokens_per_s,
                     generation_tokens_per_s=event.generation_tokens_per_s)
         return json.dumps(done)
+
+    def bench(self, n_prompt: int, n_gen: int) -> str:
+        """Prompt and generation tokens/s through the whole glue (greedy sampling, streaming, stop checks), on the
+        same synthetic tokens the JS-only benchmark uses; the second of two runs (the first warms up)."""
+        prompt = [1 + (i * 7919) % (self.model.n_vocab - 1) for i in range(n_prompt)]
+        for _ in range(2):
+            self.session.reset()
+            done = self.session.complete(prompt, params=GREEDY, max_tokens=n_gen)
+        self.session.reset()
+        return json.dumps({"pp_tps": done.prompt_tokens_per_s, "tg_tps": done.generation_tokens_per_s,
+                           "n_generated": done.n_generated})
 
     def answer(self, request_json: str) -> dict:
         """Run one answer to the end (for tests and non-streaming callers): the text and the done event."""

@@ -16,6 +16,7 @@ class PyodideBackend:
         self.M = module
         self.max_threads = max_threads
         self._fns = {name: getattr(module, "_" + name) for name in SIGNATURES}
+        self._floats: dict[int, np.ndarray] = {}  # one reused array per size: logits are read every token
 
     def call(self, fn: str, *args):
         result = self._fns[fn](*args)
@@ -37,5 +38,11 @@ class PyodideBackend:
         return self.M.UTF8ToString(ptr)
 
     def float32_array(self, ptr: int, count: int) -> np.ndarray:
+        """One copy, straight from wasm memory into a numpy array that is reused for the next read of the same
+        size (like the native backend's view, it is valid until the next decode)."""
+        out = self._floats.get(count)
+        if out is None:
+            out = self._floats[count] = np.empty(count, dtype=np.float32)
         start = ptr >> 2
-        return np.frombuffer(self.M.HEAPF32.slice(start, start + count).to_bytes(), dtype=np.float32)
+        self.M.HEAPF32.subarray(start, start + count).assign_to(out)
+        return out
