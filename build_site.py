@@ -85,6 +85,7 @@ def model_card(path: Path) -> dict:
         "name": value("general.name") or path.stem,
         "architecture": arch,
         "size_label": value("general.size_label"),
+        "n_params": sum(int(t.n_elements) for t in reader.tensors),
         "quantization": gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_") if file_type is not None else None,
         "context_length": value(f"{arch}.context_length"),
         "license": value("general.license"),
