@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "wasm"))
 
-from deps import HashMismatch, PypiFile, cache_root, fetch, sha256_file  # noqa: E402
+from deps import HashMismatch, PypiFile, cache_root, fetch, sha256_file, verified  # noqa: E402
 
 PYODIDE_VERSION = "0.27.7"
 PYTHON_VERSION = "3.12.7"  # what the lock's info says; checked on assembly
@@ -100,13 +100,7 @@ def fetch_npm(pin: NpmTarball = PYODIDE_NPM) -> Path:
             if proc.returncode != 0 or not produced.exists():
                 raise FileNotFoundError(f"npm pack {pin.spec} did not produce {pin.filename}: {proc.stderr[-2000:]}")
             produced.replace(dest)
-    actual = sha256_file(dest)
-    if actual != pin.sha256:
-        dest.unlink()
-        raise HashMismatch(
-            f"{pin.filename}: sha256 is {actual}, pinned {pin.sha256}; the file was removed, refusing to build"
-        )
-    return dest
+    return verified(dest, pin.sha256)
 
 
 def check_lock_wheel(name: str, data: bytes, entry: dict) -> str:

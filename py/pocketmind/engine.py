@@ -178,13 +178,21 @@ class Model(_Handle):
 
     # ---- facts ----
 
-    def _string(self, fn: str, *args: int) -> str:
-        """Call a string getter of the C API, growing the buffer when the library says it is too small."""
+    def _string(self, fn: str, *args: int, key: str | None = None) -> str | None:
+        """Call a string getter of the C API, growing the buffer when the library says it is too small. With
+        `key`, the key string is passed first and a missing key gives None."""
+        encoded = key.encode() + b"\0" if key is not None else b""
+        head = (len(encoded) + 7) // 8 * 8
         size = 256
         while True:
-            buf = self._scratch.get(size + 8)
-            n_out = buf + size
+            base = self._scratch.get(head + size + 8)  # may move: (re)write the key after it
+            if key is not None:
+                self.backend.write(base, encoded)
+                args = (base,)
+            buf, n_out = base + head, base + head + size
             status = self.backend.call(fn, self.ptr, *args, buf, size, n_out)
+            if status == NOT_FOUND and key is not None:
+                return None
             if status == BUFFER_TOO_SMALL:
                 size = self._read_i32(n_out) + 1
                 continue
@@ -202,21 +210,8 @@ class Model(_Handle):
         return {self._string("pm_model_meta_key", i): self._string("pm_model_meta_value", i) for i in range(count)}
 
     def meta(self, key: str, default: str | None = None) -> str | None:
-        encoded = key.encode() + b"\0"
-        size = 256
-        while True:
-            key_ptr = self._scratch.get(len(encoded) + size + 16)
-            buf = key_ptr + len(encoded)
-            n_out = buf + size
-            self.backend.write(key_ptr, encoded)
-            status = self.backend.call("pm_model_meta_get", self.ptr, key_ptr, buf, size, n_out)
-            if status == NOT_FOUND:
-                return default
-            if status == BUFFER_TOO_SMALL:
-                size = self._read_i32(n_out) + 1
-                continue
-            self._check(status)
-            return self.backend.read(buf, self._read_i32(n_out)).decode("utf-8", errors="replace")
+        value = self._string("pm_model_meta_get", key=key)
+        return default if value is None else value
 
     @property
     def chat_template(self) -> str | None:
