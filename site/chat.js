@@ -1,4 +1,6 @@
 // The chat page: UI only. Python, the engine and the model live in chat-worker.js.
+import { describe, showUpdate, startOffline } from "./offline.js";
+
 const $ = (id) => document.getElementById(id);
 const config = JSON.parse($("config").textContent);
 const worker = new Worker("chat-worker.js");
@@ -57,6 +59,7 @@ worker.onmessage = ({ data }) => {
       : data.stored ? "Kept on this device for offline use."
       : `Could not keep the model offline: ${data.storeError || "unknown reason"}`;
     window.pocketmindChat.storage = { fromCache: data.fromCache, stored: data.stored, storeError: data.storeError };
+    renderOffline();
     history.length = 0;
     $("messages").textContent = "";
     setBusy(false);
@@ -156,4 +159,19 @@ $("prompt").addEventListener("keydown", (event) => {
 $("stop").addEventListener("click", () => window.pocketmindChat.stop());
 $("model").addEventListener("change", () => window.pocketmindChat.use($("model").value).catch(() => {}));
 
-worker.postMessage({ type: "boot", config: { wheels: config.wheels, model: selectedModel() } });
+function renderOffline() {
+  const state = offline.state;
+  $("offline").textContent = describe(state, window.pocketmindChat.storage || null);
+  showUpdate($("update"), state, () => offline.update());
+}
+
+// The service worker first: where the host sends no COOP/COEP it reloads the page once (then isolated), and
+// booting before that would download the runtime twice.
+const offline = startOffline(renderOffline);
+window.pocketmindOffline = offline;
+renderOffline();
+offline.ready.then(({ reloading }) => {
+  if (reloading) return;
+  offline.booted();
+  worker.postMessage({ type: "boot", config: { wheels: config.wheels, model: selectedModel() } });
+});

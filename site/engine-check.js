@@ -1,4 +1,6 @@
 // The page side of the engine check: UI only; the model runs in engine-worker.js.
+import { describe, showUpdate, startOffline } from "./offline.js";
+
 const $ = (id) => document.getElementById(id);
 const worker = new Worker("engine-worker.js");
 const waiting = new Map(); // message type -> resolver, for the one request in flight of each kind
@@ -64,9 +66,22 @@ async function run() {
   }
 }
 
+function renderOffline() {
+  $("offline").textContent = describe(offline.state);
+  showUpdate($("update"), offline.state, () => offline.update());
+}
+
+// The service worker may reload the page once to make it cross-origin isolated: the engine starts after that.
+const offline = startOffline(renderOffline);
+window.pocketmindOffline = offline;
+renderOffline();
+
 // For tests and the benchmark page: greedy token ids from token ids.
 window.pocketmindCheck = {
   ready: (async () => {
+    const { reloading } = await offline.ready;
+    if (reloading) await new Promise(() => {}); // this page is going away
+    offline.booted();
     const info = await request({ type: "init" }, "ready");
     $("runtime").textContent = `Engine ${info.variant} (${info.threads} thread${info.threads > 1 ? "s" : ""}; ${self.crossOriginIsolated ? "cross-origin isolated" : "not cross-origin isolated: single thread"}).`;
     await loadSelected();
