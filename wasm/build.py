@@ -256,7 +256,11 @@ def build(variant: str) -> list[Path]:
     copied = []
     for path in produced:
         target = dest / path.name
-        shutil.copy2(path, target)
+        # a new file renamed over the old one: a process that has the old library loaded keeps a valid mapping
+        # (copying into it in place crashes that process)
+        partial = target.with_name(target.name + ".partial")
+        shutil.copy2(path, partial)
+        os.replace(partial, target)
         copied.append(target)
     (dest / "BUILD_INFO.json").write_text(json.dumps({
         "variant": variant,
