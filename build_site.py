@@ -22,6 +22,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 import zlib
 from pathlib import Path
 
@@ -34,8 +35,12 @@ import pyodide_dist  # noqa: E402
 
 SITE = REPO / "site"
 STATIC = ["model-store.js", "engine-boot.js", "engine-worker.js", "engine-check.js", "chat-worker.js", "chat.js",
-          "offline.js", "style.css", "manifest.webmanifest"]
-PAGES = ["index.html", "engine-check.html"]
+          "offline.js", "style.css", "manifest.webmanifest", "chat-shared.js", "embed.js", "embed.css",
+          "pocketmind-chat.js"]
+PAGES = ["index.html", "engine-check.html", "embed.html"]
+# framed by (embed.html) or included in (pocketmind-chat.js) pages of other origins: sent with CORP cross-origin,
+# by the loopback server and the service worker alike; everything else stays CORP same-origin
+CROSS_ORIGIN = ["embed.html", "pocketmind-chat.js"]
 ICON_SIZES = [192, 512]
 # The service worker's build caches are named PREFIX + build id; model-store.js's "pocketmind-models-v1" is apart.
 APP_CACHE_PREFIX = "pocketmind-app-"
@@ -218,7 +223,8 @@ def build_site(out: Path, models: list[Path], extra_css: str = "") -> Path:
     # last: sw.js lists every other file with its hash; models are left to model-store.js (cached on demand)
     build, precache = precache_list(out, shipped)
     (out / "sw.js").write_text(env.get_template("sw.js.j2").render(
-        build=build, cache=APP_CACHE_PREFIX + build, prefix=APP_CACHE_PREFIX, precache=precache, pages=PAGES))
+        build=build, cache=APP_CACHE_PREFIX + build, prefix=APP_CACHE_PREFIX, precache=precache, pages=PAGES,
+        cross_origin=CROSS_ORIGIN))
     total = sum(n for _, _, n in precache)
     print(f"site built in {out}/ with {len(cards)} model(s); build {build}: {len(precache)} files, "
           f"{total / 1048576:.1f} MB precached by sw.js")
@@ -235,7 +241,8 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
         if self.server.isolation_headers:
             self.send_header("Cross-Origin-Opener-Policy", "same-origin")
             self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
-            self.send_header("Cross-Origin-Resource-Policy", "same-origin")
+            shared = urllib.parse.urlsplit(self.path).path.lstrip("/") in CROSS_ORIGIN
+            self.send_header("Cross-Origin-Resource-Policy", "cross-origin" if shared else "same-origin")
         self.send_header("Cache-Control", "no-cache")
         super().end_headers()
 

@@ -1,5 +1,6 @@
 // The chat page: UI only. Python, the engine and the model live in chat-worker.js.
 import { describe, showUpdate, startOffline } from "./offline.js";
+import { progressText, runtimeText, showEmbedSnippet } from "./chat-shared.js";
 
 const $ = (id) => document.getElementById(id);
 const config = JSON.parse($("config").textContent);
@@ -44,12 +45,9 @@ worker.onmessage = ({ data }) => {
     $("boot-text").textContent = `${STAGES[data.stage] || data.stage} (${data.seconds.toFixed(1)} s)`;
   } else if (data.type === "progress") {
     $("model-progress").value = data.loaded / data.total;
-    const where = data.fromCache ? " from this device" : "";
-    $("model-text").textContent = `${(data.loaded / 1048576).toFixed(1)} of ${(data.total / 1048576).toFixed(1)} MB${where} (${Math.round((100 * data.loaded) / data.total)} %)`;
+    $("model-text").textContent = progressText(data);
   } else if (data.type === "ready") {
-    const how = data.threads > 1 ? `${data.threads} threads` : "1 thread";
-    const why = self.crossOriginIsolated ? "cross-origin isolated" : "not cross-origin isolated, so a single thread";
-    $("runtime").textContent = `Engine ${data.variant}, ${how} (${why}).`;
+    $("runtime").textContent = runtimeText(data);
     window.pocketmindChat.engine = data;
   } else if (data.type === "loaded") {
     const c = data.card;
@@ -158,6 +156,7 @@ $("prompt").addEventListener("keydown", (event) => {
 });
 $("stop").addEventListener("click", () => window.pocketmindChat.stop());
 $("model").addEventListener("change", () => window.pocketmindChat.use($("model").value).catch(() => {}));
+showEmbedSnippet($("embed-snippet"), $("model"));
 
 function renderOffline() {
   const state = offline.state;

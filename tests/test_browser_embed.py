@@ -1,0 +1,223 @@
+"""The embeddable chat in headless Chromium, on a page of another site: embed.html in an iframe on a second loopback
+origin answers (threaded when that page is isolated and allows it, one thread and a note otherwise), the
+<pocketmind-chat> element's ask() resolves with the native glue's answer, the frame takes only well-formed requests
+from its parent, and markup in a question or an answer is shown as text. Also the headers that make both
+embeddable (CORP cross-origin for those two files only)."""
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import re
+import threading
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+import build_site
+from pocketmind import Model
+from pocketmind.chat_service import ChatService
+
+TIMEOUT_MS = 120_000
+SYSTEM = "You are a helpful assistant."  # embed.html's default system prompt
+QUESTION = "the word and the"
+
+
+class HostHandler(http.server.SimpleHTTPRequestHandler):
+    """The embedding site: COOP/COEP (so it can be cross-origin isolated), and no Content-Security-Policy of ours."""
+
+    def end_headers(self) -> None:
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        self.send_header("Cache-Control", "no-cache")
+        super().end_headers()
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory, tiny_models, serve_site):
+    """(pocketmind's site on 127.0.0.1, the embedding site on 127.0.0.2: another origin, and another site)."""
+    out = tmp_path_factory.mktemp("embed-site")
+    build_site.build_site(out, [tiny_models["F16"]])
+    site = serve_site(out)
+    host_dir = tmp_path_factory.mktemp("embed-host")
+    server = http.server.ThreadingHTTPServer(("127.0.0.2", 0), functools.partial(HostHandler, directory=str(host_dir)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"http://127.0.0.2:{server.server_address[1]}/"
+    embed = f"{site}embed.html?temperature=0&amp;max_tokens=24"
+    page = "<!doctype html><meta charset=utf-8><title>host</title><body><h1>A page of another site</h1>{}</body>"
+    (host_dir / "iframe.html").write_text(page.format(
+        f'<iframe id="chat" src="{embed}" allow="cross-origin-isolated" width="600" height="480"></iframe>'))
+    (host_dir / "iframe-no-allow.html").write_text(page.format(
+        f'<iframe id="chat" src="{embed}" width="600" height="480"></iframe>'))
+    model = tiny_models["F16"].name
+    (host_dir / "element.html").write_text(page.format(
+        f'<script src="{site}pocketmind-chat.js"></script>'
+        f'<pocketmind-chat model="{model}" temperature="0" max-tokens="24" height="480"></pocketmind-chat>'))
+    yield {"site": site, "out": out, "host": host}
+    server.shutdown()
+    server.server_close()
+
+
+def bounded(target, expression: str, arg=None):
+    """Evaluate a promise in a page or frame, failing after TIMEOUT_MS instead of hanging the run."""
+    wrapped = f"""async (arg) => {{
+        const work = ({expression})(arg);
+        const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error('timed out')), {TIMEOUT_MS}));
+        return Promise.race([work, timeout]);
+    }}"""
+    return target.evaluate(wrapped, arg)
+
+
+def poll(target, predicate_js: str):
+    """Wait (bounded) until a JS expression about window.pocketmindEmbed (`e`) is truthy; return its value. (Not
+    wait_for_function: the site's CSP forbids the string evaluation it does in the frame.)"""
+    return bounded(target, f"""() => new Promise((resolve) => {{
+        const check = () => {{ const e = window.pocketmindEmbed; const v = e && ({predicate_js});
+            if (v) resolve(v); else setTimeout(check, 50); }};
+        check(); }})""")
+
+
+def embed_frame(page):
+    return page.locator("#chat").element_handle(timeout=TIMEOUT_MS).content_frame()
+
+
+def native_answer(native, path, question: str, max_tokens: int) -> dict:
+    with Model.from_file(path, native) as model:
+        service = ChatService(model, n_ctx=2048)
+        request = {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
+                   "max_tokens": max_tokens, "settings": {"temperature": 0, "top_p": 0.95}}
+        return service.answer(json.dumps(request))
+
+
+@pytest.mark.browser
+def test_iframe_on_another_site_streams_the_native_answer_threaded(page, sites, native, tiny_models):
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(sites["host"] + "iframe.html")
+    assert urlsplit(page.url).netloc != urlsplit(sites["site"]).netloc
+    frame = embed_frame(page)
+    bounded(frame, "() => new Promise((r) => { const t = () => window.pocketmindEmbed ? r(window.pocketmindEmbed.ready.then(() => true)) : setTimeout(t, 50); t(); })")
+    assert page.evaluate("crossOriginIsolated") is True
+    assert frame.evaluate("crossOriginIsolated") is True  # the host is isolated and allows it
+    assert frame.evaluate("window.pocketmindEmbed.engine.threads") >= 2
+    ui = page.frame_locator("#chat")
+    assert "wasm-mt" in ui.locator("#runtime").text_content()
+    frame.evaluate("""() => { window.chunks = 0; new MutationObserver(() => window.chunks++).observe(
+        document.querySelector('#messages'), {subtree: true, characterData: true, childList: true}); }""")
+    ui.locator("#prompt").fill(QUESTION)
+    ui.locator("#send").click()
+    done = poll(frame, "e.lastDone")
+    expected = native_answer(native, tiny_models["F16"], QUESTION, 24)
+    assert done["tokens"] == expected["done"]["tokens"]
+    assert done["text"] == expected["text"]
+    assert ui.locator(".message.user").last.text_content() == QUESTION
+    assert ui.locator(".message.assistant").last.text_content() == expected["text"]
+    assert frame.evaluate("window.chunks") > 3  # streamed, not written at once
+    assert not ui.locator("#stop").is_enabled() and ui.locator("#send").is_enabled()
+    assert not errors, errors
+
+
+@pytest.mark.browser
+def test_iframe_without_allow_runs_on_one_thread_and_says_so(page, sites):
+    page.goto(sites["host"] + "iframe-no-allow.html")
+    frame = embed_frame(page)
+    engine = poll(frame, "e.engine")
+    assert engine["threads"] == 1 and engine["variant"] == "wasm-st" and engine["isolated"] is False
+    runtime = page.frame_locator("#chat").locator("#runtime").text_content()
+    assert "1 thread" in runtime and 'allow="cross-origin-isolated"' in runtime
+
+
+@pytest.mark.browser
+def test_custom_element_asks_and_shows_markup_as_text(page, sites, native, tiny_models):
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(sites["host"] + "element.html")
+    site_origin = sites["site"].rstrip("/")
+    src = page.evaluate("document.querySelector('pocketmind-chat').shadowRoot.querySelector('iframe').src")
+    assert src.startswith(sites["site"] + "embed.html?")
+    assert f"origin={urllib.parse.quote(sites['host'].rstrip('/'), safe='')}" in src
+    status = bounded(page, "() => document.querySelector('pocketmind-chat').ready")
+    assert status["state"] == "ready" and status["isolated"] is True and status["threads"] >= 2
+    result = bounded(page, """async (q) => {
+        const el = document.querySelector('pocketmind-chat');
+        const answers = [], pieces = [];
+        el.addEventListener('answer', (e) => answers.push(e.detail));
+        el.addEventListener('text', (e) => pieces.push(e.detail.text));
+        const text = await el.ask(q);
+        return {text, answers, pieces};
+    }""", QUESTION)
+    expected = native_answer(native, tiny_models["F16"], QUESTION, 24)
+    assert result["text"] == expected["text"] and result["text"]
+    assert result["answers"] == [{"id": result["answers"][0]["id"], "question": QUESTION, "text": expected["text"],
+                                  "finish_reason": expected["done"]["finish_reason"],
+                                  "n_generated": expected["done"]["n_generated"]}]
+    assert "".join(result["pieces"]) == expected["text"]
+
+    # requests of another shape are refused or ignored; only {type: "ask", id, text: string} is answered
+    replies = bounded(page, """async (origin) => {
+        const frame = document.querySelector('pocketmind-chat').shadowRoot.querySelector('iframe').contentWindow;
+        const got = [];
+        const listen = (e) => { if (e.source === frame) got.push(e.data); };
+        window.addEventListener('message', listen);
+        frame.postMessage({type: 'ask', id: 'bad', text: 42}, origin);
+        frame.postMessage({type: 'eval', id: 'x', code: 'alert(1)'}, origin);
+        frame.postMessage('ask', origin);
+        await new Promise((r) => setTimeout(r, 1000));
+        window.removeEventListener('message', listen);
+        return got;
+    }""", site_origin)
+    assert [r["type"] for r in replies] == ["error"] and replies[0]["id"] == "bad"
+
+    # markup in a question (and whatever the model answers) is text in the frame: no element made, nothing run
+    evil = '<img src=x onerror="window.parent.postMessage(\'pwned\', \'*\'); document.title = \'pwned\'">'
+    answer = bounded(page, "(q) => document.querySelector('pocketmind-chat').ask(q)", evil)
+    frame = page.locator("pocketmind-chat iframe").element_handle(timeout=TIMEOUT_MS).content_frame()
+    assert frame.evaluate("document.querySelectorAll('#messages *:not(.message)').length") == 0
+    assert frame.evaluate("document.querySelectorAll('img').length") == 0
+    assert frame.evaluate("document.title") != "pwned"
+    ui = page.frame_locator("pocketmind-chat iframe")
+    assert ui.locator(".message.user").last.text_content() == evil
+    assert ui.locator(".message.assistant").last.text_content() == answer
+    assert not errors, errors
+
+
+@pytest.mark.browser
+def test_unknown_model_is_a_clear_error(page, sites):
+    page.goto(sites["site"] + "embed.html?model=nope.gguf")
+    error = page.locator("#error")
+    error.wait_for(state="visible", timeout=TIMEOUT_MS)
+    assert 'unknown model "nope.gguf"' in error.text_content()
+
+
+def test_embed_files_are_built_precached_and_servable_cross_origin(sites):
+    out, site = sites["out"], sites["site"]
+    for name in ("embed.html", "embed.js", "chat-shared.js", "pocketmind-chat.js"):
+        assert (out / name).is_file()
+    text = (out / "sw.js").read_text()
+    precache = {p for p, _, _ in json.loads(re.search(r"^const PRECACHE = (.*);$", text, re.M).group(1))}
+    assert {"embed.html", "embed.js", "embed.css", "chat-shared.js", "pocketmind-chat.js"} <= precache
+    assert '["embed.html", "pocketmind-chat.js"]' in text  # the service worker's CORP cross-origin files
+    html = (out / "embed.html").read_text()
+    assert "models/" in html and "embed.js" in html
+    for path, corp in [("embed.html?model=x", "cross-origin"), ("pocketmind-chat.js", "cross-origin"),
+                       ("embed.js", "same-origin"), ("index.html", "same-origin"), ("", "same-origin"),
+                       ("chat-worker.js", "same-origin")]:
+        with urllib.request.urlopen(site + path) as r:
+            assert r.headers["Cross-Origin-Resource-Policy"] == corp, path
+            assert r.headers["Cross-Origin-Embedder-Policy"] == "require-corp", path
+
+
+@pytest.mark.browser
+def test_chat_page_shows_the_embed_snippet_for_where_it_is_served(page, sites, tiny_models):
+    page.goto(sites["site"])
+    snippet = page.locator("#embed-snippet").text_content()
+    model = urllib.parse.quote(f"models/{tiny_models['F16'].name}", safe="")
+    assert f'<iframe src="{sites["site"]}embed.html?model={model}" allow="cross-origin-isolated"' in snippet
+    assert f'<script src="{sites["site"]}pocketmind-chat.js"></script>' in snippet
+    assert f'<pocketmind-chat model="models/{tiny_models["F16"].name}"></pocketmind-chat>' in snippet
