@@ -13,6 +13,7 @@ the pages cross-origin isolated on hosts that cannot send COOP/COEP headers.
 from __future__ import annotations
 
 import argparse
+import base64
 import functools
 import hashlib
 import http.server
@@ -46,6 +47,17 @@ ICON_SIZES = [192, 512]
 APP_CACHE_PREFIX = "pocketmind-app-"
 # installed in this order in the worker, without dependency resolution (nothing may come from PyPI at run time)
 RUNTIME_WHEELS = ["markupsafe-", "jinja2-"]
+
+# Only this origin's scripts, wasm compilation (Pyodide, llama.cpp), and no plug-ins, frames' bases or form targets
+# elsewhere: model output and documents are text, and nothing the page loads may phone home.
+CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; connect-src 'self'; "
+       "img-src 'self' data:; style-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'")
+
+
+def subresource_integrity(path: Path) -> str:
+    """The integrity attribute for a script or stylesheet tag: the browser refuses a file with other bytes."""
+    return "sha256-" + base64.b64encode(hashlib.sha256(path.read_bytes()).digest()).decode()
+
 
 MIME_TYPES = {
     ".wasm": "application/wasm",
@@ -216,6 +228,8 @@ def build_site(out: Path, models: list[Path], extra_css: str = "") -> Path:
         (out / "icons" / f"icon-{size}.png").write_bytes(icon_png(size))
         shipped.append(f"icons/icon-{size}.png")
     env = Environment(loader=FileSystemLoader(SITE), autoescape=select_autoescape(["html", "j2"]))
+    env.globals["csp"] = CSP
+    env.filters["sri"] = lambda path: subresource_integrity(out / path)
     config = {"wheels": wheels, "models": cards}
     for page in PAGES:
         (out / page).write_text(env.get_template(f"{page}.j2").render(models=cards, config=config))
@@ -224,7 +238,8 @@ def build_site(out: Path, models: list[Path], extra_css: str = "") -> Path:
     build, precache = precache_list(out, shipped)
     (out / "sw.js").write_text(env.get_template("sw.js.j2").render(
         build=build, cache=APP_CACHE_PREFIX + build, prefix=APP_CACHE_PREFIX, precache=precache, pages=PAGES,
-        cross_origin=CROSS_ORIGIN))
+        cross_origin=CROSS_ORIGIN,
+        csp=CSP))
     total = sum(n for _, _, n in precache)
     print(f"site built in {out}/ with {len(cards)} model(s); build {build}: {len(precache)} files, "
           f"{total / 1048576:.1f} MB precached by sw.js")
@@ -241,8 +256,11 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
         if self.server.isolation_headers:
             self.send_header("Cross-Origin-Opener-Policy", "same-origin")
             self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
-            shared = urllib.parse.urlsplit(self.path).path.lstrip("/") in CROSS_ORIGIN
-            self.send_header("Cross-Origin-Resource-Policy", "cross-origin" if shared else "same-origin")
+            path = urllib.parse.urlsplit(self.path).path.lstrip("/")
+            self.send_header("Cross-Origin-Resource-Policy", "cross-origin" if path in CROSS_ORIGIN else "same-origin")
+            if path.endswith("-worker.js"):
+                # a worker's CSP comes from its script's response, not from the page's meta tag
+                self.send_header("Content-Security-Policy", CSP)
         self.send_header("Cache-Control", "no-cache")
         super().end_headers()
 

@@ -9,15 +9,18 @@ import pytest
 import build_site
 from pocketmind import Model
 from pocketmind.chat_service import ChatService
+from tiny_gguf import write_parrot_llama
 
 pytestmark = pytest.mark.browser
 TIMEOUT_MS = 120_000
+MARKUP = "<img src=x onerror=window.pwned=1>"
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, tiny_models, smollm2, serve_site):
     out = tmp_path_factory.mktemp("chat-site")
-    build_site.build_site(out, [tiny_models["F16"], smollm2])
+    parrot = write_parrot_llama(out.parent / "parrot.gguf", MARKUP)  # answers MARKUP, whatever it is asked
+    build_site.build_site(out, [tiny_models["F16"], smollm2, parrot])
     (out / "models" / "broken.gguf").write_bytes(tiny_models["F16"].read_bytes()[:5000])
     return serve_site(out)
 
@@ -133,6 +136,18 @@ def test_models_are_verified_and_kept_for_the_next_visit(page, site, tiny_models
                       f"models/{tiny_models['F16'].name}?copy")
     assert "hash does not match" in message
     assert page.locator("#error").is_visible()
+
+
+def test_markup_in_answers_and_questions_is_shown_as_text(page, site):
+    open_chat(page, site, "parrot.gguf")
+    page.fill("#max-tokens", "2")
+    done = bounded(page, "(q) => window.pocketmindChat.ask(q)", '<img src=y onerror="window.pwnedToo=1">')
+    assert done["text"] == MARKUP * 2
+    assert page.locator("#messages img").count() == 0
+    assert page.locator(".message.assistant").last.text_content() == MARKUP * 2
+    assert page.locator(".message.user").last.text_content() == '<img src=y onerror="window.pwnedToo=1">'
+    page.wait_for_timeout(300)  # an <img src=x> would have failed to load by now
+    assert page.evaluate("() => [window.pwned, window.pwnedToo]") == [None, None]
 
 
 def test_a_broken_model_is_a_readable_error_and_a_good_one_still_loads(page, site, tiny_models):

@@ -46,7 +46,7 @@ def test_smollm2_answers_in_the_page_as_natively(page, site, native, smollm2):
     page.fill("#prompt", "What is the capital of France?")
     page.fill("#max-tokens", "32")
     page.click("#run")
-    page.wait_for_function("document.querySelector('#speed').textContent.includes('tokens/s')", timeout=120_000)
+    page.locator("#speed", has_text="tokens/s").wait_for(timeout=120_000)  # no string eval: the CSP forbids it
     answer = page.locator("#output").text_content()
     chat = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
     with Model.from_file(smollm2, native) as model:

@@ -47,7 +47,8 @@ def test_sw_precaches_every_file_but_the_models_under_a_content_hash(site):
     # old builds are found by this prefix; model-store's cache must never match it
     assert not "pocketmind-models-v1".startswith(sw["PREFIX"])
     text = (site / "sw.js").read_text()
-    for header in ("Cross-Origin-Opener-Policy", "Cross-Origin-Embedder-Policy", "Cross-Origin-Resource-Policy"):
+    for header in ("Cross-Origin-Opener-Policy", "Cross-Origin-Embedder-Policy", "Cross-Origin-Resource-Policy",
+                   "Content-Security-Policy"):
         assert header in text
 
 
@@ -60,7 +61,8 @@ def test_one_changed_file_gives_a_new_build_and_the_same_inputs_the_same(tmp_pat
     assert sc["BUILD"] != sa["BUILD"]
     changed = {p for p, sha, _ in sc["PRECACHE"]} ^ {p for p, sha, _ in sa["PRECACHE"]}
     differing = {p for (p, s1, _), (_, s2, _) in zip(sa["PRECACHE"], sc["PRECACHE"]) if s1 != s2}
-    assert not changed and differing == {"style.css"}
+    # the pages carry the stylesheet's integrity hash, so they change with it
+    assert not changed and differing == {"style.css", "index.html", "engine-check.html", "embed.html"}
 
 
 def png_size_and_pixels(data: bytes) -> tuple[int, int, bytes]:

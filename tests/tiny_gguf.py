@@ -48,12 +48,24 @@ def vocabulary() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, [int(t) for t in types]
 
 
+def write_parrot_llama(path: str | Path, text: str, quant: str = "F32") -> Path:
+    """A tiny llama whose greedy answer is `text` over and over, whatever it is asked: `text` is one more token,
+    every token embeds to the same positive vector, the blocks add nothing (zero output projections), and only
+    that token's output row is non-zero, so it wins every argmax. For tests of how answers are shown."""
+    return write_tiny_llama(path, quant, extra_tokens=[text], parrot=True)
+
+
 def write_tiny_llama(path: str | Path, quant: str = "F16", seed: int = 0, n_layer: int = 2, n_embd: int = 64,
                      n_head: int = 4, n_head_kv: int = 2, n_ff: int = 128, n_ctx: int = 256,
-                     chat_template: str | None = CHATML_TEMPLATE) -> Path:
+                     chat_template: str | None = CHATML_TEMPLATE, extra_tokens: list[str] | None = None,
+                     parrot: bool = False) -> Path:
     path = Path(path)
     rng = np.random.default_rng(seed)
     tokens, scores, types = vocabulary()
+    for extra in extra_tokens or []:
+        tokens.append(extra)
+        scores.append(0.0)
+        types.append(int(gguf.TokenType.USER_DEFINED))
     n_vocab = len(tokens)
     head_dim = n_embd // n_head
 
@@ -92,19 +104,31 @@ def write_tiny_llama(path: str | Path, quant: str = "F16", seed: int = 0, n_laye
         else:
             w.add_tensor(name, data)
 
-    add("token_embd.weight", matrix(n_vocab, n_embd))
+    if parrot:  # see write_parrot_llama
+        zero = lambda rows, cols: np.zeros((rows, cols), dtype=np.float32)  # noqa: E731
+        favoured = np.zeros((n_vocab, n_embd), dtype=np.float32)
+        favoured[-1] = 1.0
+        matrix_for = {"token_embd": lambda r, c: np.ones((r, c), dtype=np.float32), "output": lambda r, c: favoured,
+                      "attn_output": zero, "ffn_down": zero}
+    else:
+        matrix_for = {}
+
+    def weight(kind: str, rows: int, cols: int) -> np.ndarray:
+        return matrix_for.get(kind, matrix)(rows, cols)
+
+    add("token_embd.weight", weight("token_embd", n_vocab, n_embd))
     for i in range(n_layer):
         add(f"blk.{i}.attn_norm.weight", (1 + 0.1 * rng.standard_normal(n_embd)).astype(np.float32), False)
         add(f"blk.{i}.attn_q.weight", matrix(n_head * head_dim, n_embd))
         add(f"blk.{i}.attn_k.weight", matrix(n_head_kv * head_dim, n_embd))
         add(f"blk.{i}.attn_v.weight", matrix(n_head_kv * head_dim, n_embd))
-        add(f"blk.{i}.attn_output.weight", matrix(n_embd, n_head * head_dim))
+        add(f"blk.{i}.attn_output.weight", weight("attn_output", n_embd, n_head * head_dim))
         add(f"blk.{i}.ffn_norm.weight", (1 + 0.1 * rng.standard_normal(n_embd)).astype(np.float32), False)
         add(f"blk.{i}.ffn_gate.weight", matrix(n_ff, n_embd))
         add(f"blk.{i}.ffn_up.weight", matrix(n_ff, n_embd))
-        add(f"blk.{i}.ffn_down.weight", matrix(n_embd, n_ff))
+        add(f"blk.{i}.ffn_down.weight", weight("ffn_down", n_embd, n_ff))
     add("output_norm.weight", np.ones(n_embd, dtype=np.float32), False)
-    add("output.weight", matrix(n_vocab, n_embd))
+    add("output.weight", weight("output", n_vocab, n_embd))
 
     w.write_header_to_file()
     w.write_kv_data_to_file()
