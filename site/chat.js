@@ -1,9 +1,12 @@
 // The chat page: UI only. Python, the engine and the model live in chat-worker.js.
 import { describe, showUpdate, startOffline } from "./offline.js";
 import { progressText, runtimeText, showEmbedSnippet } from "./chat-shared.js";
+import { storagePanel } from "./storage-panel.js";
 
 const $ = (id) => document.getElementById(id);
 const config = JSON.parse($("config").textContent);
+const storage = storagePanel({ usage: $("storage-usage"), persisted: $("storage-persisted"), list: $("storage-list"),
+                               remove: $("delete-models") });
 const worker = new Worker("chat-worker.js");
 const history = []; // {role, content} of finished turns
 const STAGES = { engine: "engine started", python: "Python started", glue: "glue loaded", model: "model downloaded" };
@@ -57,6 +60,7 @@ worker.onmessage = ({ data }) => {
       : data.stored ? "Kept on this device for offline use."
       : `Could not keep the model offline: ${data.storeError || "unknown reason"}`;
     window.pocketmindChat.storage = { fromCache: data.fromCache, stored: data.stored, storeError: data.storeError };
+    (data.stored ? storage.modelKept() : storage.refresh()).catch(() => {});
     renderOffline();
     history.length = 0;
     $("messages").textContent = "";

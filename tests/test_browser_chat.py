@@ -42,7 +42,7 @@ def open_chat(page, site, model_file=None):
     bounded(page, "() => window.pocketmindChat.ready")
     if model_file:
         bounded(page, "(f) => window.pocketmindChat.use(f)", f"models/{model_file}")
-    page.click("summary")
+    page.click("summary:has-text('Settings')")
     page.fill("#temperature", "0")  # greedy: comparable with the native glue
     assert not errors, errors
     return page
@@ -136,6 +136,17 @@ def test_models_are_verified_and_kept_for_the_next_visit(page, site, tiny_models
                       f"models/{tiny_models['F16'].name}?copy")
     assert "hash does not match" in message
     assert page.locator("#error").is_visible()
+
+
+def test_storage_use_is_shown_and_stored_models_can_be_deleted(page, site, tiny_models):
+    open_chat(page, site, tiny_models["F16"].name)
+    page.click("#storage-panel summary")
+    page.locator("#storage-list", has_text=tiny_models["F16"].name).wait_for(timeout=TIMEOUT_MS)
+    assert "Storage used:" in page.locator("#storage-usage").text_content()
+    page.click("#delete-models")
+    page.locator("#storage-list", has_text="No models stored").wait_for(timeout=TIMEOUT_MS)
+    assert bounded(page, "() => self.pocketmindModelStore.listModels()") == []
+    assert page.locator("#delete-models").is_disabled()
 
 
 def test_markup_in_answers_and_questions_is_shown_as_text(page, site):

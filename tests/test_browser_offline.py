@@ -75,7 +75,7 @@ def sw_build(out: Path) -> tuple[str, list]:
 
 
 def ask_greedy(page, question: str) -> dict:
-    page.click("summary")
+    page.click("summary:has-text('Settings')")
     page.fill("#temperature", "0")
     page.fill("#max-tokens", "12")
     return bounded(page, "(q) => window.pocketmindChat.ask(q)", question)
