@@ -80,7 +80,7 @@ def main() -> int:
 
     med = {name: (statistics.median(p for p, _ in v), statistics.median(t for _, t in v)) for name, v in runs.items()}
     print(f"\nSmolLM2-135M-Instruct Q4_1, pp {args.prompt} tokens, tg {args.gen} tokens, median of {args.rounds}\n")
-    print(f"| engine | pp tokens/s | tg tokens/s |\n|---|---:|---:|")
+    print("| engine | pp tokens/s | tg tokens/s |\n|---|---:|---:|")
     for name, (pp, tg) in med.items():
         print(f"| {name} | {pp:.1f} | {tg:.1f} |")
     st, mt, n1 = med["wasm-st (Node)"], med["wasm-mt 2 threads (Node)"], med["native 1 thread"]

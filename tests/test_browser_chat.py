@@ -7,12 +7,12 @@ import json
 import pytest
 
 import build_site
+from browser_wait import TIMEOUT_MS, bounded
 from pocketmind import Model
 from pocketmind.chat_service import ChatService
 from tiny_gguf import write_parrot_llama
 
 pytestmark = pytest.mark.browser
-TIMEOUT_MS = 120_000
 MARKUP = "<img src=x onerror=window.pwned=1>"
 
 
@@ -25,14 +25,6 @@ def site(tmp_path_factory, tiny_models, smollm2, serve_site):
     return serve_site(out)
 
 
-def bounded(page, expression: str, arg=None):
-    """Evaluate a promise in the page, failing after TIMEOUT_MS instead of hanging the run."""
-    wrapped = f"""async (arg) => {{
-        const work = ({expression})(arg);
-        const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error('timed out')), {TIMEOUT_MS}));
-        return Promise.race([work, timeout]);
-    }}"""
-    return page.evaluate(wrapped, arg)
 
 
 def open_chat(page, site, model_file=None):

@@ -12,16 +12,15 @@ import re
 import threading
 import urllib.parse
 import urllib.request
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 import build_site
+from browser_wait import TIMEOUT_MS, bounded
 from pocketmind import Model
 from pocketmind.chat_service import ChatService
 
-TIMEOUT_MS = 120_000
 SYSTEM = "You are a helpful assistant."  # embed.html's default system prompt
 QUESTION = "the word and the"
 
@@ -64,14 +63,6 @@ def sites(tmp_path_factory, tiny_models, serve_site):
     server.server_close()
 
 
-def bounded(target, expression: str, arg=None):
-    """Evaluate a promise in a page or frame, failing after TIMEOUT_MS instead of hanging the run."""
-    wrapped = f"""async (arg) => {{
-        const work = ({expression})(arg);
-        const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error('timed out')), {TIMEOUT_MS}));
-        return Promise.race([work, timeout]);
-    }}"""
-    return target.evaluate(wrapped, arg)
 
 
 def poll(target, predicate_js: str):

@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 import pytest
 
 import build_site
+from browser_wait import TIMEOUT_MS, bounded
 
 pytestmark = pytest.mark.browser
-TIMEOUT_MS = 120_000
 MODELS_CACHE = "pocketmind-models-v1"
 OFFLINE_READY = "() => document.querySelector('#offline').textContent.startsWith('Available offline')"
 MODEL_READY = "() => !!(window.pocketmindChat && window.pocketmindChat.card)"
@@ -52,14 +52,6 @@ def make_site(tmp_path, tiny_models):
         site.stop()
 
 
-def bounded(page, expression: str, arg=None):
-    """Evaluate a promise in the page, failing after TIMEOUT_MS instead of hanging the run."""
-    wrapped = f"""async (arg) => {{
-        const work = ({expression})(arg);
-        const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error('timed out')), {TIMEOUT_MS}));
-        return Promise.race([work, timeout]);
-    }}"""
-    return page.evaluate(wrapped, arg)
 
 
 def wait(page, expression: str) -> None:
