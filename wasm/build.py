@@ -169,6 +169,11 @@ def build_libs(variant: str, tree: Path) -> Path:
     return bdir
 
 
+def portable(args: list[str]) -> list[str]:
+    """A command line for a cache key: where this checkout lies does not matter (CI builds in a fresh clone)."""
+    return [arg.replace(str(REPO), "<repo>") for arg in args]
+
+
 def max_threads(variant: str) -> int:
     return {"native": 64, "wasm-st": 1, "wasm-mt": WASM_MAX_THREADS}[variant]
 
@@ -224,12 +229,12 @@ def link(variant: str, tree: Path, libs: Path) -> list[Path]:
         name = f"pocketmind-{variant.split('-')[1]}"
         cmd = ["em++", *includes, str(HERE / "pocketmind.cpp"), *extra_objects, *archives, *link_flags]
         outputs = [f"{name}.js", f"{name}.wasm"] + ([f"{name}.worker.js"] if "-pthread" in spec["cflags"] else [])
-        key = digest(libs.name, *BINDING, cmd[3:], tool_version(["emcc", "--version"]))
+        key = digest(libs.name, *BINDING, portable(cmd[3:]), tool_version(["emcc", "--version"]))
     else:
         cmd = ["g++", "-O2", "-fPIC", "-shared", *includes, str(HERE / "pocketmind.cpp"),
                "-Wl,--no-undefined", *archives, "-lpthread", "-ldl", "-lm"]
         outputs = ["libpocketmind.so"]
-        key = digest(libs.name, *BINDING, cmd[3:], tool_version(["g++", "--version"]))
+        key = digest(libs.name, *BINDING, portable(cmd[3:]), tool_version(["g++", "--version"]))
     odir = deps.cache_root() / f"out-{variant}-{key}"
     if (odir / ".ok").exists():
         return [odir / o for o in outputs]
