@@ -50,25 +50,6 @@ function generate(tokens, n) {
   postMessage({ type: "done", tokens: out, seconds: (performance.now() - t0) / 1000 });
 }
 
-// The engine driven from JS alone (the benchmark's baseline for the Python glue): same shapes as run_node.cjs.
-function bench(nPrompt, nGen) {
-  const { model, ctx } = current;
-  const nVocab = M._pm_model_n_vocab(model);
-  const prompt = Array.from({ length: nPrompt }, (_, i) => 1 + ((i * 7919) % (nVocab - 1)));
-  const run = () => {
-    M._pm_kv_clear(ctx);
-    let t = performance.now();
-    A.decode(ctx, prompt, 0, false);
-    const ppSeconds = (performance.now() - t) / 1000;
-    t = performance.now();
-    let pos = prompt.length;
-    for (let i = 0; i < nGen; i++) A.decode(ctx, [A.argmax(A.logits(ctx, nVocab, -1))], pos++, false);
-    return { pp_tps: nPrompt / ppSeconds, tg_tps: nGen / ((performance.now() - t) / 1000) };
-  };
-  run(); // warm-up: memory growth and V8's optimizing tier
-  return run();
-}
-
 function chatPrompt(prompt) {
   // ChatML, as SmolLM2 declares; the chat page renders each model's own template
   return `<|im_start|>user\n${prompt}<|im_end|>\n<|im_start|>assistant\n`;
@@ -85,7 +66,8 @@ self.onmessage = async ({ data }) => {
         : A.tokenize(current.model, data.prompt);
       generate(tokens, data.n);
     } else if (data.type === "bench") {
-      postMessage({ type: "done", ...bench(data.n_prompt, data.n_gen) });
+      // the engine driven from JS alone: the benchmark's baseline for the Python glue
+      postMessage({ type: "done", ...A.bench(current.model, current.ctx, data.n_prompt, data.n_gen) });
     } else if (data.type === "greedy") {
       postMessage({ type: "done", tokens: A.greedy(current.model, current.ctx, data.tokens, data.n, { ignoreEog: true }) });
     } else throw new Error(`unknown message ${data.type}`);

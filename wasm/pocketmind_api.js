@@ -105,8 +105,31 @@ function pocketmindApi(M) {
     return out;
   }
 
+  // Prompt and generation tokens/s on synthetic tokens (the same ones benchmarks/engine_speed.py uses natively).
+  function bench(model, ctx, nPrompt, nGen) {
+    const nVocab = M._pm_model_n_vocab(model);
+    const prompt = Array.from({ length: nPrompt }, (_, i) => 1 + ((i * 7919) % (nVocab - 1)));
+    // Warm-up with the same shapes: the first run grows memory for the batch and runs V8's baseline code
+    // until its optimizing compiler has caught up (1.5-2x slower).
+    for (let round = 0; round < 2; round++) {
+      M._pm_kv_clear(ctx);
+      decode(ctx, prompt, 0, false);
+      for (let i = 0; i < 8; i++) decode(ctx, [prompt[i]], prompt.length + i, false);
+    }
+    M._pm_kv_clear(ctx);
+    let t0 = performance.now();
+    decode(ctx, prompt, 0, false);
+    const ppSeconds = (performance.now() - t0) / 1000;
+    let pos = prompt.length;
+    t0 = performance.now();
+    for (let i = 0; i < nGen; i++) decode(ctx, [argmax(logits(ctx, nVocab, -1))], pos++, false);
+    const tgSeconds = (performance.now() - t0) / 1000;
+    M._pm_kv_clear(ctx);
+    return { pp_tps: nPrompt / ppSeconds, tg_tps: nGen / tgSeconds };
+  }
+
   return { check, lastError, allocModelBuffer, loadModel, freeModel, newContext, decode, logits, argmax, tokenize,
-           tokenBytes, greedy };
+           tokenBytes, greedy, bench };
 }
 
 if (typeof module !== "undefined" && module.exports) module.exports = pocketmindApi;

@@ -27,29 +27,6 @@ function loadFile(M, A, file) {
   return { ...loaded, buffer, heapGrowth: M.HEAPU8.length - heapBefore };
 }
 
-function bench(M, A, model, ctx, task) {
-  const nVocab = M._pm_model_n_vocab(model);
-  const prompt = Array.from({ length: task.n_prompt }, (_, i) => 1 + ((i * 7919) % (nVocab - 1)));
-  // Warm-up with the same shapes: the first run grows memory for the batch and runs V8's baseline code
-  // until its optimizing compiler has caught up (1.5-2x slower).
-  for (let round = 0; round < 2; round++) {
-    M._pm_kv_clear(ctx);
-    A.decode(ctx, prompt, 0, false);
-    for (let i = 0; i < 8; i++) A.decode(ctx, [prompt[i]], prompt.length + i, false);
-  }
-  M._pm_kv_clear(ctx);
-  let t0 = performance.now();
-  A.decode(ctx, prompt, 0, false);
-  const ppSeconds = (performance.now() - t0) / 1000;
-  let pos = prompt.length;
-  t0 = performance.now();
-  for (let i = 0; i < task.n_gen; i++) {
-    A.decode(ctx, [A.argmax(A.logits(ctx, nVocab, -1))], pos++, false);
-  }
-  const tgSeconds = (performance.now() - t0) / 1000;
-  return { op: "bench", pp_tps: task.n_prompt / ppSeconds, tg_tps: task.n_gen / tgSeconds };
-}
-
 async function main() {
   const job = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
   const createPocketmind = require(path.resolve(job.module));
@@ -78,7 +55,7 @@ async function main() {
     } else if (task.op === "tokenize") {
       results.push({ op: "tokenize", tokens: A.tokenize(loaded.model, task.text, { parseSpecial: task.parse_special }) });
     } else if (task.op === "bench") {
-      results.push(bench(M, A, loaded.model, ctx, task));
+      results.push({ op: "bench", ...A.bench(loaded.model, ctx, task.n_prompt, task.n_gen) });
     } else if (task.op === "load") {
       const other = loadFile(M, A, task.model);
       if (other.error) {

@@ -302,7 +302,6 @@ class Context(_Handle):
         self.model = model  # keeps the model alive as long as the context
         self.n_ctx = self.backend.call("pm_context_n_ctx", ptr)
         self.n_batch = self.backend.call("pm_context_n_batch", ptr)
-        self._last_all = False
 
     @property
     def n_past(self) -> int:
@@ -329,7 +328,6 @@ class Context(_Handle):
             raise PocketmindError(-1, "decode needs at least one token")
         pos = self.n_past if pos is None else pos
         self._check(self.backend.call("pm_decode", self.ptr, ptr, n, int(pos), int(all_logits)))
-        self._last_all = all_logits
 
     def logits(self, i: int = -1) -> np.ndarray:
         """Logits of position i of the last decode (default its last token): n_vocab float32, valid until the next
