@@ -35,7 +35,8 @@ import deps  # noqa: E402
 import pyodide_dist  # noqa: E402
 
 SITE = REPO / "site"
-STATIC = ["model-store.js", "engine-boot.js", "engine-worker.js", "engine-check.js", "chat-worker.js", "chat.js",
+STATIC = ["model-store.js", "engine-boot.js", "engine-worker.js", "engine-check.js", "chat-worker.js", "chat-client.js",
+          "chat.js",
           "offline.js", "style.css", "manifest.webmanifest", "chat-shared.js", "storage-panel.js", "embed.js", "embed.css",
           "pocketmind-chat.js"]
 PAGES = ["index.html", "engine-check.html", "embed.html"]
@@ -52,6 +53,19 @@ RUNTIME_WHEELS = ["markupsafe-", "jinja2-"]
 # elsewhere: model output and documents are text, and nothing the page loads may phone home.
 CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; connect-src 'self'; "
        "img-src 'self' data:; style-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'")
+# Browsers read frame-ancestors only from a header, never from a meta tag: the pages other than embed.html refuse
+# to be framed by another origin (a framed chat page could be dressed up to phish what a visitor types).
+PAGE_CSP = CSP + "; frame-ancestors 'self'"
+
+
+def header_csp(path: str) -> str | None:
+    """The Content-Security-Policy header for a site path ("" is the start page), or None where none is sent."""
+    path = path or "index.html"
+    if path in PAGES:
+        return CSP if path in CROSS_ORIGIN else PAGE_CSP
+    if path.endswith("-worker.js") or path.endswith(".worker.js"):
+        return CSP  # a worker's CSP comes from its script's response, not from the page's meta tag
+    return None
 
 
 def subresource_integrity(path: Path) -> str:
@@ -238,8 +252,7 @@ def build_site(out: Path, models: list[Path], extra_css: str = "") -> Path:
     build, precache = precache_list(out, shipped)
     (out / "sw.js").write_text(env.get_template("sw.js.j2").render(
         build=build, cache=APP_CACHE_PREFIX + build, prefix=APP_CACHE_PREFIX, precache=precache, pages=PAGES,
-        cross_origin=CROSS_ORIGIN,
-        csp=CSP))
+        cross_origin=CROSS_ORIGIN, csp=CSP, page_csp=PAGE_CSP))
     total = sum(n for _, _, n in precache)
     print(f"site built in {out}/ with {len(cards)} model(s); build {build}: {len(precache)} files, "
           f"{total / 1048576:.1f} MB precached by sw.js")
@@ -258,9 +271,9 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
             self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
             path = urllib.parse.urlsplit(self.path).path.lstrip("/")
             self.send_header("Cross-Origin-Resource-Policy", "cross-origin" if path in CROSS_ORIGIN else "same-origin")
-            if path.endswith("-worker.js"):
-                # a worker's CSP comes from its script's response, not from the page's meta tag
-                self.send_header("Content-Security-Policy", CSP)
+            csp = header_csp(path)
+            if csp:
+                self.send_header("Content-Security-Policy", csp)
         self.send_header("Cache-Control", "no-cache")
         super().end_headers()
 

@@ -1,10 +1,23 @@
-// What the chat page (chat.js) and the embeddable chat (embed.js) say alike about chat-worker.js's messages,
-// and the embed snippet the chat page shows.
+// What the pages say alike (sizes, download progress, the engine, a shortened conversation), and the embed
+// snippet the chat page shows.
+
+const MB = 1048576;
+
+// 1234567 -> "1.2 MB"; sizes of a GB and more in GB
+export function formatBytes(bytes) {
+  return bytes >= 1024 * MB ? `${(bytes / 1024 / MB).toFixed(1)} GB` : `${(bytes / MB).toFixed(1)} MB`;
+}
 
 // {loaded, total, fromCache} of a "progress" message -> "1.2 of 3.4 MB from this device (35 %)"
 export function progressText({ loaded, total, fromCache }) {
-  const mb = (n) => (n / 1048576).toFixed(1);
+  const mb = (n) => (n / MB).toFixed(1);
   return `${mb(loaded)} of ${mb(total)} MB${fromCache ? " from this device" : ""} (${Math.round((100 * loaded) / total)} %)`;
+}
+
+// n_dropped of a "done" message -> what the person should know about it ("" when nothing was left out)
+export function droppedText(nDropped) {
+  if (!nDropped) return "";
+  return `The conversation no longer fits in the model's context: the oldest ${nDropped} message${nDropped > 1 ? "s were" : " was"} left out of this answer's prompt.`;
 }
 
 // {variant, threads} of a "ready" message -> "Engine wasm-mt, 3 threads (cross-origin isolated)."

@@ -1,15 +1,14 @@
 // The chat's Web Worker: Pyodide (our Python glue) and the pocketmind wasm module side by side; the page only draws.
-// In:  {type: "boot", config: {wheels: [url...], model: {url, bytes}}} | {type: "load", model} | {type: "ask", request}
-//      | {type: "stop"}
-// Out: {type: "stage", stage, seconds} | {type: "progress", what, loaded, total} | {type: "ready", variant, threads}
-//      | {type: "loaded", card} | {type: "text", text} | {type: "done", ...} | {type: "error", message, during}
+// Pages talk to it through chat-client.js, which documents the protocol: every request has an id and every reply
+// names it; boot, load, ask and bench run one at a time in arrival order, stop and ping are answered at once.
 "use strict";
 importScripts("model-store.js", "engine-boot.js", "pyodide/pyodide.js");
 
 let engine = null; // {M, A, variant, threads}
-let py = null; // the Pyodide instance with pocketmind imported
+let python = null; // a promise of the Pyodide instance with pocketmind imported
 let service = null; // pocketmind.chat_service.ChatService for the loaded model
-let busy = false;
+let answering = null; // id of the ask being answered
+let serial = Promise.resolve(); // the queue of boot/load/ask/bench
 const t0 = performance.now();
 const stage = (name) => postMessage({ type: "stage", stage: name, seconds: (performance.now() - t0) / 1000 });
 
@@ -27,27 +26,45 @@ async function bootPython(wheels) {
   return pyodide;
 }
 
-function download(model) {
+// The old model's memory is freed before the new one is read (two models may not fit at once).
+function closeService() {
   if (service) {
-    service.close(); // frees the old model's memory before the new one arrives
-    service.destroy();
+    const old = service;
     service = null;
+    old.close();
+    old.destroy();
   }
-  return downloadModel(engine.M, engine.A, model, (loaded, total, how) =>
-    postMessage({ type: "progress", what: "model", loaded, total, fromCache: !!(how && how.fromCache) }));
 }
 
-function attach({ buffer, size, fromCache, stored, storeError }) {
+function download(id, model) {
+  closeService();
+  return downloadModel(engine.M, engine.A, model, (loaded, total, how) =>
+    postMessage({ type: "progress", id, what: "model", loaded, total, fromCache: !!(how && how.fromCache) }));
+}
+
+// Hand the downloaded buffer to a new ChatService. Until from_buffer returns, the buffer is ours: Python takes it
+// only when the model, its context and its chat template all succeeded, and leaves it to us when anything failed.
+async function attach(id, { buffer, size, fromCache, stored, storeError }) {
+  let py;
+  try {
+    py = await python;
+  } catch (e) {
+    engine.M._pm_buffer_free(buffer);
+    throw new Error(`Python did not start: ${pythonMessage(e)}`);
+  }
   const { M, threads } = engine;
   const backend = py.pyimport("pocketmind.pyodide_backend").PyodideBackend(M, threads);
   const ChatService = py.pyimport("pocketmind.chat_service").ChatService;
   try {
     service = ChatService.from_buffer(backend, buffer, size, 2048, threads);
   } catch (e) {
-    M._pm_buffer_free(buffer); // the model did not take it
+    M._pm_buffer_free(buffer);
     throw new Error(pythonMessage(e));
+  } finally {
+    backend.destroy();
+    ChatService.destroy();
   }
-  postMessage({ type: "loaded", card: JSON.parse(service.card_json()), fromCache, stored, storeError });
+  postMessage({ type: "loaded", id, card: JSON.parse(service.card_json()), fromCache, stored, storeError });
 }
 
 // What a person needs of a Python traceback: the exception's own message ("cannot load model ..."), which may
@@ -61,62 +78,65 @@ function pythonMessage(e) {
   return [lines[start].replace(/^[\w.]*(Error|Exception)\b[^:]*: /, ""), ...lines.slice(start + 1)].join("\n").trim();
 }
 
-// Let queued messages (a stop request) in between tokens, without the 4 ms clamp of setTimeout.
+// Let queued messages (stop, ping) in between tokens and prompt batches, without the 4 ms clamp of setTimeout.
 const channel = new MessageChannel();
 const yieldToEvents = () => new Promise((resolve) => { channel.port1.onmessage = resolve; channel.port2.postMessage(0); });
 
-async function ask(request) {
-  if (busy) throw new Error("an answer is already being written");
-  busy = true;
+async function ask(id, request) {
+  if (!service) throw new Error("no model is loaded");
+  answering = id;
   try {
     service.start(JSON.stringify(request));
     for (;;) {
       const event = service.step();
       if (event === undefined || event === null) break;
-      postMessage(JSON.parse(event));
+      postMessage({ ...JSON.parse(event), id });
       await yieldToEvents();
     }
   } catch (e) {
     throw new Error(pythonMessage(e));
   } finally {
-    busy = false;
+    answering = null;
   }
 }
 
-self.onmessage = async ({ data }) => {
-  const during = data.type;
-  try {
-    if (data.type === "boot") {
-      // the runtime, the engine and the model download all start at once
-      const python = bootPython(data.config.wheels);
-      python.catch(() => {}); // reported below, once awaited
-      engine = await bootEngine();
-      stage("engine");
-      postMessage({ type: "ready", variant: engine.variant, threads: engine.threads });
-      const model = await download(data.config.model);
-      stage("model");
-      try {
-        py = await python;
-      } catch (e) {
-        engine.M._pm_buffer_free(model.buffer);
-        throw new Error(`Python did not start: ${pythonMessage(e)}`);
-      }
-      attach(model);
-    } else if (data.type === "load") {
-      if (busy) throw new Error("wait for the answer to finish (or stop it) before switching models");
-      attach(await download(data.model));
-    } else if (data.type === "ask") {
-      if (!service) throw new Error("no model is loaded");
-      await ask(data.request);
-    } else if (data.type === "bench") {
-      if (!service || busy) throw new Error("the model is not loaded or busy");
-      postMessage({ type: "bench", ...JSON.parse(service.bench(data.n_prompt, data.n_gen)) });
-    } else if (data.type === "stop") {
-      if (service) service.stop();
-    } else {
-      throw new Error(`unknown message ${data.type}`);
-    }
-  } catch (e) {
-    postMessage({ type: "error", message: String(e && e.message ? e.message : e), during });
+async function boot(id, { config, model }) {
+  if (engine) throw new Error("the engine is already running");
+  // the runtime, the engine and the model download all start at once
+  python = bootPython(config.wheels);
+  python.catch(() => {}); // reported by attach, once awaited
+  engine = await bootEngine({ onCrash: (message) => postMessage({ type: "crashed", message }) });
+  stage("engine");
+  postMessage({ type: "ready", variant: engine.variant, threads: engine.threads });
+  const downloaded = await download(id, model);
+  stage("model");
+  await attach(id, downloaded);
+}
+
+const HANDLERS = {
+  boot,
+  load: async (id, { model }) => {
+    if (!engine) throw new Error("the engine is not running");
+    await attach(id, await download(id, model));
+  },
+  ask: (id, { request }) => ask(id, request),
+  bench: async (id, { n_prompt: nPrompt, n_gen: nGen }) => {
+    if (!service) throw new Error("no model is loaded");
+    postMessage({ type: "bench", id, ...JSON.parse(service.bench(nPrompt, nGen)) });
+  },
+};
+
+self.onmessage = ({ data }) => {
+  const { type, id } = data;
+  if (type === "ping") {
+    postMessage({ type: "pong", id });
+  } else if (type === "stop") {
+    if (service && answering !== null && answering === id) service.stop();
+  } else if (HANDLERS[type]) {
+    serial = serial.then(() => HANDLERS[type](id, data)).catch((e) => {
+      postMessage({ type: "error", id, message: String(e && e.message ? e.message : e), during: type });
+    });
+  } else {
+    postMessage({ type: "error", id, message: `unknown message ${type}`, during: type });
   }
 };

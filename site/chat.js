@@ -1,17 +1,19 @@
-// The chat page: UI only. Python, the engine and the model live in chat-worker.js.
+// The chat page: rendering only. The worker, the model and the conversation are chat-client.js's.
 import { describe, showUpdate, startOffline } from "./offline.js";
-import { progressText, runtimeText, showEmbedSnippet } from "./chat-shared.js";
+import { ChatClient } from "./chat-client.js";
+import { droppedText, progressText, runtimeText, showEmbedSnippet } from "./chat-shared.js";
 import { storagePanel } from "./storage-panel.js";
 
 const $ = (id) => document.getElementById(id);
 const config = JSON.parse($("config").textContent);
 const storage = storagePanel({ usage: $("storage-usage"), persisted: $("storage-persisted"), list: $("storage-list"),
                                remove: $("delete-models") });
-const worker = new Worker("chat-worker.js");
-const history = []; // {role, content} of finished turns
+const client = new ChatClient({ wheels: config.wheels });
+const chat = client.conversation();
 const STAGES = { engine: "engine started", python: "Python started", glue: "glue loaded", model: "model downloaded" };
-let answer = null; // the assistant message being written: {element, resolve, reject}
-let modelLoaded = null; // {resolve, reject} while a model loads
+// the Settings inputs and the sampling setting each one holds
+const SETTINGS = { temperature: "temperature", "top-p": "top_p", "repeat-penalty": "repeat_penalty" };
+let writing = null; // the assistant message element being written
 let booted = 0;
 
 function showError(message) {
@@ -19,10 +21,12 @@ function showError(message) {
   $("error").hidden = !message;
 }
 
-function setBusy(writing) {
-  $("send").disabled = writing || !window.pocketmindChat.card;
+function render() {
+  const usable = Boolean(client.card) && !client.loading;
+  $("send").disabled = Boolean(writing) || !usable;
   $("stop").disabled = !writing;
-  $("model").disabled = writing;
+  $("model").disabled = Boolean(writing) || client.loading; // one load at a time, never under an answer
+  $("new-chat").disabled = chat.history.length === 0 && !writing;
 }
 
 function addMessage(role, text) {
@@ -38,117 +42,113 @@ function selectedModel() {
   return { url: option.value, bytes: Number(option.dataset.bytes), sha256: option.dataset.sha256 || undefined };
 }
 
-function waitForModel() {
-  return new Promise((resolve, reject) => (modelLoaded = { resolve, reject }));
+// The model's recommended sampling settings (from its GGUF, else ours) become the Settings' values.
+function applyDefaults(defaults = {}) {
+  for (const [input, key] of Object.entries(SETTINGS)) {
+    if (defaults[key] != null) $(input).value = String(defaults[key]);
+  }
 }
 
-worker.onmessage = ({ data }) => {
-  if (data.type === "stage") {
-    $("boot-progress").value = ++booted;
-    $("boot-text").textContent = `${STAGES[data.stage] || data.stage} (${data.seconds.toFixed(1)} s)`;
-  } else if (data.type === "progress") {
-    $("model-progress").value = data.loaded / data.total;
-    $("model-text").textContent = progressText(data);
-  } else if (data.type === "ready") {
-    $("runtime").textContent = runtimeText(data);
-    window.pocketmindChat.engine = data;
-  } else if (data.type === "loaded") {
-    const c = data.card;
-    window.pocketmindChat.card = c;
-    $("card").textContent = `${c.general["general.name"] || c.description}: ${c.architecture}, ${(c.n_params / 1e6).toFixed(0)}M parameters, context ${c.n_ctx} of ${c.n_ctx_train}, ${c.has_chat_template ? "own chat template" : "no chat template (ChatML used)"}`;
-    $("storage").textContent = data.fromCache ? "Loaded from this device's storage (works offline)."
-      : data.stored ? "Kept on this device for offline use."
-      : `Could not keep the model offline: ${data.storeError || "unknown reason"}`;
-    window.pocketmindChat.storage = { fromCache: data.fromCache, stored: data.stored, storeError: data.storeError };
-    (data.stored ? storage.modelKept() : storage.refresh()).catch(() => {});
-    renderOffline();
-    history.length = 0;
-    $("messages").textContent = "";
-    setBusy(false);
-    modelLoaded?.resolve(c);
-    modelLoaded = null;
-  } else if (data.type === "text") {
-    answer.element.textContent += data.text;
-  } else if (data.type === "done") {
-    history.push({ role: "assistant", content: data.text });
-    $("speed").textContent = `${data.n_generated} tokens at ${data.generation_tokens_per_s.toFixed(1)} tokens/s; prompt: ${data.n_prompt_decoded} decoded, ${data.n_reused} reused`;
-    window.pocketmindChat.lastDone = data;
-    setBusy(false);
-    answer.resolve(data);
-    answer = null;
-  } else if (data.type === "error") {
-    showError(data.message);
-    const error = new Error(data.message);
-    if (answer) {
-      history.pop(); // the question that got no answer
-      answer.reject(error);
-      answer = null;
-    }
-    if (data.during === "boot" || data.during === "load") window.pocketmindChat.card = null; // the old model is gone
-    modelLoaded?.reject(error);
-    modelLoaded = null;
-    setBusy(false);
-  }
-};
-
-worker.onerror = (event) => {
-  event.preventDefault();
-  showError(`the chat engine failed: ${event.message || "worker error"}`);
-  answer?.reject(new Error(event.message));
-  modelLoaded?.reject(new Error(event.message));
-};
+client.addEventListener("stage", ({ detail }) => {
+  $("boot-progress").value = ++booted;
+  $("boot-text").textContent = `${STAGES[detail.stage] || detail.stage} (${detail.seconds.toFixed(1)} s)`;
+});
+client.addEventListener("progress", ({ detail }) => {
+  $("model-progress").value = detail.loaded / detail.total;
+  $("model-text").textContent = progressText(detail);
+});
+client.addEventListener("ready", ({ detail }) => {
+  $("runtime").textContent = runtimeText(detail);
+  window.pocketmindChat.engine = detail;
+});
+client.addEventListener("loaded", ({ detail }) => {
+  const c = detail.card;
+  $("card").textContent = `${c.general["general.name"] || c.description}: ${c.architecture}, ${(c.n_params / 1e6).toFixed(0)}M parameters, context ${c.n_ctx} of ${c.n_ctx_train}, ${c.has_chat_template ? "own chat template" : "no chat template (ChatML used)"}`;
+  $("storage").textContent = detail.fromCache ? "Loaded from this device's storage (works offline)."
+    : detail.stored ? "Kept on this device for offline use."
+    : `Could not keep the model offline: ${detail.storeError || "unknown reason"}`;
+  window.pocketmindChat.card = c;
+  window.pocketmindChat.storage = { fromCache: detail.fromCache, stored: detail.stored, storeError: detail.storeError };
+  (detail.stored ? storage.modelKept() : storage.refresh()).catch(() => {});
+  applyDefaults(c.sampling_defaults);
+  renderOffline();
+});
+client.addEventListener("state", () => {
+  if (!client.card) window.pocketmindChat.card = null;
+  render();
+});
+client.addEventListener("restart", ({ detail }) => {
+  showError(detail.message);
+  $("runtime").textContent = detail.reloading ? "Restarting the engine…" : "The engine stopped.";
+  booted = 0;
+});
+client.addEventListener("failed", ({ detail }) => showError(detail.message));
 
 function ask(text) {
-  if (answer) return Promise.reject(new Error("an answer is already being written"));
+  if (writing) return Promise.reject(new Error("an answer is already being written"));
   showError("");
-  history.push({ role: "user", content: text });
+  $("context-note").textContent = "";
   addMessage("user", text);
-  const messages = [...history];
-  const system = $("system").value.trim();
-  if (system) messages.unshift({ role: "system", content: system });
-  const request = {
-    messages,
-    max_tokens: Number($("max-tokens").value),
-    settings: { temperature: Number($("temperature").value), top_p: Number($("top-p").value) },
-  };
-  setBusy(true);
-  const element = addMessage("assistant", "");
-  return new Promise((resolve, reject) => {
-    answer = { element, resolve, reject };
-    worker.postMessage({ type: "ask", request });
+  const element = (writing = addMessage("assistant", ""));
+  render();
+  const settings = Object.fromEntries(Object.entries(SETTINGS).map(([input, key]) => [key, Number($(input).value)]));
+  return chat.ask(text, {
+    system: $("system").value.trim(),
+    settings,
+    maxTokens: Number($("max-tokens").value),
+    onText: (piece) => { element.textContent += piece; },
+    onPrompt: ({ decoded, total }) => { $("speed").textContent = `Reading the prompt: ${decoded} of ${total} tokens…`; },
+  }).then((done) => {
+    $("speed").textContent = `${done.n_generated} tokens at ${done.generation_tokens_per_s.toFixed(1)} tokens/s; prompt: ${done.n_prompt_decoded} decoded, ${done.n_reused} reused`;
+    $("context-note").textContent = droppedText(done.n_dropped);
+    window.pocketmindChat.lastDone = done;
+    return done;
+  }, (error) => {
+    showError(error.message);
+    element.classList.add("failed");
+    throw error;
+  }).finally(() => {
+    writing = null;
+    render();
+  });
+}
+
+function newChat() {
+  chat.reset();
+  $("messages").textContent = "";
+  $("context-note").textContent = "";
+  $("speed").textContent = "";
+  showError("");
+  render();
+}
+
+function use(url) {
+  $("model").value = url;
+  showError("");
+  newChat(); // another model: another conversation
+  return client.load(selectedModel()).catch((e) => {
+    showError(e.message);
+    throw e;
   });
 }
 
 window.pocketmindChat = {
+  client,
+  chat,
   card: null,
-  ready: waitForModel(),
+  engine: null,
+  ready: null,
   ask,
-  stop: () => worker.postMessage({ type: "stop" }),
-  bench: (nPrompt, nGen) => new Promise((resolve, reject) => {
-    const listener = ({ data }) => {
-      if (data.type !== "bench" && data.type !== "error") return;
-      worker.removeEventListener("message", listener);
-      if (data.type === "bench") resolve(data);
-      else reject(new Error(data.message));
-    };
-    worker.addEventListener("message", listener);
-    worker.postMessage({ type: "bench", n_prompt: nPrompt, n_gen: nGen });
-  }),
-  use: (url) => {
-    $("model").value = url;
-    showError("");
-    setBusy(true);
-    const loaded = waitForModel();
-    worker.postMessage({ type: "load", model: selectedModel() });
-    return loaded;
-  },
+  stop: () => chat.stop(),
+  newChat,
+  bench: (nPrompt, nGen) => client.bench(nPrompt, nGen),
+  use,
 };
-window.pocketmindChat.ready.catch(() => {});
 
 $("ask").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = $("prompt").value.trim();
-  if (!text) return;
+  if (!text || writing) return;
   $("prompt").value = "";
   ask(text).catch(() => {});
 });
@@ -158,8 +158,9 @@ $("prompt").addEventListener("keydown", (event) => {
     $("ask").requestSubmit();
   }
 });
-$("stop").addEventListener("click", () => window.pocketmindChat.stop());
-$("model").addEventListener("change", () => window.pocketmindChat.use($("model").value).catch(() => {}));
+$("stop").addEventListener("click", () => chat.stop());
+$("new-chat").addEventListener("click", newChat);
+$("model").addEventListener("change", () => use($("model").value).catch(() => {}));
 showEmbedSnippet($("embed-snippet"), $("model"));
 
 function renderOffline() {
@@ -173,8 +174,10 @@ function renderOffline() {
 const offline = startOffline(renderOffline);
 window.pocketmindOffline = offline;
 renderOffline();
-offline.ready.then(({ reloading }) => {
-  if (reloading) return;
+render();
+window.pocketmindChat.ready = offline.ready.then(({ reloading }) => {
+  if (reloading) return new Promise(() => {}); // this page is going away
   offline.booted();
-  worker.postMessage({ type: "boot", config: { wheels: config.wheels, model: selectedModel() } });
+  return client.start(selectedModel());
 });
+window.pocketmindChat.ready.catch((e) => showError(e.message));

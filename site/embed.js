@@ -18,7 +18,10 @@
 // Status messages say nothing of the conversation (model name, progress, threads, errors) and go to the `origin`
 // parameter, or to "*" without one. Questions the visitor types into this frame, and their answers, never leave
 // it: the embedding page sees only "busy" and "ready" statuses, so the iframe stays the privacy boundary it is.
-import { progressText, runtimeText } from "./chat-shared.js";
+// The two are separate conversations: the embedding page's questions are answered with its own history only (so
+// "repeat what I said" can never reveal what the visitor typed), and its "stop" stops only its own answers.
+import { ChatClient } from "./chat-client.js";
+import { droppedText, progressText, runtimeText } from "./chat-shared.js";
 
 const $ = (id) => document.getElementById(id);
 const config = JSON.parse($("config").textContent);
@@ -31,7 +34,11 @@ function number(name, fallback, min, max) {
   return params.has(name) && Number.isFinite(value) ? Math.min(max, Math.max(min, value)) : fallback;
 }
 
-const settings = { temperature: number("temperature", 0.7, 0, 2), top_p: number("top_p", 0.95, 0.05, 1) };
+// settings given in the URL win over the model's recommended ones (filled in once the model is loaded)
+const urlSettings = {};
+if (params.has("temperature")) urlSettings.temperature = number("temperature", 0.7, 0, 2);
+if (params.has("top_p")) urlSettings.top_p = number("top_p", 0.95, 0.05, 1);
+let settings = { ...urlSettings };
 const maxTokens = Math.round(number("max_tokens", 256, 1, 2048));
 const system = (params.get("system") ?? "You are a helpful assistant.").slice(0, 4000).trim();
 
@@ -52,13 +59,12 @@ const card = wanted
   ? config.models.find((m) => m.file === wanted || m.file === `models/${wanted}`)
   : config.models[0];
 
-const history = []; // {role, content} of finished turns
-let current = null; // the answer being written: {element, resolve, reject, onText}
-let modelIsLoaded = false;
-let loaded;
-const ready = new Promise((resolve, reject) => (loaded = { resolve, reject }));
-ready.catch(() => {});
-let queue = Promise.resolve(); // one answer at a time, in the order asked
+const client = new ChatClient({ wheels: config.wheels });
+const visitor = client.conversation(); // what the visitor types here
+const host = client.conversation(); // what the embedding page asks
+let writing = 0; // answers being written or waiting their turn
+let lastPercent = -1;
+let ready = null;
 
 function notify(status) {
   if (!framed || declaredOrigin === null) return;
@@ -70,125 +76,132 @@ function showError(message) {
   $("error").hidden = !message;
 }
 
-function setBusy(writing) {
-  $("send").disabled = writing || !modelIsLoaded;
-  $("stop").disabled = !writing;
+function render() {
+  $("send").disabled = !client.card || client.loading;
+  $("stop").disabled = writing === 0;
+  $("new-chat").disabled = visitor.history.length === 0 && !visitor.busy;
 }
 
-function addMessage(role, text) {
+function addMessage(role, text, fromPage = false) {
   const element = document.createElement("div");
-  element.className = `message ${role}`;
+  element.className = `message ${role}${fromPage ? " from-page" : ""}`;
+  if (fromPage) element.title = "Asked by the page this chat is embedded in";
   element.textContent = text; // model output and questions are always text
   $("messages").append(element);
   element.scrollIntoView({ block: "end" });
   return element;
 }
 
-const worker = new Worker("chat-worker.js");
-let lastPercent = -1;
-
-worker.onmessage = ({ data }) => {
-  if (data.type === "stage") {
-    $("status").textContent = `Starting… (${data.stage}, ${data.seconds.toFixed(1)} s)`;
-  } else if (data.type === "progress") {
-    $("progress").value = data.loaded / data.total;
-    $("progress-text").textContent = progressText(data);
-    const percent = Math.floor((100 * data.loaded) / data.total);
-    if (percent !== lastPercent) {
-      lastPercent = percent;
-      notify({ state: "loading", loaded: data.loaded, total: data.total });
-    }
-  } else if (data.type === "ready") {
-    let text = runtimeText(data);
-    if (!self.crossOriginIsolated && framed) {
-      text += " For threads, the embedding page must be cross-origin isolated and give this frame allow=\"cross-origin-isolated\".";
-    }
-    $("runtime").textContent = text;
-    window.pocketmindEmbed.engine = { ...data, isolated: self.crossOriginIsolated };
-  } else if (data.type === "loaded") {
-    modelIsLoaded = true;
-    $("status").textContent = `${card.name}: ready.`;
-    $("progress").closest(".progress").hidden = true;
-    window.pocketmindEmbed.card = data.card;
-    setBusy(false);
-    loaded.resolve(data.card);
-    const engine = window.pocketmindEmbed.engine || {};
-    notify({ state: "ready", model: card.file, name: card.name, variant: engine.variant, threads: engine.threads,
-             isolated: self.crossOriginIsolated });
-  } else if (data.type === "text") {
-    if (!current) return;
-    current.element.textContent += data.text;
-    current.element.scrollIntoView({ block: "end" });
-    current.onText(data.text);
-  } else if (data.type === "done") {
-    history.push({ role: "assistant", content: data.text });
-    window.pocketmindEmbed.lastDone = data;
-    setBusy(false);
-    current?.resolve(data);
-    current = null;
-  } else if (data.type === "error") {
-    fail(data.message, data.during === "boot" || data.during === "load");
+client.addEventListener("stage", ({ detail }) => {
+  $("status").textContent = `Starting… (${detail.stage}, ${detail.seconds.toFixed(1)} s)`;
+});
+client.addEventListener("progress", ({ detail }) => {
+  $("progress").value = detail.loaded / detail.total;
+  $("progress-text").textContent = progressText(detail);
+  const percent = Math.floor((100 * detail.loaded) / detail.total);
+  if (percent !== lastPercent) {
+    lastPercent = percent;
+    notify({ state: "loading", loaded: detail.loaded, total: detail.total });
   }
-};
-
-worker.onerror = (event) => {
-  event.preventDefault();
-  fail(`the chat engine failed: ${event.message || "worker error"}`, !modelIsLoaded);
-};
-
-function fail(message, fatal) {
-  showError(message);
-  const error = new Error(message);
-  if (current) {
-    history.pop(); // the question that got no answer
-    current.reject(error);
-    current = null;
+});
+client.addEventListener("ready", ({ detail }) => {
+  let text = runtimeText(detail);
+  if (!self.crossOriginIsolated && framed) {
+    text += " For threads, the embedding page must be cross-origin isolated and give this frame allow=\"cross-origin-isolated\".";
   }
-  if (fatal) {
-    modelIsLoaded = false;
-    $("status").textContent = "The chat could not start.";
-    loaded.reject(error);
-    notify({ state: "error", message });
-  }
-  setBusy(false);
-}
+  $("runtime").textContent = text;
+  window.pocketmindEmbed.engine = { ...detail, isolated: self.crossOriginIsolated };
+});
+client.addEventListener("loaded", ({ detail }) => {
+  $("status").textContent = `${card.name}: ready.`;
+  $("progress").closest(".progress").hidden = true;
+  window.pocketmindEmbed.card = detail.card;
+  settings = { ...(detail.card.sampling_defaults || {}), ...urlSettings };
+  const engine = window.pocketmindEmbed.engine || {};
+  notify({ state: "ready", model: card.file, name: card.name, variant: engine.variant, threads: engine.threads,
+           isolated: self.crossOriginIsolated });
+});
+client.addEventListener("state", render);
+client.addEventListener("restart", ({ detail }) => {
+  showError(detail.message);
+  $("status").textContent = detail.reloading ? "Restarting the engine…" : "The engine stopped.";
+});
+client.addEventListener("failed", ({ detail }) => {
+  $("status").textContent = "The chat could not start.";
+  showError(detail.message);
+  notify({ state: "error", message: detail.message });
+});
 
-// Ask now (the caller waits its turn in `queue`): resolves with the worker's "done" message.
-function ask(text, onText = () => {}) {
+// Ask `text` in one conversation, after its earlier questions (and once the model is loaded): resolves with the
+// worker's "done" message. A stop of that conversation also cancels its questions still waiting.
+const turns = new Map([[visitor, Promise.resolve()], [host, Promise.resolve()]]);
+const stops = new Map([[visitor, 0], [host, 0]]);
+
+function ask(conversation, text, onText = () => {}) {
+  const fromPage = conversation === host;
+  const stopsBefore = stops.get(conversation);
   showError("");
-  history.push({ role: "user", content: text });
-  addMessage("user", text);
-  const messages = system ? [{ role: "system", content: system }, ...history] : [...history];
-  setBusy(true);
-  const element = addMessage("assistant", "");
-  return new Promise((resolve, reject) => {
-    current = { element, resolve, reject, onText };
-    worker.postMessage({ type: "ask", request: { messages, max_tokens: maxTokens, settings } });
+  addMessage("user", text, fromPage);
+  const element = addMessage("assistant", "", fromPage);
+  writing += 1;
+  render();
+  const run = turns.get(conversation).then(() => ready).then(() => {
+    if (stops.get(conversation) !== stopsBefore) return { type: "done", finish_reason: "abort", text: "", n_generated: 0 };
+    return conversation.ask(text, {
+      system, settings, maxTokens,
+      onText: (piece) => {
+        element.textContent += piece;
+        element.scrollIntoView({ block: "end" });
+        onText(piece);
+      },
+    });
+  }).then((done) => {
+    $("context-note").textContent = droppedText(done.n_dropped);
+    window.pocketmindEmbed.lastDone = done;
+    return done;
+  }, (error) => {
+    showError(error.message);
+    element.classList.add("failed");
+    throw error;
+  }).finally(() => {
+    writing -= 1;
+    render();
   });
-}
-
-function enqueue(text, onText) {
-  const run = queue.then(() => ready).then(() => ask(text, onText));
-  queue = run.catch(() => {});
+  turns.set(conversation, run.catch(() => {}));
   return run;
 }
 
+function stop(conversation) {
+  stops.set(conversation, stops.get(conversation) + 1);
+  conversation.stop();
+}
+
+function newChat() {
+  visitor.reset();
+  for (const element of $("messages").querySelectorAll(".message:not(.from-page)")) element.remove();
+  $("context-note").textContent = "";
+  showError("");
+  render();
+}
+
 window.pocketmindEmbed = {
-  ready,
+  ready: null,
   card: null,
   engine: null,
   lastDone: null,
-  ask: (text) => enqueue(text),
-  stop: () => worker.postMessage({ type: "stop" }),
+  client,
+  ask: (text) => ask(visitor, text),
+  stop: () => { stop(visitor); stop(host); }, // the visitor may stop anything running on their device
+  newChat,
 };
 
 $("ask").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = $("prompt").value.trim();
-  if (!text || current) return;
+  if (!text) return;
   $("prompt").value = "";
   notify({ state: "busy" });
-  enqueue(text).catch(() => {}).finally(() => notify({ state: "ready" }));
+  ask(visitor, text).catch(() => {}).finally(() => notify({ state: "ready" }));
 });
 $("prompt").addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey) {
@@ -197,6 +210,7 @@ $("prompt").addEventListener("keydown", (event) => {
   }
 });
 $("stop").addEventListener("click", () => window.pocketmindEmbed.stop());
+$("new-chat").addEventListener("click", newChat);
 
 // The embedding page's requests: see the top of this file.
 window.addEventListener("message", (event) => {
@@ -208,7 +222,7 @@ window.addEventListener("message", (event) => {
   const asker = event.origin;
   const reply = (message) => window.parent.postMessage({ source: "pocketmind", ...message }, asker);
   if (data.type === "stop") {
-    window.pocketmindEmbed.stop();
+    stop(host); // the page's own answers, never the visitor's
   } else if (data.type === "ask") {
     const id = data.id;
     if (!((typeof id === "string" && id.length <= 200) || Number.isFinite(id) || id === undefined)) return;
@@ -217,7 +231,7 @@ window.addEventListener("message", (event) => {
       reply({ type: "error", id, message: `text must be a non-empty string of at most ${MAX_QUESTION} characters` });
       return;
     }
-    enqueue(text.trim(), (piece) => reply({ type: "text", id, text: piece })).then(
+    ask(host, text.trim(), (piece) => reply({ type: "text", id, text: piece })).then(
       (done) => reply({ type: "answer", id, text: done.text, finish_reason: done.finish_reason,
                         n_generated: done.n_generated }),
       (e) => reply({ type: "error", id, message: String(e && e.message ? e.message : e) }),
@@ -225,13 +239,22 @@ window.addEventListener("message", (event) => {
   }
 });
 
+render();
 if (!card) {
   const names = config.models.map((m) => m.file).join(", ");
-  worker.terminate();
-  fail(`unknown model "${wanted}": this site has ${names}`, true);
+  const message = `unknown model "${wanted}": this site has ${names}`;
+  ready = Promise.reject(new Error(message));
+  $("status").textContent = "The chat could not start.";
+  showError(message);
+  notify({ state: "error", message });
 } else {
   $("status").textContent = `Starting ${card.name}…`;
   notify({ state: "starting", model: card.file, name: card.name });
-  worker.postMessage({ type: "boot", config: { wheels: config.wheels,
-                                               model: { url: card.file, bytes: card.bytes, sha256: card.sha256 } } });
+  ready = client.start({ url: card.file, bytes: card.bytes, sha256: card.sha256 });
+  ready.catch((e) => {
+    $("status").textContent = "The chat could not start.";
+    showError(e.message);
+    notify({ state: "error", message: e.message });
+  });
 }
+window.pocketmindEmbed.ready = ready;

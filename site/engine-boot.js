@@ -12,11 +12,14 @@ function engineChoice() {
   return { variant: threaded ? "mt" : "st", threads };
 }
 
-async function bootEngine() {
+// onCrash(message): the module aborted after it started (a failed assert on one of its threads, say); it is
+// unusable from then on.
+async function bootEngine({ onCrash = () => {} } = {}) {
   const { variant, threads } = engineChoice();
   const script = new URL(`wasm/pocketmind-${variant}.js`, self.location.href).href;
   importScripts(script, new URL("wasm/pocketmind_api.js", self.location.href).href);
   let abort;
+  let started = false;
   const aborted = new Promise((_, reject) => (abort = reject));
   const timer = setTimeout(() => abort(new Error("the engine did not start within a minute")), BOOT_TIMEOUT_MS);
   try {
@@ -24,10 +27,11 @@ async function bootEngine() {
       createPocketmind({
         locateFile: (file) => new URL(`wasm/${file}`, self.location.href).href,
         mainScriptUrlOrBlob: script, // where the pthread workers load the module from
-        onAbort: (what) => abort(new Error(`the engine stopped: ${what}`)),
+        onAbort: (what) => (started ? onCrash(`the engine aborted: ${what}`) : abort(new Error(`the engine stopped: ${what}`))),
       }),
       aborted,
     ]);
+    started = true;
     M._pm_set_log_level(1);
     return { M, A: pocketmindApi(M), variant: `wasm-${variant}`, threads };
   } finally {
@@ -35,20 +39,33 @@ async function bootEngine() {
   }
 }
 
+// The wasm32 memory holds at most 4 GiB, the engine and the runtime included.
+const MAX_MODEL_BYTES = 2 ** 32 - 2 ** 26;
+
 // Fetch a model ({url, bytes, sha256}) from Cache Storage or the network (model-store.js verifies its sha256
 // and keeps it for offline use) straight into a fresh wasm buffer: no second copy in JS.
 // Returns {buffer, size, fromCache, stored, storeError}; the caller frees the buffer or hands it to a model.
 async function downloadModel(M, A, model, onProgress) {
-  if (!model.bytes) throw new Error(`the size of ${model.url} is unknown`);
-  const buffer = A.allocModelBuffer(model.bytes);
+  const size = model.bytes;
+  if (!Number.isSafeInteger(size) || size <= 0) {
+    throw new Error(`the size of ${model.url} is unknown or not a whole number of bytes (${size})`);
+  }
+  if (size > MAX_MODEL_BYTES) {
+    throw new Error(`${model.url} is ${(size / 2 ** 30).toFixed(2)} GB: a model must be under ${(MAX_MODEL_BYTES / 2 ** 30).toFixed(2)} GB to fit in this engine's 4 GB of WebAssembly memory`);
+  }
+  const buffer = A.allocModelBuffer(size);
   try {
     const result = await pocketmindModelStore.fetchModel(model.url, {
       sha256: model.sha256,
-      size: model.bytes,
-      sink: (chunk, offset) => M.HEAPU8.set(chunk, buffer + offset),
+      size,
+      sink: (chunk, offset) => {
+        // never past the buffer, whatever the server sends
+        if (offset + chunk.length > size) throw new Error(`${model.url} sent more than its ${size} bytes`);
+        M.HEAPU8.set(chunk, buffer + offset);
+      },
       onProgress: (loaded, total, how) => onProgress(loaded, total, how),
     });
-    return { buffer, size: model.bytes, fromCache: result.fromCache, stored: result.stored,
+    return { buffer, size, fromCache: result.fromCache, stored: result.stored,
              storeError: result.storeError };
   } catch (e) {
     M._pm_buffer_free(buffer);

@@ -1,14 +1,18 @@
 // The page side of the engine check: UI only; the model runs in engine-worker.js.
 import { describe, showUpdate, startOffline } from "./offline.js";
+import { progressText } from "./chat-shared.js";
 
 const $ = (id) => document.getElementById(id);
 const worker = new Worker("engine-worker.js");
-const waiting = new Map(); // message type -> resolver, for the one request in flight of each kind
+const waiting = new Map(); // request id -> {resolve, reject, replyType}: every request in flight, of any kind
+let ids = 0;
 
+// Send a request; it settles with the reply of type `replyType` (or the error) that names its id.
 function request(message, replyType) {
+  const id = ++ids;
   return new Promise((resolve, reject) => {
-    waiting.set(replyType, { resolve, reject });
-    worker.postMessage(message);
+    waiting.set(id, { resolve, reject, replyType });
+    worker.postMessage({ ...message, id });
   });
 }
 
@@ -27,19 +31,21 @@ function showError(message) {
 }
 
 worker.onmessage = ({ data }) => {
+  const pending = waiting.get(data.id);
   if (data.type === "progress") {
     $("download").value = data.loaded / data.total;
-    $("download-text").textContent = `${(data.loaded / 1048576).toFixed(1)} of ${(data.total / 1048576).toFixed(1)} MB (${Math.round((100 * data.loaded) / data.total)} %)`;
+    $("download-text").textContent = progressText(data);
   } else if (data.type === "text") {
     $("output").textContent += data.text; // text, never HTML
   } else if (data.type === "error") {
-    for (const { reject } of waiting.values()) reject(new Error(data.message));
-    waiting.clear();
     showError(data.message);
-  } else if (waiting.has(data.type)) {
-    const { resolve } = waiting.get(data.type);
-    waiting.delete(data.type);
-    resolve(data);
+    if (pending) {
+      waiting.delete(data.id);
+      pending.reject(new Error(data.message));
+    }
+  } else if (pending && data.type === pending.replyType) {
+    waiting.delete(data.id);
+    pending.resolve(data);
   }
 };
 
@@ -78,6 +84,7 @@ renderOffline();
 
 // For tests and the benchmark page: greedy token ids from token ids.
 window.pocketmindCheck = {
+  worker,
   ready: (async () => {
     const { reloading } = await offline.ready;
     if (reloading) await new Promise(() => {}); // this page is going away

@@ -1,11 +1,8 @@
 // Storage on this device: how much is used of the quota, whether the browser may evict it, and a control to
 // delete the stored models. model-store.js (loaded by the page as a classic script) does the work.
-const MB = 1048576;
-const store = () => self.pocketmindModelStore;
+import { formatBytes as format } from "./chat-shared.js";
 
-function format(bytes) {
-  return bytes >= 1024 * MB ? `${(bytes / 1024 / MB).toFixed(1)} GB` : `${(bytes / MB).toFixed(1)} MB`;
-}
+const store = () => self.pocketmindModelStore;
 
 export function storagePanel({ usage, persisted, list, remove }) {
   async function refresh() {

@@ -10,7 +10,7 @@ import build_site
 from browser_wait import TIMEOUT_MS, bounded
 from pocketmind import Model
 from pocketmind.chat_service import ChatService
-from tiny_gguf import write_parrot_llama
+from tiny_gguf import write_parrot_llama, write_tiny_llama
 
 pytestmark = pytest.mark.browser
 MARKUP = "<img src=x onerror=window.pwned=1>"
@@ -20,7 +20,9 @@ MARKUP = "<img src=x onerror=window.pwned=1>"
 def site(tmp_path_factory, tiny_models, smollm2, serve_site):
     out = tmp_path_factory.mktemp("chat-site")
     parrot = write_parrot_llama(out.parent / "parrot.gguf", MARKUP)  # answers MARKUP, whatever it is asked
-    build_site.build_site(out, [tiny_models["F16"], smollm2, parrot])
+    # loads, but its chat template does not compile: the service fails after the model took the buffer
+    bad_template = write_tiny_llama(out.parent / "bad-template.gguf", "F16", chat_template="{% for %}")
+    build_site.build_site(out, [tiny_models["F16"], smollm2, parrot, bad_template])
     (out / "models" / "broken.gguf").write_bytes(tiny_models["F16"].read_bytes()[:5000])
     return serve_site(out)
 
@@ -163,3 +165,167 @@ def test_a_broken_model_is_a_readable_error_and_a_good_one_still_loads(page, sit
     bounded(page, "(f) => window.pocketmindChat.use(f)", f"models/{tiny_models['F16'].name}")
     done = bounded(page, "(q) => window.pocketmindChat.ask(q)", "the word")
     assert done["finish_reason"] in ("length", "eog", "stop")
+
+
+def chat_worker(page):
+    """The page's chat worker, to act on it from inside (Playwright evaluates in workers too)."""
+    page.wait_for_function("() => true")  # a turn of the page's event loop, so workers are registered
+    workers = [w for w in page.workers if w.url.endswith("/chat-worker.js")]
+    assert len(workers) == 1, [w.url for w in page.workers]
+    return workers[0]
+
+
+def test_a_model_whose_template_fails_frees_its_buffer_once_and_the_next_model_answers(page, site, native, tiny_models):
+    open_chat(page, site, tiny_models["F16"].name)
+    message = bounded(page, "(f) => window.pocketmindChat.use(f).then(() => 'loaded', (e) => e.message)",
+                      "models/bad-template.gguf")
+    assert "chat template" in message and page.locator("#error").is_visible()
+    # the buffer was freed once, by the worker; a second free by an orphaned Model would corrupt the heap under
+    # the next model, whose answer then differs from the native one (or the worker crashes)
+    bounded(page, "(f) => window.pocketmindChat.use(f)", f"models/{tiny_models['F16'].name}")
+    page.fill("#max-tokens", "40")
+    page.evaluate("() => { if (window.gc) window.gc(); }")
+    done = bounded(page, "(q) => window.pocketmindChat.ask(q)", "the word and the")
+    system = page.input_value("#system")
+    expected = native_answer(native, tiny_models["F16"], [{"role": "system", "content": system},
+                                                         {"role": "user", "content": "the word and the"}], 40)
+    assert done["tokens"] == expected["done"]["tokens"]
+
+
+def test_model_menu_is_disabled_while_a_model_loads_and_loads_run_one_after_another(page, site, tiny_models, smollm2):
+    open_chat(page, site, tiny_models["F16"].name)
+    result = bounded(page, """async ([a, b]) => {
+        const menu = document.querySelector('#model');
+        const first = window.pocketmindChat.use(a);
+        const disabledWhileLoading = menu.disabled;
+        const second = window.pocketmindChat.client.load({url: b.url, bytes: b.bytes, sha256: b.sha256});
+        const cards = await Promise.all([first, second]);
+        return {disabledWhileLoading, enabledAfter: !menu.disabled,
+                names: cards.map((c) => c.general['general.name'] || c.description),
+                final: window.pocketmindChat.card.general['general.name'] || window.pocketmindChat.card.description};
+    }""", [f"models/{smollm2.name}", {"url": f"models/{tiny_models['F16'].name}",
+                                      "bytes": tiny_models["F16"].stat().st_size, "sha256": ""}])
+    assert result["disabledWhileLoading"] and result["enabledAfter"]
+    assert result["names"][0] != result["names"][1]  # each load got its own model, in order
+    assert result["final"] == result["names"][1]
+    done = bounded(page, "(q) => window.pocketmindChat.ask(q)", "the word")
+    assert done["finish_reason"] in ("length", "eog", "stop")
+
+
+def test_sampling_defaults_are_shown_in_settings_and_sent(page, site, smollm2):
+    open_chat(page, site, smollm2.name)
+    defaults = page.evaluate("window.pocketmindChat.card.sampling_defaults")
+    assert defaults["repeat_penalty"] > 1.0  # a default that keeps small models out of loops
+    assert float(page.input_value("#repeat-penalty")) == defaults["repeat_penalty"]
+
+
+def test_new_chat_forgets_the_conversation(page, site, tiny_models):
+    open_chat(page, site, tiny_models["F16"].name)
+    page.fill("#max-tokens", "8")
+    first = bounded(page, "(q) => window.pocketmindChat.ask(q)", "the word")
+    second = bounded(page, "(q) => window.pocketmindChat.ask(q)", "and the")
+    assert second["n_prompt"] > first["n_prompt"] + first["n_generated"]  # the first turn is in the prompt
+    assert page.locator("#new-chat").is_enabled()
+    page.click("#new-chat")
+    assert page.locator(".message").count() == 0 and page.locator("#new-chat").is_disabled()
+    assert page.evaluate("window.pocketmindChat.chat.history.length") == 0
+    third = bounded(page, "(q) => window.pocketmindChat.ask(q)", "the word")
+    assert third["n_prompt"] == first["n_prompt"]  # only the system prompt and the new question
+
+
+def test_stop_during_a_long_prompt(page, site, smollm2):
+    open_chat(page, site, smollm2.name)
+    page.fill("#max-tokens", "50")
+    question = " ".join(f"Item {i} is a small red box with a number on it." for i in range(120))  # ~1700 tokens
+    result = bounded(page, """async (q) => {
+        const chat = window.pocketmindChat;
+        const progress = [];
+        const answer = chat.chat.ask(q, { system: 'Be brief.', maxTokens: 50, onPrompt: (p) => {
+            progress.push([p.decoded, p.total]);
+            if (progress.length === 1) chat.stop();
+        } });
+        const done = await answer;
+        return {progress, done};
+    }""", question)
+    done = result["done"]
+    assert result["progress"], "no prompt progress was reported"
+    assert done["finish_reason"] == "abort"
+    assert done["n_generated"] == 0
+    assert done["n_prompt_decoded"] < done["n_prompt"]  # stopped between prompt batches, not after all of them
+    again = bounded(page, "(q) => window.pocketmindChat.ask(q)", "What is the capital of France?")
+    assert "Paris" in again["text"]
+
+
+def test_a_long_chat_keeps_answering_and_says_what_was_left_out(page, site, tiny_models):
+    open_chat(page, site, tiny_models["F16"].name)
+    page.fill("#max-tokens", "400")  # the tiny model never ends by itself: each answer takes 400 tokens
+    dropped = []
+    for turn in range(8):  # 8 x 400+ tokens outgrow the context of 2048
+        done = bounded(page, "(q) => window.pocketmindChat.ask(q)", f"turn {turn} the word")
+        assert done["n_generated"] > 0, turn
+        dropped.append(done["n_dropped"])
+    assert dropped[0] == 0 and dropped[-1] > 0
+    assert "left out" in page.locator("#context-note").text_content()
+    assert page.locator(".message.assistant").count() == 8  # the page still shows every turn
+
+
+def test_a_crashed_worker_is_replaced_and_the_conversation_kept(page, site, tiny_models):
+    open_chat(page, site, tiny_models["F16"].name)
+    page.fill("#max-tokens", "8")
+    bounded(page, "(q) => window.pocketmindChat.ask(q)", "the word")
+    # an error nothing in the worker catches, as a failed pthread or an engine abort raises
+    chat_worker(page).evaluate("() => { setTimeout(() => { throw new Error('simulated engine failure'); }); }")
+    page.locator("#error", has_text="simulated engine failure").wait_for(timeout=TIMEOUT_MS)
+    assert "conversation is kept" in page.locator("#error").text_content()
+    bounded(page, """() => new Promise((resolve) => { const c = window.pocketmindChat.client;
+        const check = () => (c.card && !c.loading) ? resolve() : setTimeout(check, 50); check(); })""")
+    assert page.evaluate("window.pocketmindChat.client.restarts") == 1
+    assert page.evaluate("window.pocketmindChat.chat.history.length") == 2
+    done = bounded(page, "(q) => window.pocketmindChat.ask(q)", "and the")
+    assert done["n_prompt"] > done["n_reused"]  # a fresh worker: nothing cached
+    assert page.evaluate("window.pocketmindChat.chat.history.length") == 4
+
+
+def test_an_engine_abort_is_noticed_and_the_engine_restarted(page, site, tiny_models):
+    open_chat(page, site, tiny_models["F16"].name)
+    page.fill("#max-tokens", "8")
+    # what Emscripten does when the module aborts (a failed GGML_ASSERT on a pool thread): it calls onAbort
+    chat_worker(page).evaluate("() => { setTimeout(() => engine.M.onAbort('GGML_ASSERT(simulated) failed')); }")
+    page.locator("#error", has_text="GGML_ASSERT(simulated)").wait_for(timeout=TIMEOUT_MS)
+    bounded(page, """() => new Promise((resolve) => { const c = window.pocketmindChat.client;
+        const check = () => (c.card && !c.loading) ? resolve() : setTimeout(check, 50); check(); })""")
+    done = bounded(page, "(q) => window.pocketmindChat.ask(q)", "the word")
+    assert done["n_generated"] > 0
+
+
+def test_a_hung_worker_is_terminated_and_replaced(page, site, tiny_models):
+    open_chat(page, site, tiny_models["F16"].name)
+    page.fill("#max-tokens", "400")
+    page.evaluate("() => { const c = window.pocketmindChat.client; c.hangMs = 3000; }")
+    worker = chat_worker(page)
+    # a busy loop that never returns to the worker's event loop, as an unbounded template render would
+    worker.evaluate("() => { setTimeout(() => { for (;;) {} }); }")
+    message = bounded(page, "(q) => window.pocketmindChat.ask(q).then(() => 'answered', (e) => e.message)", "the word")
+    assert "did not answer" in message and "conversation is kept" in message
+    bounded(page, """() => new Promise((resolve) => { const c = window.pocketmindChat.client;
+        const check = () => (c.card && !c.loading) ? resolve() : setTimeout(check, 50); check(); })""")
+    page.fill("#max-tokens", "8")
+    done = bounded(page, "(q) => window.pocketmindChat.ask(q)", "the word")
+    assert done["n_generated"] > 0
+
+
+def test_logits_and_token_bytes_are_read_right_above_2_gib(page, site, native, tiny_models):
+    """wasm32 pointers at and above 2 GiB look negative to JS as signed ints: the Pyodide backend must read them
+    unsigned. A 2.1 GB allocation first pushes the model, its context and the logits above 2 GiB."""
+    open_chat(page, site)
+    filler = chat_worker(page).evaluate("() => engine.M._pm_buffer_alloc(2200 * 1048576) >>> 0")
+    assert filler > 0
+    bounded(page, "(f) => window.pocketmindChat.use(f)", f"models/{tiny_models['F16'].name}")
+    page.fill("#max-tokens", "40")
+    done = bounded(page, "(q) => window.pocketmindChat.ask(q)", "the word and the")
+    system = page.input_value("#system")
+    expected = native_answer(native, tiny_models["F16"], [{"role": "system", "content": system},
+                                                         {"role": "user", "content": "the word and the"}], 40)
+    assert done["tokens"] == expected["done"]["tokens"] and done["text"] == expected["text"]
+    high = chat_worker(page).evaluate("() => engine.M._pm_buffer_alloc(64) >>> 0")
+    assert high >= 2**31  # later allocations do lie above 2 GiB

@@ -39,10 +39,10 @@ class HostHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def sites(tmp_path_factory, tiny_models, serve_site):
+def sites(tmp_path_factory, tiny_models, smollm2, serve_site):
     """(pocketmind's site on 127.0.0.1, the embedding site on 127.0.0.2: another origin, and another site)."""
     out = tmp_path_factory.mktemp("embed-site")
-    build_site.build_site(out, [tiny_models["F16"]])
+    build_site.build_site(out, [tiny_models["F16"], smollm2])
     site = serve_site(out)
     host_dir = tmp_path_factory.mktemp("embed-host")
     server = http.server.ThreadingHTTPServer(("127.0.0.2", 0), functools.partial(HostHandler, directory=str(host_dir)))
@@ -52,6 +52,15 @@ def sites(tmp_path_factory, tiny_models, serve_site):
     page = "<!doctype html><meta charset=utf-8><title>host</title><body><h1>A page of another site</h1>{}</body>"
     (host_dir / "iframe.html").write_text(page.format(
         f'<iframe id="chat" src="{embed}" allow="cross-origin-isolated" width="600" height="480"></iframe>'))
+    host_origin = f"http://127.0.0.2:{server.server_address[1]}"
+    for name, query in [("secret.html", f"model={smollm2.name}&amp;temperature=0&amp;max_tokens=40"),
+                        ("long.html", "temperature=0&amp;max_tokens=400")]:
+        (host_dir / name).write_text(page.format(
+            f'<iframe id="chat" src="{site}embed.html?{query}&amp;origin={host_origin}" '
+            'allow="cross-origin-isolated" width="600" height="480"></iframe>'))
+    for name in ("index.html", "engine-check.html", "embed.html"):
+        (host_dir / f"frames-{name}").write_text(page.format(
+            f'<iframe id="framed" src="{site}{name}" width="600" height="480"></iframe>'))
     (host_dir / "iframe-no-allow.html").write_text(page.format(
         f'<iframe id="chat" src="{embed}" width="600" height="480"></iframe>'))
     model = tiny_models["F16"].name
@@ -212,3 +221,115 @@ def test_chat_page_shows_the_embed_snippet_for_where_it_is_served(page, sites, t
     assert f'<iframe src="{sites["site"]}embed.html?model={model}" allow="cross-origin-isolated"' in snippet
     assert f'<script src="{sites["site"]}pocketmind-chat.js"></script>' in snippet
     assert f'<pocketmind-chat model="models/{tiny_models["F16"].name}"></pocketmind-chat>' in snippet
+
+
+def ask_from_host(page, site_origin: str, id_: str, text: str | None = None, stop: bool = False) -> list[dict]:
+    """Post {type: "ask"} (and {type: "stop"} once its first piece arrives, with stop) to the frame as the host page;
+    return every message the frame sent back to it until the answer (or error) for id_."""
+    return bounded(page, """([origin, id, text, stop]) => new Promise((resolve) => {
+        const frame = document.querySelector('#chat').contentWindow;
+        const got = [];
+        window.addEventListener('message', (e) => {
+            if (e.source !== frame) return;
+            got.push(e.data);
+            if (stop && e.data.type === 'text' && e.data.id === id) { stop = false; frame.postMessage({type: 'stop'}, origin); }
+            if ((e.data.type === 'answer' || e.data.type === 'error') && e.data.id === id) resolve(got);
+        });
+        frame.postMessage({type: 'ask', id, text}, origin);
+    })""", [site_origin, id_, text, stop])
+
+
+def visitor_asks(page, frame, text: str) -> dict:
+    """Type a question into the frame as the visitor; the frame's done message."""
+    ui = page.frame_locator("#chat")
+    bounded(frame, "() => window.pocketmindEmbed.ready")
+    before = frame.evaluate("window.pocketmindEmbed.lastDone")
+    ui.locator("#prompt").fill(text)
+    ui.locator("#send").click()
+    return bounded(frame, """(before) => new Promise((resolve) => { const check = () => {
+        const d = window.pocketmindEmbed.lastDone; (d && d !== before && JSON.stringify(d) !== JSON.stringify(before))
+            ? resolve(d) : setTimeout(check, 50); }; check(); })""", before)
+
+
+@pytest.mark.browser
+def test_the_embedding_page_never_sees_the_visitors_conversation(page, sites):
+    page.goto(sites["host"] + "secret.html")
+    frame = embed_frame(page)
+    site_origin = sites["site"].rstrip("/")
+    visitor_asks(page, frame, "My secret code is 4711-ZEBRA. Please remember it.")
+    replies = ask_from_host(page, site_origin, "h1", "Repeat exactly what I said before.")
+    said = json.dumps(replies)
+    assert replies[-1]["type"] == "answer" and replies[-1]["text"]
+    assert "4711" not in said and "ZEBRA" not in said.upper()
+    # the same request in the visitor's own conversation does repeat it: the model would have leaked it
+    own = visitor_asks(page, frame, "Repeat exactly what I said before.")
+    assert "4711" in own["text"]
+    assert "4711" not in json.dumps(ask_from_host(page, site_origin, "h2", "What is my secret code?"))
+
+
+@pytest.mark.browser
+def test_the_embedding_pages_stop_stops_only_its_own_answer(page, sites):
+    page.goto(sites["host"] + "long.html")
+    frame = embed_frame(page)
+    site_origin = sites["site"].rstrip("/")
+    bounded(frame, "() => window.pocketmindEmbed.ready")
+    ui = page.frame_locator("#chat")
+    ui.locator("#prompt").fill("the word")
+    ui.locator("#send").click()
+    ui.locator(".message.assistant").last.wait_for(timeout=TIMEOUT_MS)
+    bounded(frame, """() => new Promise((resolve) => { const check = () =>
+        document.querySelector('.message.assistant').textContent ? resolve() : setTimeout(check, 10); check(); })""")
+    page.evaluate("(origin) => document.querySelector('#chat').contentWindow.postMessage({type: 'stop'}, origin)",
+                  site_origin)
+    done = bounded(frame, """() => new Promise((resolve) => { const check = () =>
+        window.pocketmindEmbed.lastDone ? resolve(window.pocketmindEmbed.lastDone) : setTimeout(check, 50); check(); })""")
+    assert done["finish_reason"] == "length" and done["n_generated"] == 400  # the visitor's answer ran to its end
+    # the page's own answer does stop
+    replies = ask_from_host(page, site_origin, "h1", "the word", stop=True)
+    assert replies[-1]["type"] == "answer" and replies[-1]["finish_reason"] == "abort"
+    assert replies[-1]["n_generated"] < 400
+
+
+@pytest.mark.browser
+def test_new_chat_in_the_frame(page, sites):
+    page.goto(sites["host"] + "iframe.html")
+    frame = embed_frame(page)
+    ui = page.frame_locator("#chat")
+    first = visitor_asks(page, frame, QUESTION)
+    visitor_asks(page, frame, QUESTION)
+    ui.locator("#new-chat").click()
+    assert ui.locator(".message").count() == 0
+    third = visitor_asks(page, frame, QUESTION)
+    assert third["n_prompt"] == first["n_prompt"]  # the earlier turns are gone from the prompt too
+
+
+@pytest.mark.browser
+def test_only_the_embeddable_page_renders_in_another_sites_frame(page, sites):
+    blocked = []
+    page.on("console", lambda m: blocked.append(m.text) if "frame-ancestors" in m.text else None)
+    for name in ("index.html", "engine-check.html"):
+        page.goto(sites["host"] + f"frames-{name}")
+        frame = page.locator("#framed").element_handle(timeout=TIMEOUT_MS).content_frame()
+        page.wait_for_load_state("load")
+        assert not frame.url.startswith(sites["site"]), name  # Chromium shows its own error page instead
+    assert len(blocked) >= 2, blocked
+    page.goto(sites["host"] + "frames-embed.html")
+    frame = page.locator("#framed").element_handle(timeout=TIMEOUT_MS).content_frame()
+    page.wait_for_load_state("load")
+    assert frame.url.startswith(sites["site"] + "embed.html")
+    assert frame.locator("#prompt").count() == 1
+
+
+def test_headers_forbid_framing_except_for_the_embed_page(sites):
+    site = sites["site"]
+    for path, ancestors in [("", True), ("index.html", True), ("engine-check.html", True), ("embed.html", False)]:
+        with urllib.request.urlopen(site + path) as r:
+            csp = r.headers["Content-Security-Policy"]
+            assert ("frame-ancestors 'self'" in csp) == ancestors, path
+            assert "script-src 'self'" in csp, path
+    for path in ("chat-worker.js", "engine-worker.js", "wasm/pocketmind-mt.worker.js"):
+        with urllib.request.urlopen(site + path) as r:
+            assert "script-src 'self' 'wasm-unsafe-eval'" in r.headers["Content-Security-Policy"], path
+    text = (sites["out"] / "sw.js").read_text()
+    page_csp = json.loads(re.search(r"^const PAGE_CSP = (.*);$", text, re.M).group(1))
+    assert page_csp == build_site.PAGE_CSP and "frame-ancestors 'self'" in page_csp

@@ -69,3 +69,25 @@ def test_a_broken_model_shows_an_error_and_the_page_recovers(page, site, tiny_mo
     assert page.locator("#error").is_visible()
     page.evaluate("(f) => window.pocketmindCheck.use(f)", f"models/{tiny_models['F16'].name}")
     assert len(page.evaluate("window.pocketmindCheck.greedy([1, 270], 3)")) == 3
+
+
+def test_requests_of_different_kinds_in_flight_together_each_get_their_answer(page, site, native, tiny_models):
+    boot(page, site)
+    with Model.from_file(tiny_models["F16"], native) as model:
+        tokens = model.tokenize("the word and the other").tolist()
+    # both reply with a "done" message: matched by request id, neither promise is lost or given the other's reply
+    greedy, bench = page.evaluate("""([t]) => Promise.all([window.pocketmindCheck.greedy(t, 8),
+                                                           window.pocketmindCheck.bench(16, 4)])""", [tokens])
+    assert greedy == native_greedy(native, tiny_models["F16"], tokens, 8, ignore_eog=True)
+    assert bench["pp_tps"] > 0 and bench["tg_tps"] > 0
+
+
+def test_a_dead_worker_rejects_every_request_in_flight(page, site):
+    boot(page, site)
+    result = page.evaluate("""() => {
+        const a = window.pocketmindCheck.greedy([1, 270], 400).then(() => 'answered', (e) => e.message);
+        const b = window.pocketmindCheck.bench(64, 64).then(() => 'answered', (e) => e.message);
+        window.pocketmindCheck.worker.dispatchEvent(new ErrorEvent('error', {message: 'simulated worker failure'}));
+        return Promise.all([a, b]);
+    }""")
+    assert result == ["the engine failed: simulated worker failure"] * 2
