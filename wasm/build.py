@@ -11,6 +11,8 @@ $POCKETMIND_CACHE), so a second run, or a fresh clone on the same machine, costs
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -120,8 +122,25 @@ def prune(prefix: str, keep: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def exclusive(name: str):
+    """Hold a lock file in the cache: two processes building the same thing (a test run and a setup, two checkouts)
+    would otherwise wipe each other's half-built folder. The second waits, then finds the first's result."""
+    with open(deps.cache_root() / f"{name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def source_tree() -> Path:
     """The pinned llama.cpp tree with our patches applied, extracted once per (sdist, patches) hash."""
+    with exclusive("source"):
+        return _source_tree()
+
+
+def _source_tree() -> Path:
     sdist = deps.fetch(deps.LLAMA_CPP_SDIST)
     key = digest(deps.LLAMA_CPP_SDIST.sha256, *PATCHES)
     root = deps.cache_root() / f"src-{key}"
@@ -254,8 +273,9 @@ def build(variant: str) -> list[Path]:
     """Build one variant (using the cache) and copy its outputs to build/<variant>/."""
     t0 = time.time()
     tree = source_tree()
-    libs = build_libs(variant, tree)
-    produced = link(variant, tree, libs)
+    with exclusive(f"build-{variant}"):
+        libs = build_libs(variant, tree)
+        produced = link(variant, tree, libs)
     dest = OUT / variant
     dest.mkdir(parents=True, exist_ok=True)
     copied = []
