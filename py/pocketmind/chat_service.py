@@ -26,8 +26,17 @@ class ChatService:
 
     @classmethod
     def from_buffer(cls, backend: Backend, buffer: int, size: int, n_ctx: int = 2048, n_threads: int = 1):
-        """Load the GGUF the worker downloaded into wasm memory (the model owns the buffer from here on)."""
-        return cls(Model.from_buffer(buffer, size, backend), n_ctx, n_threads)
+        """Load the GGUF the worker downloaded into wasm memory. On success the model owns the buffer (close()
+        frees it); on any failure (the load, the context, the chat template) this raises and the buffer is still
+        the caller's to free: the half-built model is closed without touching it."""
+        model = Model.from_buffer(buffer, size, backend, owns_buffer=False)
+        try:
+            service = cls(model, n_ctx, n_threads)
+        except BaseException:
+            model.close()
+            raise
+        model.adopt_buffer()
+        return service
 
     def close(self) -> None:
         self._events = None
