@@ -1,7 +1,9 @@
 """Rendering a chat with the model's own Jinja chat template (`tokenizer.chat_template`), as Hugging Face does.
 
-The template is untrusted text from the GGUF file, so it runs in jinja2's immutable sandbox. Models without a
-template get ChatML.
+The template is untrusted code from the GGUF file. It runs in jinja2's immutable sandbox (no attribute tricks, no
+mutation of the chat), and under a budget (template_budget.py), because rendering is synchronous in the page's
+worker: a template that tries to build something huge or to run for long fails fast with a ChatTemplateError.
+Models without a template get ChatML.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from typing import Any
 import jinja2
 import jinja2.ext
 from jinja2 import nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .template_budget import Budget, BudgetEnvironment, TemplateTooCostly
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
@@ -57,15 +60,20 @@ class _GenerationTag(jinja2.ext.Extension):
 
 @functools.lru_cache(maxsize=16)
 def _compile(source: str) -> jinja2.Template:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[jinja2.ext.loopcontrols, _GenerationTag])
-    env.filters["tojson"] = _tojson
+    env = BudgetEnvironment(trim_blocks=True, lstrip_blocks=True,
+                            extensions=[jinja2.ext.loopcontrols, _GenerationTag])
+    env.set_filter("tojson", _tojson)
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
     try:
-        return env.from_string(source)
+        with Budget(source, input_chars=0).active():  # constant folding runs template code at compile time
+            return env.compile_guarded(source)
     except jinja2.TemplateSyntaxError as e:
         raise ChatTemplateError(f"the model's chat template does not compile: {e.message} (line {e.lineno})") from e
+    except TemplateTooCostly as e:
+        raise ChatTemplateError(f"the model's chat template {e}") from e
+    except RecursionError as e:
+        raise ChatTemplateError("the model's chat template does not compile: it nests too deeply") from e
     except Exception as e:
         raise ChatTemplateError(f"the model's chat template does not compile: {e}") from e
 
@@ -107,12 +115,19 @@ class ChatTemplate:
         return cls(source if source is not None else model.chat_template, text(model.bos), text(model.eos))
 
     def render(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True, **extra: Any) -> str:
+        messages = validate_messages(messages)
         variables = {"bos_token": self.bos_token, "eos_token": self.eos_token, **extra,
-                     "messages": validate_messages(messages), "add_generation_prompt": add_generation_prompt}
+                     "messages": messages, "add_generation_prompt": add_generation_prompt}
+        budget = Budget(self.source, input_chars=sum(len(m["content"]) for m in messages))
         try:
-            return self._template.render(**variables)
+            with budget.active():
+                return "".join(budget.output(self._template.generate(**variables)))
         except _TemplateRaised as e:
             raise ChatTemplateError(f"the model's chat template refused the chat: {e}") from e
+        except TemplateTooCostly as e:
+            raise ChatTemplateError(f"the model's chat template {e}") from e
+        except RecursionError as e:
+            raise ChatTemplateError("the model's chat template recurses too deeply") from e
         except Exception as e:
             raise ChatTemplateError(f"the model's chat template failed to render: {type(e).__name__}: {e}") from e
 
