@@ -262,4 +262,4 @@ for name, source in json.loads(sys.stdin.read()).items():
     for name, (message, seconds) in results.items():
         assert message.startswith("the model's chat template "), (name, message)
         assert "failed to render" not in message, (name, message)  # stopped by the budget, not by a crash
-        assert seconds < 3.0, (name, seconds)
+        assert seconds < 4.0, (name, seconds)  # the deadline is 2 s; most stop in milliseconds
