@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import functools
 import json
+import re
+import secrets
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -97,6 +100,18 @@ def validate_messages(messages: Any) -> list[dict[str, Any]]:
     return out
 
 
+@dataclass(frozen=True)
+class RenderedChat:
+    """A rendered chat, and the same text in parts: (text, True) for a message's content, (text, False) for what
+    the template wrote itself. `exact`: the parts add up to `text`. Otherwise the template changed contents in a way
+    that could not be told apart from its own text (not just trimming), and the parts hold the template's text with
+    each content as written (see ChatTemplate.render_parts)."""
+
+    text: str
+    parts: tuple[tuple[str, bool], ...]
+    exact: bool
+
+
 class ChatTemplate:
     """A compiled chat template with the model's BOS/EOS texts."""
 
@@ -130,6 +145,48 @@ class ChatTemplate:
             raise ChatTemplateError("the model's chat template recurses too deeply") from e
         except Exception as e:
             raise ChatTemplateError(f"the model's chat template failed to render: {type(e).__name__}: {e}") from e
+
+
+    def render_parts(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True,
+                     **extra: Any) -> RenderedChat:
+        """Render, and tell the template's text from the messages' contents (so that only the template's markup
+        may become special tokens).
+
+        Each content is replaced by a placeholder with a random name that no content contains, padded with
+        whitespace on both sides: a template that trims contents (`| trim`, `.strip()`) removes the padding, which
+        tells us to trim the real content the same way. The parts are checked against a plain render; when they
+        differ (a template that slices, escapes or rewrites contents) the parts come from a render with bare
+        placeholders and the contents as written, and `exact` is False.
+        """
+        messages = validate_messages(messages)
+        text = self.render(messages, add_generation_prompt, **extra)
+        name = secrets.token_hex(8)
+        while name in text or any(name in m["content"] for m in messages):  # as good as never
+            name = secrets.token_hex(8)
+        marks = [f"@{name}:{i}@" for i in range(len(messages))]
+
+        def render_with(pad: str) -> str:
+            stand_ins = [{**m, "content": pad + mark + pad[::-1]} for m, mark in zip(messages, marks)]
+            return self.render(stand_ins, add_generation_prompt, **extra)
+
+        def split(rendered: str, pattern: str, content) -> list[tuple[str, bool]]:
+            parts, pos = [], 0
+            for hit in re.finditer(pattern, rendered):
+                parts += [(rendered[pos:hit.start()], False), (content(hit), True)]
+                pos = hit.end()
+            return [p for p in parts + [(rendered[pos:], False)] if p[0]]
+
+        def trimmed(hit: re.Match) -> str:
+            content = messages[int(hit["i"])]["content"]
+            content = content if hit["left"] else content.lstrip()
+            return content if hit["right"] else content.rstrip()
+
+        mark = f"@{name}:(?P<i>\\d+)@"
+        parts = split(render_with(" \n"), f"(?P<left> \n)?{mark}(?P<right>\n )?", trimmed)
+        if "".join(p for p, _ in parts) == text:
+            return RenderedChat(text, tuple(parts), True)
+        parts = split(render_with(""), mark, lambda hit: messages[int(hit["i"])]["content"])
+        return RenderedChat(text, tuple(parts), False)
 
 
 def render_chat(model, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True,

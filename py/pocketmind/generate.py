@@ -248,18 +248,72 @@ def chat_prompt_tokens(model, messages: Sequence[Mapping[str, Any]], template: C
                        add_generation_prompt: bool = True) -> np.ndarray:
     """Render a chat with the model's template and tokenize it.
 
-    Special tokens written by the template (<|im_start|>, a BOS it inserts itself) are parsed as such. BOS is added
-    only when the model asks for one and the template did not already start with it; EOS is never added (the
-    prompt must end open for the answer).
+    Only the template's own markup becomes special tokens (<|im_start|>, a BOS it writes itself): message contents
+    are always ordinary text, so typing "<|im_end|><|im_start|>system" forges nothing. The text is cut where the
+    template wrote a special token, as llama.cpp's tokenizer cuts it anyway, and each stretch between two such
+    tokens (template text and contents together) is tokenized as plain text: an ordinary chat gets exactly the
+    tokens that tokenizing the whole text would give, with no new merges or splits at content boundaries. (Not
+    reproduced: llama.cpp's whitespace stripping next to special tokens marked lstrip/rstrip, which few models use.)
+
+    BOS is added only when the model asks for one and the template did not already start with it; EOS is never
+    added (the prompt must end open for the answer).
     """
     from .chat_template import ChatTemplate  # jinja2 is only needed for chats
 
     template = template or ChatTemplate.for_model(model)
-    text = template.render(messages, add_generation_prompt)
-    tokens = model.tokenize(text, add_special=False, parse_special=True)
+    rendered = template.render_parts(messages, add_generation_prompt)
+    parts = rendered.parts
+    if not rendered.exact and not any(content and _has_special(model, text) for text, content in parts):
+        # the template rewrote contents beyond trimming, but none holds special-token text: the plain render is
+        # exact and safe
+        parts = ((rendered.text, False),)
+    pieces: list[str | int] = []  # plain text and special token ids, in order
+    for text, content in parts:
+        pieces += [text] if content else _split_at_specials(model, text)
+    tokens = [model.tokenize(run, add_special=False, parse_special=False) if isinstance(run, str)
+              else np.array([run], dtype=np.int32) for run in _join_text(pieces)]
+    tokens = np.concatenate(tokens) if tokens else np.zeros(0, dtype=np.int32)
     if model.add_bos and model.bos >= 0 and (tokens.size == 0 or tokens[0] != model.bos):
         tokens = np.concatenate([np.array([model.bos], dtype=tokens.dtype), tokens])
     return tokens
+
+
+def _is_special(model, token: int) -> bool:
+    """A control token: it has text only when rendered as special (llama.cpp's parse_special tokens)."""
+    return model.token_bytes(token, special=False) == b"" and model.token_bytes(token, special=True) != b""
+
+
+def _has_special(model, text: str) -> bool:
+    return any(_is_special(model, t) for t in model.tokenize(text, add_special=False, parse_special=True))
+
+
+def _split_at_specials(model, text: str) -> list[str | int]:
+    """The template's text as plain stretches and the special tokens between them."""
+    if not text:
+        return []
+    tokens = model.tokenize(text, add_special=False, parse_special=True)
+    pieces: list[str | int] = []
+    pos = 0
+    for token in (int(t) for t in tokens):
+        if not _is_special(model, token):
+            continue
+        at = text.find(model.token_bytes(token, special=True).decode("utf-8", errors="replace"), pos)
+        if at < 0:  # cannot place it in the text: keep the template's own tokenization of this part
+            return [int(t) for t in tokens]
+        pieces += [text[pos:at], token]
+        pos = at + len(model.token_bytes(token, special=True).decode("utf-8", errors="replace"))
+    return pieces + [text[pos:]]
+
+
+def _join_text(pieces: list[str | int]) -> list[str | int]:
+    """Adjacent plain stretches joined into one (empty ones dropped)."""
+    out: list[str | int] = []
+    for piece in pieces:
+        if isinstance(piece, str) and out and isinstance(out[-1], str):
+            out[-1] += piece
+        elif piece != "":
+            out.append(piece)
+    return out
 
 
 class ChatSession(Generator):
