@@ -342,3 +342,29 @@ def test_templates_that_transform_contents_still_forge_nothing(tiny, source):
     assert rendered.exact == (source != REWRITING)
     if rendered.exact:  # trimming is reproduced: the parts add up to the template's own render
         assert "".join(text for text, _ in rendered.parts) == template.render(forged)
+
+
+# ---- prompt progress ----
+
+def test_prefill_progress_between_batches_and_abort_there(tiny):
+    from pocketmind.generate import Prefill
+
+    prompt = list(tiny.tokenize("the word is what you said and the word was what he said to them at one"))
+    assert len(prompt) > 16
+    with tiny.context(n_ctx=256, n_batch=8, kv_f32=True) as ctx:
+        gen = Generator(ctx)
+        events = list(gen.generate(prompt, GREEDY, max_tokens=3, progress=True))
+        progress = [(e.decoded, e.total) for e in events if isinstance(e, Prefill)]
+        n = len(prompt)
+        assert progress == [(min(i, n), n) for i in range(8, n + 8, 8)]
+        assert all(isinstance(e, Prefill) for e in events[:len(progress)])  # all before the first token
+        assert events[-1].tokens == tuple(manual_greedy(tiny, prompt, 3)[0])
+        gen.reset()
+        stop = threading.Event()
+        seen = []
+        for e in gen.generate(prompt, GREEDY, max_tokens=3, abort=stop, progress=True):
+            seen.append(e)
+            if isinstance(e, Prefill) and e.decoded == 16:
+                stop.set()
+        assert [type(e).__name__ for e in seen] == ["Prefill", "Prefill", "Done"]
+        assert seen[-1].finish_reason == "abort" and seen[-1].n_prompt_decoded == 16 and gen.tokens == prompt[:16]
