@@ -263,3 +263,10 @@ for name, source in json.loads(sys.stdin.read()).items():
         assert message.startswith("the model's chat template "), (name, message)
         assert "failed to render" not in message, (name, message)  # stopped by the budget, not by a crash
         assert seconds < 4.0, (name, seconds)  # the deadline is 2 s; most stop in milliseconds
+
+
+def test_moderate_recursion_and_loops_still_render():
+    nested = "{% macro f(n) %}{% if n %}({{ f(n - 1) }}){% endif %}{% endmacro %}{{ f(30) }}"
+    assert ChatTemplate(nested).render([]) == "(" * 30 + ")" * 30
+    loops = "{% for i in range(300) %}{% for j in range(300) %}{% endfor %}{% endfor %}{{ range(10) | join(',') }}"
+    assert ChatTemplate(loops).render([]) == "0,1,2,3,4,5,6,7,8,9"

@@ -25,6 +25,7 @@ SECONDS = 2.0  # wall-clock time for one render
 MAX_SIZE = 1_000_000  # characters or items in any one value or the output, plus twice the chat's own text
 MAX_ITERATIONS = 100_000  # loop turns in one render...
 MAX_TEMPLATE_WORK = 200_000_000  # ...and fewer for long templates: turns x template length (literal text per turn)
+MAX_DEPTH = 64  # calls running inside calls (macros calling macros): well before Python's, or Pyodide's wasm stack's, limit
 MAX_INT_BITS = 4096  # integers a template computes (no template needs more; 9**9**9 has over a billion bits)
 # a format width/precision of 7+ digits ("%0999999999d", "{:>9999999}") builds a huge string in one call
 _HUGE_FORMAT_WIDTH = re.compile(r"\d{7,}")
@@ -46,6 +47,7 @@ class Budget:
         self.max_size = MAX_SIZE + 2 * input_chars
         self.iterations_left = min(MAX_ITERATIONS, MAX_TEMPLATE_WORK // max(1, len(source)))
         self.output_left = self.max_size  # characters written by {{ }} anywhere (also into {% set %} blocks)
+        self.depth = 0
 
     @contextlib.contextmanager
     def active(self):
@@ -224,7 +226,14 @@ class BudgetEnvironment(ImmutableSandboxedEnvironment):
         _check_sizes(list(args) + list(kwargs.values()))
         if isinstance(getattr(__obj, "__self__", None), str):  # a str method: "x".replace(...), ", ".join(...)
             _check_growth(getattr(__obj, "__name__", ""), __obj.__self__, list(args))
-        return current().sized(super().call(__context, __obj, *args, **kwargs))
+        budget = current()
+        if budget.depth >= MAX_DEPTH:
+            raise TemplateTooCostly("recurses too deeply")
+        budget.depth += 1
+        try:
+            return budget.sized(super().call(__context, __obj, *args, **kwargs))
+        finally:
+            budget.depth -= 1
 
     def wrap_str_format(self, value: Any):
         _check_format(getattr(value, "__self__", None))
