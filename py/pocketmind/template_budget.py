@@ -1,8 +1,8 @@
 """A budget for rendering an untrusted Jinja template: what it may build, how many loop turns, how long.
 
-A chat template comes from the GGUF file and renders synchronously in the page's worker, so
-`{{ 'x' * 10**10 }}` or `9**9**9` would hang the page. jinja2's sandbox lets us intercept the operators and calls
-that can build large values; loops and `{{ }}` output are routed through the budget too (loops by rewriting the
+A chat template comes from the GGUF file and renders synchronously in the page's worker, so `{{ 'x' * 10**10 }}`
+or `{{ 9**(9**9) }}` would hang the page. jinja2's sandbox lets us intercept the operators and calls that can build
+large values; loops and `{{ }}` output are routed through the budget too (loops by rewriting the
 parsed template, output through jinja2's `finalize` hook). Everything checks a wall-clock deadline as it goes.
 Limits are generous for real templates (which render a chat in milliseconds) and fail a hostile one in well under
 a second or two.
@@ -25,8 +25,8 @@ SECONDS = 2.0  # wall-clock time for one render
 MAX_SIZE = 1_000_000  # characters or items in any one value or the output, plus twice the chat's own text
 MAX_ITERATIONS = 100_000  # loop turns in one render...
 MAX_TEMPLATE_WORK = 200_000_000  # ...and fewer for long templates: turns x template length (literal text per turn)
-MAX_DEPTH = 64  # calls running inside calls (macros calling macros): well before Python's, or Pyodide's wasm stack's, limit
-MAX_INT_BITS = 4096  # integers a template computes (no template needs more; 9**9**9 has over a billion bits)
+MAX_DEPTH = 64  # calls inside calls (macros calling macros): stops well before Python's or the wasm stack's limit
+MAX_INT_BITS = 4096  # integers a template computes (no template needs more; 9**(9**9) has over a billion bits)
 # a format width/precision of 7+ digits ("%0999999999d", "{:>9999999}") builds a huge string in one call
 _HUGE_FORMAT_WIDTH = re.compile(r"\d{7,}")
 
