@@ -228,8 +228,12 @@ def test_smollm2_haiku_does_not_loop_at_the_defaults(native, smollm2):
         old = service.answer(json.dumps({"messages": HAIKU, "max_tokens": 200,
                                          "settings": {**OLD_PAGE_DEFAULTS, "seed": 5}}))
         assert most_repeated_line(old["text"]) >= 3 and old["done"]["finish_reason"] == "length"  # the failure
+        assert json.loads(service.card_json())["sampling_defaults"]["repeat_penalty"] == 1.1
         for seed in (5, 13, 0, 1, 2):
-            new = service.answer(json.dumps({"messages": HAIKU, "max_tokens": 200, "settings": {"seed": seed}}))
+            # what the page sends (its temperature and top-p fields, which are also our defaults): the rest, the
+            # repeat penalty included, comes from the defaults (before, from SamplingParams: no penalty)
+            settings = {"temperature": 0.7, "top_p": 0.95, "seed": seed}
+            new = service.answer(json.dumps({"messages": HAIKU, "max_tokens": 200, "settings": settings}))
             assert most_repeated_line(new["text"]) < 3, (seed, new["text"])
             assert new["done"]["finish_reason"] == "eog", (seed, new["text"])
 
