@@ -1,13 +1,22 @@
 """Chat templates: the GGUF's own Jinja template in the sandbox, ChatML fallback, clear errors."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from datetime import datetime
+from pathlib import Path
 
+import jinja2.ext
 import pytest
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from pocketmind import Model
+from pocketmind import chat_template as ct
 from pocketmind.chat_template import CHATML_TEMPLATE, ChatTemplate, ChatTemplateError, render_chat
 from tiny_gguf import write_tiny_llama
+
+REPO = Path(__file__).resolve().parents[1]
 
 CHAT = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
         {"role": "user", "content": "Name a colour."}]
@@ -123,3 +132,141 @@ def test_rendering_does_not_change_the_callers_messages():
     chat = [dict(m) for m in CHAT]
     ChatTemplate().render(chat)
     assert chat == CHAT
+
+
+# ---- templates are untrusted code: a budget, and real templates unchanged ----
+
+# Written for these tests in the style of the models' published templates.
+GEMMA_STYLE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set first = messages[0]['content'] | trim + '\n\n' %}"
+    "{% set loop_messages = messages[1:] %}{% else %}{% set first = '' %}{% set loop_messages = messages %}{% endif %}"
+    "{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('roles must alternate user/assistant') }}{% endif %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<start_of_turn>' + role + '\n' + (first if loop.first else '') + message['content'] | trim }}"
+    "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}")
+LLAMA3_STYLE = (
+    "{{ bos_token }}{% set ns = namespace(system='') %}{% if messages[0].role == 'system' %}"
+    "{% set ns.system = messages[0].content | trim %}{% set messages = messages[1:] %}{% endif %}"
+    "<|start_header_id|>system<|end_header_id|>\n\nToday Date: {{ strftime_now('%d %b %Y') | length > 0 }}\n"
+    "{% if tools %}Tools:\n{% for t in tools %}{{ t | tojson(indent=4) }}\n\n{% endfor %}{% endif %}"
+    "{{ ns.system }}<|eot_id|>{% for message in messages %}"
+    "{{ '<|start_header_id|>' ~ message.role ~ '<|end_header_id|>\n\n' ~ message.content | trim ~ '<|eot_id|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+LONG_CHAT = [{"role": "system", "content": "  Be brief, and kind.  "}] + [
+    {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i}: " + "déjà vu 日本 " * (i % 7) + "\n"}
+    for i in range(41)]
+TOOLS = [{"name": "get_weather", "parameters": {"city": {"type": "string", "description": "a city <name>"}}}]
+
+
+def reference_render(source: str, messages, add_generation_prompt=True, **extra) -> str:
+    """How templates rendered before the budget: the plain immutable sandbox with the same helpers."""
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[jinja2.ext.loopcontrols, ct._GenerationTag])
+    env.filters["tojson"] = ct._tojson
+    env.globals.update(raise_exception=ct._raise_exception, strftime_now=ct._strftime_now)
+    return env.from_string(source).render(bos_token="<s>", eos_token="</s>", **extra, messages=messages,
+                                          add_generation_prompt=add_generation_prompt)
+
+
+@pytest.mark.parametrize("name", ["chatml", "gemma", "llama3", "llama3-tools"])
+def test_real_templates_render_as_before(name):
+    source = {"chatml": CHATML_TEMPLATE, "gemma": GEMMA_STYLE}.get(name, LLAMA3_STYLE)
+    extra = {"tools": TOOLS} if name == "llama3-tools" else {}
+    for chat in (CHAT, LONG_CHAT):
+        out = ChatTemplate(source, "<s>", "</s>").render(chat, **extra)
+        assert out == reference_render(source, chat, **extra) and len(out) > 50
+    if name == "llama3-tools":
+        assert '"description": "a city <name>"' in out
+
+
+def test_smollm2_template_renders_as_before(native, smollm2):
+    with Model.from_file(smollm2, native) as model:
+        template = ChatTemplate.for_model(model)
+        for chat in (CHAT, LONG_CHAT):
+            expected = reference_render(model.chat_template, chat).replace("<s>", template.bos_token)
+            assert template.render(chat) == expected
+
+
+def test_long_documents_still_render():
+    """The budget grows with the chat's own text: a 3 MB document is not "too large"."""
+    doc = "word " * 600_000
+    assert ChatTemplate().render([{"role": "user", "content": doc}]).count("word") == 600_000
+
+
+def test_jinja_powers_are_left_associative():
+    # unlike Python, Jinja reads 9**9**9 as (9**9)**9: a 78-digit number, harmless, rendered as before
+    assert ChatTemplate("{{ 9**9**9 }}").render([]) == str((9**9)**9) == reference_render("{{ 9**9**9 }}", [])
+
+
+HOSTILE = {
+    "string repetition": "{{ 'x' * 10**10 }}",
+    "list repetition": "{{ [1, 2] * 10**9 }}",
+    "repeated message list": "{{ (messages * 10**8) | length }}",
+    "power": "{{ 9**(9**9) }}",
+    "growing power": "{% set ns = namespace(x=3) %}{% for i in range(40) %}{% set ns.x = ns.x * ns.x %}{% endfor %}",
+    "huge range": "{% for i in range(10**9) %}{% endfor %}",
+    "nested ranges": "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
+    "deep macro recursion": "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+    "branching macro recursion": "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}"
+                                 "{{ f(40) }}",
+    "huge output via loops": "{% for i in range(99999) %}{{ 'x' * 99999 }}{% endfor %}",
+    "huge captured output": "{% set x %}{% for i in range(99999) %}{{ 'y' * 99999 }}{% endfor %}{% endset %}"
+                            "{{ x | length }}",
+    "doubling with ~": "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}"
+                       "{% endfor %}",
+    "doubling lists with +": "{% set ns = namespace(l=[1]) %}{% for i in range(64) %}{% set ns.l = ns.l + ns.l %}"
+                             "{% endfor %}",
+    "center": "{{ 'x'.center(999999999) }}",
+    "center filter": "{{ 'x' | center(999999999) }}",
+    "percent width": "{{ '%0999999999d' % 1 }}",
+    "format width": "{{ '{:>999999999}'.format(1) }}",
+    "format filter": "{{ '%0999999999d' | format(1) }}",
+    "replace": "{{ ('a' * 1000) | replace('a', 'a' * 99999) }}",
+    "replace method": "{{ ('a' * 1000).replace('a', 'a' * 99999) }}",
+    "join": "{{ range(99999) | join('x' * 99999) }}",
+    "indent": "{{ ('a\\n' * 99999) | indent('x' * 9999) }}",
+    "long-running loop": "{% for i in range(99999) %}{% for m in messages %}{% for c in m.content %}"
+                         "{% endfor %}{% endfor %}{% endfor %}",
+}
+
+
+def test_hostile_templates_fail_fast():
+    """Each hostile template, rendered in a child process (address space capped at 2 GiB, so an unguarded
+    allocation fails instead of swapping), must give a ChatTemplateError within a few seconds."""
+    script = f"""
+import json, resource, sys, time
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+sys.path.insert(0, {str(REPO / "py")!r})
+from pocketmind.chat_template import ChatTemplate, ChatTemplateError
+chat = [{{"role": "user", "content": "x" * 300}}] * 40
+for name, source in json.loads(sys.stdin.read()).items():
+    t = time.monotonic()
+    try:
+        ChatTemplate(source).render(chat)
+        result = "rendered"
+    except ChatTemplateError as e:
+        result = str(e)
+    except BaseException as e:
+        result = "other " + type(e).__name__
+    print(json.dumps([name, result, time.monotonic() - t]), flush=True)
+"""
+    try:
+        proc = subprocess.run([sys.executable, "-c", script], input=json.dumps(HOSTILE), capture_output=True,
+                              text=True, timeout=30 + 3 * len(HOSTILE))
+        lines = proc.stdout
+    except subprocess.TimeoutExpired as e:
+        lines = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+    results = {name: (message, seconds) for name, message, seconds in map(json.loads, lines.splitlines())}
+    assert list(results) == list(HOSTILE), f"hung at {list(HOSTILE)[len(results)]!r}"
+    for name, (message, seconds) in results.items():
+        assert message.startswith("the model's chat template "), (name, message)
+        assert "failed to render" not in message, (name, message)  # stopped by the budget, not by a crash
+        assert seconds < 4.0, (name, seconds)  # the deadline is 2 s; most stop in milliseconds
+
+
+def test_moderate_recursion_and_loops_still_render():
+    nested = "{% macro f(n) %}{% if n %}({{ f(n - 1) }}){% endif %}{% endmacro %}{{ f(30) }}"
+    assert ChatTemplate(nested).render([]) == "(" * 30 + ")" * 30
+    loops = "{% for i in range(300) %}{% for j in range(300) %}{% endfor %}{% endfor %}{{ range(10) | join(',') }}"
+    assert ChatTemplate(loops).render([]) == "0,1,2,3,4,5,6,7,8,9"

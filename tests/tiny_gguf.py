@@ -58,7 +58,9 @@ def write_parrot_llama(path: str | Path, text: str, quant: str = "F32") -> Path:
 def write_tiny_llama(path: str | Path, quant: str = "F16", seed: int = 0, n_layer: int = 2, n_embd: int = 64,
                      n_head: int = 4, n_head_kv: int = 2, n_ff: int = 128, n_ctx: int = 256,
                      chat_template: str | None = CHATML_TEMPLATE, extra_tokens: list[str] | None = None,
-                     parrot: bool = False) -> Path:
+                     parrot: bool = False, sampling: dict[str, float] | None = None) -> Path:
+    """sampling: recommended settings written as general.sampling.<name> through gguf's own add_sampling_<name>
+    (temp, top_k, top_p, min_p, penalty_repeat, penalty_last_n, ...)."""
     path = Path(path)
     rng = np.random.default_rng(seed)
     tokens, scores, types = vocabulary()
@@ -93,6 +95,8 @@ def write_tiny_llama(path: str | Path, quant: str = "F16", seed: int = 0, n_laye
     w.add_add_eos_token(False)
     if chat_template:
         w.add_chat_template(chat_template)
+    for name, value in (sampling or {}).items():
+        getattr(w, f"add_sampling_{name}")(value)
 
     def matrix(rows: int, cols: int) -> np.ndarray:
         return (rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)

@@ -2,61 +2,108 @@
 
 Strings cross the JS bridge, not proxies, so nothing here depends on the runtime: the same class runs under
 CPython with the native backend, which is how the tests check the page's answers byte for byte.
+
+The contract with the page (site/chat-worker.js):
+
+- `ChatService.from_buffer(backend, buffer, size, n_ctx=2048, n_threads=1)` loads the GGUF the worker copied into
+  library memory. On success the model owns the buffer (close() frees it); on failure it raises and the buffer is
+  still the caller's, to free.
+- `card_json()`: the model's card (engine.Model.card) plus "n_ctx" and "sampling_defaults": {temperature, top_k,
+  top_p, min_p, repeat_penalty, repeat_last_n}, ours unless the GGUF recommends its own (general.sampling.*).
+- `start(request_json)`: {messages: [{role, content}], max_tokens (default 256), stop: [str], settings: {...}}.
+  settings is optional and may name any of the sampling_defaults keys and "seed"; missing keys take the defaults.
+  Bad messages, bad settings, a failing chat template and a chat that cannot fit raise with a readable message.
+- `step()`: the next event as JSON, None once the answer is over:
+  {"type": "prompt", "decoded": n, "total": m} after each batch of the prompt (m tokens to decode; the rest of the
+  chat is reused from the KV cache); {"type": "text", "text": str, "token": int | null} per token;
+  {"type": "done", finish_reason ("stop" | "eog" | "length" | "abort"), text, tokens, stop, n_prompt, n_reused,
+  n_prompt_decoded, prompt_seconds, generation_seconds, n_generated, prompt_tokens_per_s, generation_tokens_per_s,
+  n_dropped} where n_dropped is how many of the oldest messages were left out so the chat fits in the context.
+- `stop()`: the answer ends (finish_reason "abort") at the next prompt batch or token.
+
+The prompt is decoded PROMPT_BATCH tokens at a time, so a stop during a long prompt is seen within one batch.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from .capi import Backend
 from .engine import Model
-from .generate import ChatSession, Chunk, Done
-from .sampling import GREEDY, SamplingParams
+from .generate import ChatSession, Chunk, Done, Prefill
+from .sampling import GREEDY, GGUF_SAMPLING_KEYS, SamplingParams, defaults_from_metadata, settings_dict
 
-SETTINGS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed")
+SETTINGS = tuple(field for field, _ in GGUF_SAMPLING_KEYS.values()) + ("seed",)
+# Prompt tokens per decode call. The worker sees Stop only between events, and a prompt event comes after each
+# batch, so Stop waits for at most one batch: 256 (half llama.cpp's usual 512) halves that wait; much smaller
+# batches would cost prompt speed.
+PROMPT_BATCH = 256
 
 
 class ChatService:
     def __init__(self, model: Model, n_ctx: int = 2048, n_threads: int = 1):
         self.model = model
-        self.ctx = model.context(n_ctx=min(n_ctx, model.n_ctx_train), n_threads=n_threads)
+        self.ctx = model.context(n_ctx=min(n_ctx, model.n_ctx_train), n_batch=PROMPT_BATCH, n_threads=n_threads)
         self.session = ChatSession(self.ctx)
+        self.sampling_defaults = defaults_from_metadata(model.metadata)
         self._events = None
         self._stop = False
 
     @classmethod
     def from_buffer(cls, backend: Backend, buffer: int, size: int, n_ctx: int = 2048, n_threads: int = 1):
-        """Load the GGUF the worker downloaded into wasm memory (the model owns the buffer from here on)."""
-        return cls(Model.from_buffer(buffer, size, backend), n_ctx, n_threads)
+        """Load the GGUF the worker downloaded into wasm memory. On success the model owns the buffer (close()
+        frees it); on any failure (the load, the context, the chat template) this raises and the buffer is still
+        the caller's to free: the half-built model is closed without touching it."""
+        model = Model.from_buffer(buffer, size, backend, owns_buffer=False)
+        try:
+            service = cls(model, n_ctx, n_threads)
+        except BaseException:
+            model.close()
+            raise
+        model.adopt_buffer()
+        return service
 
     def close(self) -> None:
         self._events = None
         self.model.close()  # closes the context too
 
     def card_json(self) -> str:
-        return json.dumps({**self.model.card(), "n_ctx": self.ctx.n_ctx})
+        return json.dumps({**self.model.card(), "n_ctx": self.ctx.n_ctx,
+                           "sampling_defaults": settings_dict(self.sampling_defaults)})
+
+    def params(self, settings: dict | None) -> SamplingParams:
+        """The sampling defaults with the request's settings in their place (unknown keys and nulls are ignored)."""
+        if settings is not None and not isinstance(settings, dict):
+            raise ValueError(f"settings must be an object, got {type(settings).__name__}")
+        chosen = {k: v for k, v in (settings or {}).items() if k in SETTINGS and v is not None}
+        return replace(self.sampling_defaults, **chosen)
 
     def start(self, request_json: str) -> None:
         """Begin an answer to {messages: [{role, content}], max_tokens, stop, settings: {temperature, ...}}."""
         request = json.loads(request_json)
-        settings = {k: v for k, v in (request.get("settings") or {}).items() if k in SETTINGS and v is not None}
-        params = SamplingParams(**settings)
+        if not isinstance(request, dict):
+            raise ValueError("the request must be a JSON object")
+        params = self.params(request.get("settings"))
         self._stop = False
-        self._events = self.session.chat(request["messages"], params, max_tokens=int(request.get("max_tokens", 256)),
-                                         stop=request.get("stop") or (), abort=lambda: self._stop)
+        self._events = None
+        self._events = self.session.chat(request.get("messages"), params,
+                                         max_tokens=int(request.get("max_tokens", 256)),
+                                         stop=request.get("stop") or (), abort=lambda: self._stop, progress=True)
 
     def stop(self) -> None:
-        """Ask the running answer to end before its next token."""
+        """Ask the running answer to end before its next prompt batch or token."""
         self._stop = True
 
     def step(self) -> str | None:
-        """The next event as JSON ({type: "text", text} or {type: "done", ...}); None once the answer is over."""
+        """The next event as JSON (see the module's docstring); None once the answer is over."""
         if self._events is None:
             return None
         event = next(self._events, None)
         if event is None:
             self._events = None
             return None
+        if isinstance(event, Prefill):
+            return json.dumps({"type": "prompt", "decoded": event.decoded, "total": event.total})
         if isinstance(event, Chunk):
             return json.dumps({"type": "text", "text": event.text, "token": event.token})
         assert isinstance(event, Done)
@@ -79,13 +126,16 @@ class ChatService:
                            "n_generated": done.n_generated})
 
     def answer(self, request_json: str) -> dict:
-        """Run one answer to the end (for tests and non-streaming callers): the text and the done event."""
+        """Run one answer to the end (for tests and non-streaming callers): the text, the done event, and how many
+        prompt events came before it."""
         self.start(request_json)
-        text = []
+        text, n_prompt_events = [], 0
         while (event := self.step()) is not None:
             data = json.loads(event)
             if data["type"] == "text":
                 text.append(data["text"])
+            elif data["type"] == "prompt":
+                n_prompt_events += 1
             else:
-                return {"text": "".join(text), "done": data}
+                return {"text": "".join(text), "done": data, "prompt_events": n_prompt_events}
         raise RuntimeError("the answer ended without a done event")

@@ -1,20 +1,26 @@
 """Rendering a chat with the model's own Jinja chat template (`tokenizer.chat_template`), as Hugging Face does.
 
-The template is untrusted text from the GGUF file, so it runs in jinja2's immutable sandbox. Models without a
-template get ChatML.
+The template is untrusted code from the GGUF file. It runs in jinja2's immutable sandbox (no attribute tricks, no
+mutation of the chat), and under a budget (template_budget.py), because rendering is synchronous in the page's
+worker: a template that tries to build something huge or to run for long fails fast with a ChatTemplateError.
+Models without a template get ChatML.
 """
 from __future__ import annotations
 
 import functools
 import json
+import re
+import secrets
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import jinja2
 import jinja2.ext
 from jinja2 import nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .template_budget import Budget, BudgetEnvironment, TemplateTooCostly
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
@@ -57,15 +63,20 @@ class _GenerationTag(jinja2.ext.Extension):
 
 @functools.lru_cache(maxsize=16)
 def _compile(source: str) -> jinja2.Template:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[jinja2.ext.loopcontrols, _GenerationTag])
-    env.filters["tojson"] = _tojson
+    env = BudgetEnvironment(trim_blocks=True, lstrip_blocks=True,
+                            extensions=[jinja2.ext.loopcontrols, _GenerationTag])
+    env.set_filter("tojson", _tojson)
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
     try:
-        return env.from_string(source)
+        with Budget(source, input_chars=0).active():  # constant folding runs template code at compile time
+            return env.compile_guarded(source)
     except jinja2.TemplateSyntaxError as e:
         raise ChatTemplateError(f"the model's chat template does not compile: {e.message} (line {e.lineno})") from e
+    except TemplateTooCostly as e:
+        raise ChatTemplateError(f"the model's chat template {e}") from e
+    except RecursionError as e:
+        raise ChatTemplateError("the model's chat template does not compile: it nests too deeply") from e
     except Exception as e:
         raise ChatTemplateError(f"the model's chat template does not compile: {e}") from e
 
@@ -89,6 +100,18 @@ def validate_messages(messages: Any) -> list[dict[str, Any]]:
     return out
 
 
+@dataclass(frozen=True)
+class RenderedChat:
+    """A rendered chat, and the same text in parts: (text, True) for a message's content, (text, False) for what
+    the template wrote itself. `exact`: the parts add up to `text`. Otherwise the template changed contents in a way
+    that could not be told apart from its own text (not just trimming), and the parts hold the template's text with
+    each content as written (see ChatTemplate.render_parts)."""
+
+    text: str
+    parts: tuple[tuple[str, bool], ...]
+    exact: bool
+
+
 class ChatTemplate:
     """A compiled chat template with the model's BOS/EOS texts."""
 
@@ -107,14 +130,63 @@ class ChatTemplate:
         return cls(source if source is not None else model.chat_template, text(model.bos), text(model.eos))
 
     def render(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True, **extra: Any) -> str:
+        messages = validate_messages(messages)
         variables = {"bos_token": self.bos_token, "eos_token": self.eos_token, **extra,
-                     "messages": validate_messages(messages), "add_generation_prompt": add_generation_prompt}
+                     "messages": messages, "add_generation_prompt": add_generation_prompt}
+        budget = Budget(self.source, input_chars=sum(len(m["content"]) for m in messages))
         try:
-            return self._template.render(**variables)
+            with budget.active():
+                return "".join(budget.output(self._template.generate(**variables)))
         except _TemplateRaised as e:
             raise ChatTemplateError(f"the model's chat template refused the chat: {e}") from e
+        except TemplateTooCostly as e:
+            raise ChatTemplateError(f"the model's chat template {e}") from e
+        except RecursionError as e:
+            raise ChatTemplateError("the model's chat template recurses too deeply") from e
         except Exception as e:
             raise ChatTemplateError(f"the model's chat template failed to render: {type(e).__name__}: {e}") from e
+
+
+    def render_parts(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True,
+                     **extra: Any) -> RenderedChat:
+        """Render, and tell the template's text from the messages' contents (so that only the template's markup
+        may become special tokens).
+
+        Each content is replaced by a placeholder with a random name that no content contains, padded with
+        whitespace on both sides: a template that trims contents (`| trim`, `.strip()`) removes the padding, which
+        tells us to trim the real content the same way. The parts are checked against a plain render; when they
+        differ (a template that slices, escapes or rewrites contents) the parts come from a render with bare
+        placeholders and the contents as written, and `exact` is False.
+        """
+        messages = validate_messages(messages)
+        text = self.render(messages, add_generation_prompt, **extra)
+        name = secrets.token_hex(8)
+        while name in text or any(name in m["content"] for m in messages):  # as good as never
+            name = secrets.token_hex(8)
+        marks = [f"@{name}:{i}@" for i in range(len(messages))]
+
+        def render_with(pad: str) -> str:
+            stand_ins = [{**m, "content": pad + mark + pad[::-1]} for m, mark in zip(messages, marks)]
+            return self.render(stand_ins, add_generation_prompt, **extra)
+
+        def split(rendered: str, pattern: str, content) -> list[tuple[str, bool]]:
+            parts, pos = [], 0
+            for hit in re.finditer(pattern, rendered):
+                parts += [(rendered[pos:hit.start()], False), (content(hit), True)]
+                pos = hit.end()
+            return [p for p in parts + [(rendered[pos:], False)] if p[0]]
+
+        def trimmed(hit: re.Match) -> str:
+            content = messages[int(hit["i"])]["content"]
+            content = content if hit["left"] else content.lstrip()
+            return content if hit["right"] else content.rstrip()
+
+        mark = f"@{name}:(?P<i>\\d+)@"
+        parts = split(render_with(" \n"), f"(?P<left> \n)?{mark}(?P<right>\n )?", trimmed)
+        if "".join(p for p, _ in parts) == text:
+            return RenderedChat(text, tuple(parts), True)
+        parts = split(render_with(""), mark, lambda hit: messages[int(hit["i"])]["content"])
+        return RenderedChat(text, tuple(parts), False)
 
 
 def render_chat(model, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True,

@@ -112,7 +112,10 @@ class Model(_Handle):
 
     def __init__(self, backend: Backend, ptr: int, buffer: int = 0):
         super().__init__(backend, ptr)
-        self._buffer = buffer  # library memory holding the GGUF bytes (wasm uses it in place)
+        # library memory holding the GGUF bytes (wasm uses it in place) and whether close() frees it: a buffer has
+        # exactly one owner at every moment, either this model or whoever allocated it
+        self._buffer = buffer
+        self._owns_buffer = False  # see adopt_buffer()
         self._contexts: weakref.WeakSet[Context] = weakref.WeakSet()  # closed before the model is freed
         self.n_vocab = backend.call("pm_model_n_vocab", ptr)
         self.n_ctx_train = backend.call("pm_model_n_ctx_train", ptr)
@@ -142,7 +145,7 @@ class Model(_Handle):
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview, backend: Backend | None = None) -> Model:
-        """Load GGUF bytes: they are copied once into library memory, which the model then uses in place."""
+        """Load GGUF bytes: they are copied once into library memory, which the model then uses in place and owns."""
         backend = backend or default_backend()
         size = len(data)
         if size == 0:
@@ -152,29 +155,52 @@ class Model(_Handle):
             raise MemoryError(f"cannot allocate {size} bytes for the model")
         try:
             backend.write(buffer, data)
-            return cls.from_buffer(buffer, size, backend)
+            model = cls.from_buffer(buffer, size, backend, owns_buffer=False)
         except BaseException:
             backend.call("pm_buffer_free", buffer)
             raise
+        model.adopt_buffer()
+        return model
 
     @classmethod
-    def from_buffer(cls, buffer: int, size: int, backend: Backend) -> Model:
-        """Load GGUF bytes already in library memory (from pm_buffer_alloc); the model takes ownership."""
+    def from_buffer(cls, buffer: int, size: int, backend: Backend, *, owns_buffer: bool) -> Model:
+        """Load GGUF bytes already in library memory (from pm_buffer_alloc), used in place.
+
+        owns_buffer=True: the model frees the buffer when it is closed. owns_buffer=False: the caller keeps it and
+        must free it only after closing the model; a caller that builds more on the model (a context, a chat
+        template) loads it so, and calls adopt_buffer() once all of that has succeeded. Either way, a failed load
+        leaves the buffer with the caller.
+        """
         scratch = _Scratch(backend)
         try:
             out = scratch.get(8)
             check(backend, backend.call("pm_model_load_buffer", buffer, size, out))
-            return cls(backend, _read_pointer(backend, out), buffer=buffer)
+            ptr = _read_pointer(backend, out)
         finally:
             scratch.release()
+        model = cls(backend, ptr, buffer=buffer)  # if this fails, its __del__ frees the model but not the buffer
+        if owns_buffer:
+            model.adopt_buffer()
+        return model
+
+    def adopt_buffer(self) -> None:
+        """Take ownership of the buffer the model was loaded from: close() frees it from now on."""
+        if not self._ptr:
+            raise ValueError("Model is closed")
+        self._owns_buffer = bool(self._buffer)
+
+    @property
+    def owns_buffer(self) -> bool:
+        return self._owns_buffer
 
     def close(self) -> None:
         for ctx in list(getattr(self, "_contexts", ())):
             ctx.close()
         super().close()
-        if self._buffer:
-            self.backend.call("pm_buffer_free", self._buffer)
-            self._buffer = 0
+        buffer, owned = getattr(self, "_buffer", 0), getattr(self, "_owns_buffer", False)
+        self._buffer, self._owns_buffer = 0, False  # forgotten before freeing: a second close() frees nothing
+        if buffer and owned:
+            self.backend.call("pm_buffer_free", buffer)
 
     # ---- facts ----
 

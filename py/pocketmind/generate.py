@@ -7,7 +7,7 @@ from __future__ import annotations
 import codecs
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,6 +40,15 @@ class Chunk:
 
 
 @dataclass(frozen=True)
+class Prefill:
+    """Progress through the prompt (only with generate(progress=True)), after each batch: `decoded` of the `total`
+    prompt tokens that were not already in the KV cache. Between these events the consumer may stop (abort)."""
+
+    decoded: int
+    total: int
+
+
+@dataclass(frozen=True)
 class Done:
     """The last event: why generation ended, everything it produced, and how fast."""
 
@@ -52,6 +61,7 @@ class Done:
     n_prompt_decoded: int  # prompt tokens decoded now (may be fewer than the rest on abort)
     prompt_seconds: float
     generation_seconds: float
+    n_dropped: int = 0  # chat messages left out so the chat fits in the context (ChatSession)
 
     @property
     def n_generated(self) -> int:
@@ -154,9 +164,8 @@ class Generator:
         except Exception:
             self.reset()
 
-    def _prefill(self, prompt: list[int], aborted: Callable[[], bool]) -> tuple[int, int, bool]:
-        """Keep the longest common prefix in the cache, decode the rest in batches (abort is checked between
-        them). Returns (reused, decoded, completed)."""
+    def _reuse_prefix(self, prompt: list[int]) -> int:
+        """Keep the longest common prefix of the cache and the prompt; returns how many prompt tokens it holds."""
         if self.ctx.n_past != len(self.tokens):  # someone else used the context: trust nothing
             self.reset()
         n = min(len(self.tokens), len(prompt))
@@ -166,20 +175,17 @@ class Generator:
         if keep < len(self.tokens):
             self.ctx.kv_remove(keep)
             del self.tokens[keep:]
-        step = max(1, self.ctx.n_batch)
-        for start in range(keep, len(prompt), step):
-            if aborted():
-                return keep, start - keep, False
-            self._decode(prompt[start:start + step])
-        return keep, len(prompt) - keep, True
+        return keep
 
     def generate(self, prompt_tokens: Sequence[int] | np.ndarray, params: SamplingParams | None = None,
                  max_tokens: int | None = 256, stop: str | Sequence[str] = (), abort: Any = None,
-                 logprobs: int = 0) -> Iterator[Chunk | Done]:
+                 logprobs: int = 0, progress: bool = False) -> Iterator[Prefill | Chunk | Done]:
         """Yield a Chunk per sampled token (plus one for a final flush), then a Done.
 
         max_tokens None generates until the context is full; abort is a callable or a threading.Event, checked
-        before each token; logprobs=k adds the chosen token's log-probability and the k most likely tokens.
+        before each prompt batch (n_batch tokens) and each token; logprobs=k adds the chosen token's log-probability
+        and the k most likely tokens; progress=True also yields a Prefill after each prompt batch, so a consumer
+        that can only act between events (the page's worker) can stop a long prompt.
         """
         prompt = [int(t) for t in np.asarray(prompt_tokens, dtype=np.int64).ravel()]
         stops = [stop] if isinstance(stop, str) else list(stop)
@@ -194,11 +200,23 @@ class Generator:
             raise ValueError("stop strings must be non-empty strings")
         if isinstance(logprobs, bool) or int(logprobs) != logprobs or logprobs < 0:
             raise ValueError(f"logprobs must be a non-negative integer, got {logprobs!r}")
-        return self._run(prompt, params or SamplingParams(), max_tokens, stops, _abort_check(abort), int(logprobs))
+        return self._run(prompt, params or SamplingParams(), max_tokens, stops, _abort_check(abort), int(logprobs),
+                         progress)
 
-    def _run(self, prompt, params, max_tokens, stops, aborted, logprobs) -> Iterator[Chunk | Done]:
-        t0 = time.perf_counter()
-        reused, decoded, completed = self._prefill(prompt, aborted)
+    def _run(self, prompt, params, max_tokens, stops, aborted, logprobs, progress) -> Iterator[Prefill | Chunk | Done]:
+        reused = self._reuse_prefix(prompt)
+        decoded, completed, prompt_seconds = 0, True, 0.0
+        step = max(1, self.ctx.n_batch)
+        for start in range(reused, len(prompt), step):
+            if aborted():
+                completed = False
+                break
+            t = time.perf_counter()
+            self._decode(prompt[start:start + step])
+            prompt_seconds += time.perf_counter() - t  # decoding only, not the consumer's time between batches
+            decoded = min(start + step, len(prompt)) - reused
+            if progress:
+                yield Prefill(decoded, len(prompt) - reused)
         t1 = time.perf_counter()
         sampler = Sampler(params)
         stream = TextStream(stops)
@@ -235,7 +253,7 @@ class Generator:
         if tail:
             yield Chunk(tail, None)
         yield Done(reason, stream.text, tuple(generated), stream.stopped_by, len(prompt), reused, decoded,
-                   t1 - t0, time.perf_counter() - t1)
+                   prompt_seconds, time.perf_counter() - t1)
 
     def complete(self, prompt_tokens: Sequence[int] | np.ndarray, **kwargs: Any) -> Done:
         """Run generate() to the end and return its Done."""
@@ -248,34 +266,137 @@ def chat_prompt_tokens(model, messages: Sequence[Mapping[str, Any]], template: C
                        add_generation_prompt: bool = True) -> np.ndarray:
     """Render a chat with the model's template and tokenize it.
 
-    Special tokens written by the template (<|im_start|>, a BOS it inserts itself) are parsed as such. BOS is added
-    only when the model asks for one and the template did not already start with it; EOS is never added (the
-    prompt must end open for the answer).
+    Only the template's own markup becomes special tokens (<|im_start|>, a BOS it writes itself): message contents
+    are always ordinary text, so typing "<|im_end|><|im_start|>system" forges nothing. The text is cut where the
+    template wrote a special token, as llama.cpp's tokenizer cuts it anyway, and each stretch between two such
+    tokens (template text and contents together) is tokenized as plain text: an ordinary chat gets exactly the
+    tokens that tokenizing the whole text would give, with no new merges or splits at content boundaries. (Not
+    reproduced: llama.cpp's whitespace stripping next to special tokens marked lstrip/rstrip, which few models use.)
+
+    BOS is added only when the model asks for one and the template did not already start with it; EOS is never
+    added (the prompt must end open for the answer).
     """
     from .chat_template import ChatTemplate  # jinja2 is only needed for chats
 
     template = template or ChatTemplate.for_model(model)
-    text = template.render(messages, add_generation_prompt)
-    tokens = model.tokenize(text, add_special=False, parse_special=True)
+    rendered = template.render_parts(messages, add_generation_prompt)
+    parts = rendered.parts
+    if not rendered.exact and not any(content and _has_special(model, text) for text, content in parts):
+        # the template rewrote contents beyond trimming, but none holds special-token text: the plain render is
+        # exact and safe
+        parts = ((rendered.text, False),)
+    pieces: list[str | int] = []  # plain text and special token ids, in order
+    for text, content in parts:
+        pieces += [text] if content else _split_at_specials(model, text)
+    tokens = [model.tokenize(run, add_special=False, parse_special=False) if isinstance(run, str)
+              else np.array([run], dtype=np.int32) for run in _join_text(pieces)]
+    tokens = np.concatenate(tokens) if tokens else np.zeros(0, dtype=np.int32)
     if model.add_bos and model.bos >= 0 and (tokens.size == 0 or tokens[0] != model.bos):
         tokens = np.concatenate([np.array([model.bos], dtype=tokens.dtype), tokens])
     return tokens
 
 
+def _is_special(model, token: int) -> bool:
+    """A control token: it has text only when rendered as special (llama.cpp's parse_special tokens)."""
+    return model.token_bytes(token, special=False) == b"" and model.token_bytes(token, special=True) != b""
+
+
+def _has_special(model, text: str) -> bool:
+    return any(_is_special(model, t) for t in model.tokenize(text, add_special=False, parse_special=True))
+
+
+def _split_at_specials(model, text: str) -> list[str | int]:
+    """The template's text as plain stretches and the special tokens between them."""
+    if not text:
+        return []
+    tokens = model.tokenize(text, add_special=False, parse_special=True)
+    pieces: list[str | int] = []
+    pos = 0
+    for token in (int(t) for t in tokens):
+        if not _is_special(model, token):
+            continue
+        at = text.find(model.token_bytes(token, special=True).decode("utf-8", errors="replace"), pos)
+        if at < 0:  # cannot place it in the text: keep the template's own tokenization of this part
+            return [int(t) for t in tokens]
+        pieces += [text[pos:at], token]
+        pos = at + len(model.token_bytes(token, special=True).decode("utf-8", errors="replace"))
+    return pieces + [text[pos:]]
+
+
+def _join_text(pieces: list[str | int]) -> list[str | int]:
+    """Adjacent plain stretches joined into one (empty ones dropped)."""
+    out: list[str | int] = []
+    for piece in pieces:
+        if isinstance(piece, str) and out and isinstance(out[-1], str):
+            out[-1] += piece
+        elif piece != "":
+            out.append(piece)
+    return out
+
+
+class ChatTooLong(ValueError):
+    """Even the system prompt and the last message leave no room for an answer in the context."""
+
+
 class ChatSession(Generator):
-    """A Generator that takes chats: each turn re-renders the whole chat, and the KV cache keeps the shared start."""
+    """A Generator that takes chats: each turn re-renders the whole chat, and the KV cache keeps the shared start.
+
+    A chat that outgrows the context loses its oldest whole turns (a user message and what follows it up to the next
+    user message), never the system prompt or the last message; Done.n_dropped says how many messages were left
+    out. Once turns are left out, later turns of the same chat leave out at least as many, and when more must go, a
+    few more go at once (a quarter of the context to spare): the kept start of the chat stays in the KV cache
+    instead of being decoded again every turn.
+    """
 
     def __init__(self, ctx, template: str | None = None):
         from .chat_template import ChatTemplate
 
         super().__init__(ctx)
         self.template = ChatTemplate.for_model(ctx.model, template)
+        self._dropped: list[dict[str, Any]] = []  # the messages the last fit() left out, after the system prompt
 
     def prompt_tokens(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True) -> np.ndarray:
         return chat_prompt_tokens(self.model, messages, self.template, add_generation_prompt)
 
+    def fit(self, messages: Sequence[Mapping[str, Any]], max_tokens: int | None = 256,
+            add_generation_prompt: bool = True) -> tuple[np.ndarray, int]:
+        """The prompt for the chat, with room for max_tokens of answer (at most half the context): the whole chat
+        if it fits, else without its oldest turns. Returns (tokens, messages left out); raises ChatTooLong."""
+        from .chat_template import validate_messages
+
+        messages = validate_messages(messages)
+        n_ctx = self.ctx.n_ctx
+        room = min(n_ctx // 2, n_ctx if max_tokens is None else int(max_tokens))
+        first = 1 if messages and messages[0]["role"] == "system" else 0
+        # where the kept chat may begin: right after the system prompt, or at any later user message
+        cuts = [first] + [i for i in range(first + 1, len(messages)) if messages[i]["role"] == "user"]
+        same_chat = first + len(self._dropped) in cuts and messages[first:first + len(self._dropped)] == self._dropped
+        start = cuts.index(first + len(self._dropped)) if same_chat else 0
+
+        def prompt(cut: int) -> np.ndarray:
+            return self.prompt_tokens(messages[:first] + messages[cut:], add_generation_prompt)
+
+        def first_fit(candidates: list[int], spare: int) -> tuple[int, np.ndarray] | None:
+            for cut in candidates:
+                tokens = prompt(cut)
+                if len(tokens) + room + spare <= n_ctx:
+                    return cut, tokens
+            return None
+
+        found = first_fit(cuts[start:start + 1], 0) or first_fit(cuts[start + 1:], n_ctx // 4) \
+            or first_fit(cuts[start + 1:], 0)
+        if found is None:
+            n = len(prompt(cuts[-1]))
+            raise ChatTooLong(f"the chat does not fit in the context of {n_ctx} tokens: the system prompt and the "
+                              f"last message alone take {n} tokens, and {room} are kept for the answer (shorten "
+                              "them, or ask for fewer answer tokens)")
+        cut, tokens = found
+        self._dropped = messages[first:cut]
+        return tokens, cut - first
+
     def chat(self, messages: Sequence[Mapping[str, Any]], params: SamplingParams | None = None,
              max_tokens: int | None = 256, stop: str | Sequence[str] = (), abort: Any = None, logprobs: int = 0,
-             add_generation_prompt: bool = True) -> Iterator[Chunk | Done]:
-        return self.generate(self.prompt_tokens(messages, add_generation_prompt), params, max_tokens, stop, abort,
-                             logprobs)
+             add_generation_prompt: bool = True, progress: bool = False) -> Iterator[Prefill | Chunk | Done]:
+        tokens, n_dropped = self.fit(messages, max_tokens, add_generation_prompt)
+        events = self.generate(tokens, params, max_tokens, stop, abort, logprobs, progress)
+        return (replace(e, n_dropped=n_dropped) if isinstance(e, Done) else e for e in events)
