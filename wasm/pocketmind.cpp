@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -244,7 +245,10 @@ bool valid_token(const pm_model * m, int32_t token) {
 // mmap hands out the heap address, so llama.cpp uses the weights in place.
 EM_JS(int, pm_js_map_buffer, (const char * path, const void * data, size_t size), {
     try {
-        var name = UTF8ToString(path);
+        // wasm32 pointers and sizes arrive as signed numbers: one at or above 2 GiB would be negative
+        data >>>= 0;
+        size >>>= 0;
+        var name = UTF8ToString(path >>> 0);
         try { FS.mkdir('/pm-buffers'); } catch (e) {}
         FS.writeFile(name, new Uint8Array(0));
         var node = FS.lookupPath(name).node;
@@ -277,8 +281,12 @@ const char * pm_last_error(void) { return g_error.c_str(); }
 const char * pm_version(void) { return "pocketmind 0.1.0 (" PM_LLAMA_SOURCE ")"; }
 
 void * pm_buffer_alloc(size_t size) {
-    // 64-byte aligned: ggml uses a model buffer in place only if it is aligned
-    return size ? aligned_alloc(64, (size + 63) / 64 * 64) : nullptr;
+    // 64-byte aligned: ggml uses a model buffer in place only if it is aligned. aligned_alloc wants a multiple
+    // of 64; within 63 bytes of SIZE_MAX (4 GiB in wasm32) rounding up would wrap to a tiny size.
+    if (size == 0 || size > SIZE_MAX - 63) {
+        return nullptr;
+    }
+    return aligned_alloc(64, (size + 63) / 64 * 64);
 }
 
 void pm_buffer_free(void * ptr) { free(ptr); }
