@@ -2,7 +2,7 @@
 //
 //   node --no-experimental-fetch wasm/run_node.cjs JOB.json
 //
-// JOB: {module: ".../pocketmind-st.js", model: "x.gguf", n_ctx, n_batch, threads, kv_f32, high_memory,
+// JOB: {module: ".../pocketmind-st.js", model: "x.gguf", n_ctx, n_batch, threads, kv_f32, high_memory, progress,
 //       tasks: [...]}; model may be left out (tasks that need one then fail). Each task is
 //   {op: "logits", tokens, out}           write float32 logits of every position to `out` (and say where they lay)
 //   {op: "greedy", tokens, n, ignore_eog}  greedy continuation (stops at end-of-generation unless ignore_eog)
@@ -10,8 +10,11 @@
 //   {op: "token_bytes", tokens}           each token's raw bytes, as arrays of numbers
 //   {op: "bench", n_prompt, n_gen}        prompt-processing and generation tokens/s
 //   {op: "load", model}                   load another model (errors are reported, not thrown)
+//   {op: "try", model}                    load a model, run one token, free it: "ran", "load-error: ..." or
+//                                         "run-error: ..." (for fuzzing; the current model stays)
 //   {op: "alloc", size}                   the address pm_buffer_alloc(size) returns (freed again)
 // high_memory: bytes to take with pm_buffer_alloc before anything else, so that what follows lies above 2 GiB.
+// progress: print {"started": i} before task i, so a crash or hang can be pinned on it.
 // Prints one JSON array with a result per task, after an "info" entry. Models load from wasm memory.
 "use strict";
 const fs = require("fs");
@@ -50,6 +53,30 @@ function takeLowMemory(M, bytes) {
   }
 }
 
+// One fuzzing case: any outcome but a clean error or a clean run is a failure of the module. An abort or a trap
+// throws a WebAssembly.RuntimeError, which ends the driver (the module is unusable after it).
+function tryModel(M, A, file) {
+  const loaded = loadFile(M, A, file);
+  if (loaded.error) return `load-error: ${loaded.error}`;
+  let ctx = 0;
+  let result;
+  try {
+    const nVocab = M._pm_model_n_vocab(loaded.model);
+    const nCtxTrain = M._pm_model_n_ctx_train(loaded.model);
+    ctx = A.newContext(loaded.model, { n_ctx: Math.min(64, Math.max(nCtxTrain, 1)), n_batch: 64 });
+    const bos = M._pm_model_token_bos(loaded.model);
+    A.decode(ctx, [bos >= 0 && bos < nVocab ? bos : 0], 0, false);
+    A.logits(ctx, nVocab, -1);
+    result = "ran";
+  } catch (e) {
+    if (e instanceof WebAssembly.RuntimeError || !(e instanceof Error)) throw e;
+    result = `run-error: ${e.message}`;
+  }
+  if (ctx) M._pm_context_free(ctx);
+  A.freeModel(loaded.model, loaded.buffer);
+  return result;
+}
+
 // Resolves once the line has been handed to the OS: a pipe that is full takes the rest later, and exiting before
 // that would cut the output short.
 function emit(value) {
@@ -76,7 +103,8 @@ async function main() {
   }
   const results = [info];
 
-  for (const task of job.tasks) {
+  for (const [i, task] of job.tasks.entries()) {
+    if (job.progress) emit({ started: i });
     const nVocab = loaded ? M._pm_model_n_vocab(loaded.model) : 0;
     if (task.op === "logits") {
       M._pm_kv_clear(ctx);
@@ -112,6 +140,8 @@ async function main() {
         ctx = A.newContext(loaded.model, contextOptions);
         results.push({ op: "load", n_vocab: M._pm_model_n_vocab(loaded.model), heap_growth: other.heapGrowth });
       }
+    } else if (task.op === "try") {
+      results.push({ op: "try", result: tryModel(M, A, task.model) });
     } else if (task.op === "alloc") {
       const ptr = M._pm_buffer_alloc(task.size) >>> 0;
       if (ptr) M._pm_buffer_free(ptr);
