@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import fcntl
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -72,20 +73,20 @@ VARIANTS = {
     },
 }
 
-# C API entry points the JS side may call (keep in step with pocketmind.h).
-EXPORTS = [
-    "malloc", "free",
-    "pm_last_error", "pm_version", "pm_set_log_level", "pm_buffer_alloc", "pm_buffer_free",
-    "pm_model_load_file", "pm_model_load_buffer", "pm_model_free",
-    "pm_model_n_vocab", "pm_model_n_ctx_train", "pm_model_n_embd", "pm_model_n_params", "pm_model_size",
-    "pm_model_token_bos", "pm_model_token_eos", "pm_model_token_eot", "pm_model_add_bos",
-    "pm_model_is_eog", "pm_model_meta_count", "pm_model_meta_key", "pm_model_meta_value", "pm_model_meta_get",
-    "pm_model_desc", "pm_model_chat_template",
-    "pm_tokenize", "pm_token_bytes",
-    "pm_context_new", "pm_context_free", "pm_context_n_ctx", "pm_context_n_batch",
-    "pm_decode", "pm_logits", "pm_kv_remove", "pm_kv_clear", "pm_kv_pos_max", "pm_embeddings",
-]
-RUNTIME_METHODS = ["ccall", "cwrap", "UTF8ToString", "stringToUTF8", "lengthBytesUTF8", "FS"]
+
+def capi_signatures() -> dict[str, tuple[str, str]]:
+    """The C API's function table, read from py/pocketmind/capi.py by path: the one list the header, the
+    exports and both Python backends follow (importing the pocketmind package would pull in numpy)."""
+    spec = importlib.util.spec_from_file_location("pocketmind_capi", REPO / "py" / "pocketmind" / "capi.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SIGNATURES
+
+
+# What the wasm modules export: every C API function (Python calls them all through Pyodide) and the one runtime
+# helper JS code outside the module uses; the glue keeps FS for its own use (pm_js_map_buffer).
+EXPORTS = list(capi_signatures())
+RUNTIME_METHODS = ["UTF8ToString"]
 
 
 def log(msg: str) -> None:

@@ -8,8 +8,10 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -29,22 +31,72 @@
 #define PM_LLAMA_SOURCE "llama.cpp"
 #endif
 
+// Both handles own what they hold and release it in their destructor: a constructor call that fails or throws
+// half-way (out of memory, a ggml abort) frees everything made so far by dropping its unique_ptr.
 struct pm_model {
     llama_model * model = nullptr;
     const llama_vocab * vocab = nullptr;
     std::string buffer_path;  // the file that stands for a loaded buffer, removed on free
+
+    pm_model() = default;
+    pm_model(const pm_model &) = delete;
+    pm_model & operator=(const pm_model &) = delete;
+    ~pm_model() {
+        if (model) {
+            llama_model_free(model);
+        }
+        if (!buffer_path.empty()) {
+            remove(buffer_path.c_str());
+        }
+    }
 };
 
 struct pm_context {
     pm_model * owner = nullptr;
     llama_context * ctx = nullptr;
     ggml_threadpool * threadpool = nullptr;
+    // The batch's arrays live in vectors (n_seq_max = 1): unlike llama_batch_init's unchecked mallocs, running
+    // out of memory here throws, and the context is released.
     llama_batch batch{};
+    std::vector<llama_token> batch_token;
+    std::vector<llama_pos> batch_pos;
+    std::vector<int32_t> batch_n_seq_id;
+    std::vector<llama_seq_id> batch_seq;
+    std::vector<llama_seq_id *> batch_seq_id;
+    std::vector<int8_t> batch_logits;
     int32_t n_batch = 0;
     int32_t last_n = 0;             // tokens in the last pm_decode
     bool last_all = false;          // whether it kept every position's logits
     std::vector<float> all_logits;  // every position's logits when the decode took several batches
     std::vector<float> embd;        // mean-pooled embedding for models without a pooling layer
+
+    pm_context() = default;
+    pm_context(const pm_context &) = delete;
+    pm_context & operator=(const pm_context &) = delete;
+    ~pm_context() {
+        if (ctx) {
+            llama_detach_threadpool(ctx);
+            llama_free(ctx);
+        }
+        if (threadpool) {
+            ggml_threadpool_free(threadpool);
+        }
+    }
+
+    void alloc_batch(int32_t n) {
+        batch_token.resize(n);
+        batch_pos.resize(n);
+        batch_n_seq_id.resize(n);
+        batch_seq.assign(n, 0);
+        batch_seq_id.resize(n + 1);
+        for (int32_t i = 0; i < n; i++) {
+            batch_seq_id[i] = &batch_seq[i];
+        }
+        batch_seq_id[n] = nullptr;
+        batch_logits.resize(n);
+        batch = llama_batch{0, batch_token.data(), nullptr, batch_pos.data(), batch_n_seq_id.data(),
+                            batch_seq_id.data(), batch_logits.data()};
+    }
 };
 
 namespace {
@@ -159,20 +211,26 @@ int32_t get_string(G && getter, std::string & out) {
     return n;
 }
 
-int32_t load(const char * path, const std::string & label, pm_model ** out) {
+// Load into m (made before the load, so nothing loaded can be orphaned); on success *out takes it over.
+int32_t load(std::unique_ptr<pm_model> m, const char * path, const std::string & label, pm_model ** out) {
     llama_model_params params = llama_model_default_params();
     params.load_mode = LLAMA_LOAD_MODE_MMAP;  // weights stay where the file's bytes are
     params.use_extra_bufts = false;          // no repacked copy of the weights
-    llama_model * model = llama_model_load_from_file(path, params);
-    if (!model) {
+    m->model = llama_model_load_from_file(path, params);
+    if (!m->model) {
         return fail(PM_ERR_LOAD, "cannot load model " + label);
     }
-    auto * m = new pm_model;
-    m->model = model;
-    m->vocab = llama_model_get_vocab(model);
-    *out = m;
+    m->vocab = llama_model_get_vocab(m->model);
+    *out = m.release();
     return PM_OK;
 }
+
+#ifndef __EMSCRIPTEN__
+struct fd_closer {
+    int fd;
+    ~fd_closer() { close(fd); }
+};
+#endif
 
 std::string buffer_label(size_t size) { return "from a buffer of " + std::to_string(size) + " bytes"; }
 
@@ -187,7 +245,10 @@ bool valid_token(const pm_model * m, int32_t token) {
 // mmap hands out the heap address, so llama.cpp uses the weights in place.
 EM_JS(int, pm_js_map_buffer, (const char * path, const void * data, size_t size), {
     try {
-        var name = UTF8ToString(path);
+        // wasm32 pointers and sizes arrive as signed numbers: one at or above 2 GiB would be negative
+        data >>>= 0;
+        size >>>= 0;
+        var name = UTF8ToString(path >>> 0);
         try { FS.mkdir('/pm-buffers'); } catch (e) {}
         FS.writeFile(name, new Uint8Array(0));
         var node = FS.lookupPath(name).node;
@@ -220,8 +281,12 @@ const char * pm_last_error(void) { return g_error.c_str(); }
 const char * pm_version(void) { return "pocketmind 0.1.0 (" PM_LLAMA_SOURCE ")"; }
 
 void * pm_buffer_alloc(size_t size) {
-    // 64-byte aligned: ggml uses a model buffer in place only if it is aligned
-    return size ? aligned_alloc(64, (size + 63) / 64 * 64) : nullptr;
+    // 64-byte aligned: ggml uses a model buffer in place only if it is aligned. aligned_alloc wants a multiple
+    // of 64; within 63 bytes of SIZE_MAX (4 GiB in wasm32) rounding up would wrap to a tiny size.
+    if (size == 0 || size > SIZE_MAX - 63) {
+        return nullptr;
+    }
+    return aligned_alloc(64, (size + 63) / 64 * 64);
 }
 
 void pm_buffer_free(void * ptr) { free(ptr); }
@@ -237,7 +302,7 @@ int32_t pm_model_load_file(const char * path, pm_model ** out) {
             return fail(PM_ERR_INVALID_ARGUMENT, "path and out must not be NULL");
         }
         *out = nullptr;
-        return load(path, std::string("'") + path + "'", out);
+        return load(std::unique_ptr<pm_model>(new pm_model), path, std::string("'") + path + "'", out);
     });
 }
 
@@ -251,52 +316,37 @@ int32_t pm_model_load_buffer(const void * data, size_t size, pm_model ** out) {
         if ((uintptr_t) data % 64 != 0) {
             return fail(PM_ERR_INVALID_ARGUMENT, "model buffer must be 64-byte aligned (allocate it with aligned_alloc)");
         }
-        std::string path = "/pm-buffers/" + std::to_string((uintptr_t) data) + ".gguf";
-        if (pm_js_map_buffer(path.c_str(), data, size) != 0) {
+        std::unique_ptr<pm_model> m(new pm_model);
+        m->buffer_path = "/pm-buffers/" + std::to_string((uintptr_t) data) + ".gguf";  // removed with m
+        if (pm_js_map_buffer(m->buffer_path.c_str(), data, size) != 0) {
             return fail(PM_ERR_INTERNAL, "cannot expose the buffer to the loader");
         }
-        int32_t status = load(path.c_str(), buffer_label(size), out);
-        if (status == PM_OK) {
-            (*out)->buffer_path = path;
-        } else {
-            remove(path.c_str());
-        }
-        return status;
+        const std::string path = m->buffer_path;
+        return load(std::move(m), path.c_str(), buffer_label(size), out);
 #else
         // Natively the loader wants a file to mmap: an anonymous in-memory file holds a copy of the bytes.
-        int fd = memfd_create("pocketmind-model", MFD_CLOEXEC);
+        const int fd = memfd_create("pocketmind-model", MFD_CLOEXEC);
         if (fd < 0) {
             return fail(PM_ERR_INTERNAL, std::string("memfd_create failed: ") + strerror(errno));
         }
+        const fd_closer closer{fd};  // however this call ends; a loaded model's mapping keeps the bytes alive
         const char * p = (const char *) data;
         size_t left = size;
         while (left > 0) {
             ssize_t n = write(fd, p, left);
             if (n <= 0) {
-                close(fd);
                 return fail(PM_ERR_INTERNAL, std::string("writing the model buffer failed: ") + strerror(errno));
             }
             p += n;
             left -= (size_t) n;
         }
-        std::string path = "/proc/self/fd/" + std::to_string(fd);
-        int32_t status = load(path.c_str(), buffer_label(size), out);
-        close(fd);  // the mapping keeps the bytes alive
-        return status;
+        const std::string path = "/proc/self/fd/" + std::to_string(fd);
+        return load(std::unique_ptr<pm_model>(new pm_model), path.c_str(), buffer_label(size), out);
 #endif
     });
 }
 
-void pm_model_free(pm_model * model) {
-    if (!model) {
-        return;
-    }
-    llama_model_free(model->model);
-    if (!model->buffer_path.empty()) {
-        remove(model->buffer_path.c_str());
-    }
-    delete model;
-}
+void pm_model_free(pm_model * model) { delete model; }
 
 int32_t pm_model_n_vocab(const pm_model * m) { return m ? llama_vocab_n_tokens(m->vocab) : -1; }
 int32_t pm_model_n_ctx_train(const pm_model * m) { return m ? llama_model_n_ctx_train(m->model) : -1; }
@@ -449,44 +499,30 @@ int32_t pm_context_new(pm_model * m, int32_t n_ctx, int32_t n_batch, int32_t n_t
             params.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;  // flash attention casts K and V to F16
         }
         params.no_perf = true;
-        llama_context * lctx = llama_init_from_model(m->model, params);
-        if (!lctx) {
+        // c owns the llama context from the moment it exists: any later failure or exception frees both
+        std::unique_ptr<pm_context> c(new pm_context);
+        c->owner = m;
+        c->ctx = llama_init_from_model(m->model, params);
+        if (!c->ctx) {
             return fail(PM_ERR_CONTEXT, "cannot create a context with n_ctx " + std::to_string(params.n_ctx));
         }
-        auto * c = new pm_context;
-        c->owner = m;
-        c->ctx = lctx;
-        c->n_batch = (int32_t) llama_n_batch(lctx);
-        c->batch = llama_batch_init(c->n_batch, 0, 1);
+        c->n_batch = (int32_t) llama_n_batch(c->ctx);
+        c->alloc_batch(c->n_batch);
         if (n_threads > 1) {
             // one pool of threads for the context's life, instead of new threads for every graph
             ggml_threadpool_params tp = ggml_threadpool_params_default(n_threads);
             c->threadpool = ggml_threadpool_new(&tp);
             if (!c->threadpool) {
-                pm_context_free(c);
                 return fail(PM_ERR_CONTEXT, "cannot start " + std::to_string(n_threads) + " threads");
             }
-            llama_attach_threadpool(lctx, c->threadpool, c->threadpool);
+            llama_attach_threadpool(c->ctx, c->threadpool, c->threadpool);
         }
-        *out = c;
+        *out = c.release();
         return PM_OK;
     });
 }
 
-void pm_context_free(pm_context * c) {
-    if (!c) {
-        return;
-    }
-    if (c->ctx) {
-        llama_detach_threadpool(c->ctx);
-        llama_free(c->ctx);
-    }
-    if (c->threadpool) {
-        ggml_threadpool_free(c->threadpool);
-    }
-    llama_batch_free(c->batch);
-    delete c;
-}
+void pm_context_free(pm_context * c) { delete c; }
 
 int32_t pm_context_n_ctx(const pm_context * c) { return c ? (int32_t) llama_n_ctx(c->ctx) : -1; }
 int32_t pm_context_n_batch(const pm_context * c) { return c ? c->n_batch : -1; }

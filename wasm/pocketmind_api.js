@@ -2,13 +2,16 @@
 // and the greedy loop. One file for Node (require) and browser workers (importScripts).
 "use strict";
 
+// Pointers: JS sees a wasm i32 result as signed, so an address at or above 2 GiB (memory grows to 4 GiB) comes
+// back negative. Every pointer from the module is made unsigned with `>>> 0`, and heap indices use `>>> 2`.
 function pocketmindApi(M) {
-  const scratch = M._pm_buffer_alloc(64);
+  const scratch = M._pm_buffer_alloc(64) >>> 0;
 
   // Views are re-read on every use: a grown memory replaces the buffer under them.
   const heapU8 = () => M.HEAPU8;
   const heap32 = () => M.HEAP32;
-  const lastError = () => M.UTF8ToString(M._pm_last_error());
+  const readPointer = (at) => M.HEAPU32[at >>> 2];
+  const lastError = () => M.UTF8ToString(M._pm_last_error() >>> 0);
 
   function check(status, what) {
     if (status < 0) throw new Error(`${what}: ${lastError()}`);
@@ -16,7 +19,7 @@ function pocketmindApi(M) {
   }
 
   function withBuffer(bytes, fn) {
-    const ptr = M._pm_buffer_alloc(Math.max(bytes, 8));
+    const ptr = M._pm_buffer_alloc(Math.max(bytes, 8)) >>> 0;
     if (!ptr) throw new Error(`out of memory for ${bytes} bytes`);
     try {
       return fn(ptr);
@@ -27,7 +30,7 @@ function pocketmindApi(M) {
 
   // Model bytes go straight into wasm memory: the caller fills the buffer, the model uses it in place.
   function allocModelBuffer(size) {
-    const ptr = M._pm_buffer_alloc(size);
+    const ptr = M._pm_buffer_alloc(size) >>> 0;
     if (!ptr) throw new Error(`not enough memory for a ${(size / 1048576).toFixed(1)} MB model`);
     return ptr;
   }
@@ -35,7 +38,7 @@ function pocketmindApi(M) {
   function loadModel(buffer, size) {
     const status = M._pm_model_load_buffer(buffer, size, scratch);
     if (status < 0) return { error: lastError(), status };
-    return { model: heap32()[scratch >> 2] >>> 0 };
+    return { model: readPointer(scratch) };
   }
 
   function freeModel(model, buffer) {
@@ -46,20 +49,20 @@ function pocketmindApi(M) {
   function newContext(model, { n_ctx = 0, n_batch = 512, threads = 1, embeddings = false, kv_f32 = false } = {}) {
     const flags = (embeddings ? 1 : 0) | (kv_f32 ? 2 : 0); // pm_context_flags
     check(M._pm_context_new(model, n_ctx, n_batch, threads, flags, scratch), "context");
-    return heap32()[scratch >> 2] >>> 0;
+    return readPointer(scratch);
   }
 
   function decode(ctx, tokens, pos, allLogits) {
     withBuffer(4 * tokens.length, (ptr) => {
-      heap32().set(Int32Array.from(tokens), ptr >> 2);
+      heap32().set(Int32Array.from(tokens), ptr >>> 2);
       check(M._pm_decode(ctx, ptr, tokens.length, pos, allLogits ? 1 : 0), "decode");
     });
   }
 
   function logits(ctx, nVocab, i) {
-    const ptr = M._pm_logits(ctx, i);
+    const ptr = M._pm_logits(ctx, i) >>> 0;
     if (!ptr) throw new Error(`logits: ${lastError()}`);
-    return M.HEAPF32.subarray(ptr >> 2, (ptr >> 2) + nVocab);
+    return M.HEAPF32.subarray(ptr >>> 2, (ptr >>> 2) + nVocab);
   }
 
   function argmax(values) {
@@ -73,18 +76,18 @@ function pocketmindApi(M) {
     const nMax = bytes.length + 8;
     return withBuffer(bytes.length + 4 * nMax + 8, (ptr) => {
       heapU8().set(bytes, ptr);
-      const tokens = (ptr + bytes.length + 3) & ~3;
+      const tokens = ((ptr + bytes.length + 3) & ~3) >>> 0; // & gives a signed result
       const nOut = tokens + 4 * nMax;
       check(M._pm_tokenize(model, ptr, bytes.length, addSpecial ? 1 : 0, parseSpecial ? 1 : 0, tokens, nMax, nOut),
             "tokenize");
-      return Array.from(heap32().subarray(tokens >> 2, (tokens >> 2) + heap32()[nOut >> 2]));
+      return Array.from(heap32().subarray(tokens >>> 2, (tokens >>> 2) + heap32()[nOut >>> 2]));
     });
   }
 
   function tokenBytes(model, token) {
     return withBuffer(264, (ptr) => {
       check(M._pm_token_bytes(model, token, 0, ptr, 256, ptr + 256), "token bytes");
-      return heapU8().slice(ptr, ptr + heap32()[(ptr + 256) >> 2]); // a copy: shared memory can't be decoded
+      return heapU8().slice(ptr, ptr + heap32()[(ptr + 256) >>> 2]); // a copy: shared memory can't be decoded
     });
   }
 

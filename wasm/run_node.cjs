@@ -2,12 +2,19 @@
 //
 //   node --no-experimental-fetch wasm/run_node.cjs JOB.json
 //
-// JOB: {module: ".../pocketmind-st.js", model: "x.gguf", n_ctx, n_batch, threads, kv_f32, tasks: [...]}; each task is
-//   {op: "logits", tokens, out}           write float32 logits of every position to `out`
+// JOB: {module: ".../pocketmind-st.js", model: "x.gguf", n_ctx, n_batch, threads, kv_f32, high_memory, progress,
+//       tasks: [...]}; model may be left out (tasks that need one then fail). Each task is
+//   {op: "logits", tokens, out}           write float32 logits of every position to `out` (and say where they lay)
 //   {op: "greedy", tokens, n, ignore_eog}  greedy continuation (stops at end-of-generation unless ignore_eog)
 //   {op: "tokenize", text, parse_special}
+//   {op: "token_bytes", tokens}           each token's raw bytes, as arrays of numbers
 //   {op: "bench", n_prompt, n_gen}        prompt-processing and generation tokens/s
 //   {op: "load", model}                   load another model (errors are reported, not thrown)
+//   {op: "try", model}                    load a model, run one token, free it: "ran", "load-error: ..." or
+//                                         "run-error: ..." (for fuzzing; the current model stays)
+//   {op: "alloc", size}                   the address pm_buffer_alloc(size) returns (freed again)
+// high_memory: bytes to take with pm_buffer_alloc before anything else, so that what follows lies above 2 GiB.
+// progress: print {"started": i} before task i, so a crash or hang can be pinned on it.
 // Prints one JSON array with a result per task, after an "info" entry. Models load from wasm memory.
 "use strict";
 const fs = require("fs");
@@ -27,33 +34,97 @@ function loadFile(M, A, file) {
   return { ...loaded, buffer, heapGrowth: M.HEAPU8.length - heapBefore };
 }
 
+// Take `bytes` (in blocks of at most 1 GiB: sbrk's increment is a signed 32-bit int), then every free block below
+// 2 GiB that a 64-byte allocation could use (in halving sizes), so that later allocations, small ones included,
+// land above 2 GiB. Nothing taken is freed.
+function takeLowMemory(M, bytes) {
+  const high = 2 ** 31;
+  for (let left = bytes; left > 0; left -= 2 ** 30) {
+    const size = Math.min(left, 2 ** 30);
+    if (!(M._pm_buffer_alloc(size) >>> 0)) throw new Error(`cannot allocate ${size} bytes`);
+  }
+  for (let size = 1 << 20; size >= 64;) {
+    const ptr = M._pm_buffer_alloc(size) >>> 0;
+    if (!ptr) throw new Error(`out of memory filling below 2 GiB`);
+    if (ptr >= high) {
+      M._pm_buffer_free(ptr);
+      size >>= 1;
+    }
+  }
+}
+
+// One fuzzing case: any outcome but a clean error or a clean run is a failure of the module. An abort or a trap
+// throws a WebAssembly.RuntimeError, which ends the driver (the module is unusable after it).
+function tryModel(M, A, file) {
+  const loaded = loadFile(M, A, file);
+  if (loaded.error) return `load-error: ${loaded.error}`;
+  let ctx = 0;
+  let result;
+  try {
+    const nVocab = M._pm_model_n_vocab(loaded.model);
+    const nCtxTrain = M._pm_model_n_ctx_train(loaded.model);
+    ctx = A.newContext(loaded.model, { n_ctx: Math.min(64, Math.max(nCtxTrain, 1)), n_batch: 64 });
+    const bos = M._pm_model_token_bos(loaded.model);
+    A.decode(ctx, [bos >= 0 && bos < nVocab ? bos : 0], 0, false);
+    A.logits(ctx, nVocab, -1);
+    result = "ran";
+  } catch (e) {
+    if (e instanceof WebAssembly.RuntimeError || !(e instanceof Error)) throw e;
+    result = `run-error: ${e.message}`;
+  }
+  if (ctx) M._pm_context_free(ctx);
+  A.freeModel(loaded.model, loaded.buffer);
+  return result;
+}
+
+// Resolves once the line has been handed to the OS: a pipe that is full takes the rest later, and exiting before
+// that would cut the output short.
+function emit(value) {
+  return new Promise((resolve) => process.stdout.write(JSON.stringify(value) + "\n", resolve));
+}
+
 async function main() {
   const job = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
   const createPocketmind = require(path.resolve(job.module));
   const M = await createPocketmind({ printErr: (s) => process.stderr.write(s + "\n") });
   M._pm_set_log_level(job.log_level ?? 1);
+  if (job.high_memory) takeLowMemory(M, job.high_memory);
   const A = pocketmindApi(M);
   const contextOptions = { n_ctx: job.n_ctx || 0, n_batch: job.n_batch || 512, threads: job.threads || 1,
                            kv_f32: !!job.kv_f32 };
-  let loaded = loadFile(M, A, job.model);
-  if (loaded.error) throw new Error(`load: ${loaded.error}`);
-  let ctx = A.newContext(loaded.model, contextOptions);
-  const results = [{ op: "info", version: M.UTF8ToString(M._pm_version()), heap_growth_on_load: loaded.heapGrowth }];
+  let loaded = null;
+  let ctx = 0;
+  const info = { op: "info", version: M.UTF8ToString(M._pm_version() >>> 0) };
+  if (job.model) {
+    loaded = loadFile(M, A, job.model);
+    if (loaded.error) throw new Error(`load: ${loaded.error}`);
+    ctx = A.newContext(loaded.model, contextOptions);
+    Object.assign(info, { heap_growth_on_load: loaded.heapGrowth, model_buffer: loaded.buffer });
+  }
+  const results = [info];
 
-  for (const task of job.tasks) {
-    const nVocab = M._pm_model_n_vocab(loaded.model);
+  for (const [i, task] of job.tasks.entries()) {
+    if (job.progress) emit({ started: i });
+    const nVocab = loaded ? M._pm_model_n_vocab(loaded.model) : 0;
     if (task.op === "logits") {
       M._pm_kv_clear(ctx);
       A.decode(ctx, task.tokens, 0, true);
       const all = new Float32Array(task.tokens.length * nVocab);
-      for (let i = 0; i < task.tokens.length; i++) all.set(A.logits(ctx, nVocab, i), i * nVocab);
+      let lowest = Infinity;
+      for (let pos = 0; pos < task.tokens.length; pos++) {
+        const row = A.logits(ctx, nVocab, pos);
+        lowest = Math.min(lowest, row.byteOffset);
+        all.set(row, pos * nVocab);
+      }
       fs.writeFileSync(task.out, Buffer.from(all.buffer));
-      results.push({ op: "logits", n: task.tokens.length });
+      results.push({ op: "logits", n: task.tokens.length, lowest_address: lowest });
     } else if (task.op === "greedy") {
       const tokens = A.greedy(loaded.model, ctx, task.tokens, task.n, { ignoreEog: !!task.ignore_eog });
       results.push({ op: "greedy", tokens });
     } else if (task.op === "tokenize") {
       results.push({ op: "tokenize", tokens: A.tokenize(loaded.model, task.text, { parseSpecial: task.parse_special }) });
+    } else if (task.op === "token_bytes") {
+      results.push({ op: "token_bytes", bytes: task.tokens.map((t) => Array.from(A.tokenBytes(loaded.model, t))) });
     } else if (task.op === "bench") {
       results.push({ op: "bench", ...A.bench(loaded.model, ctx, task.n_prompt, task.n_gen) });
     } else if (task.op === "load") {
@@ -61,23 +132,28 @@ async function main() {
       if (other.error) {
         results.push({ op: "load", error: other.error, status: other.status });
       } else {
-        M._pm_context_free(ctx);
-        A.freeModel(loaded.model, loaded.buffer);
+        if (loaded) {
+          M._pm_context_free(ctx);
+          A.freeModel(loaded.model, loaded.buffer);
+        }
         loaded = other;
         ctx = A.newContext(loaded.model, contextOptions);
         results.push({ op: "load", n_vocab: M._pm_model_n_vocab(loaded.model), heap_growth: other.heapGrowth });
       }
+    } else if (task.op === "try") {
+      results.push({ op: "try", result: tryModel(M, A, task.model) });
+    } else if (task.op === "alloc") {
+      const ptr = M._pm_buffer_alloc(task.size) >>> 0;
+      if (ptr) M._pm_buffer_free(ptr);
+      results.push({ op: "alloc", address: ptr });
     } else {
       throw new Error(`unknown op ${task.op}`);
     }
   }
-  process.stdout.write(JSON.stringify(results) + "\n");
+  await emit(results);
 }
 
 main().then(
   () => process.exit(0),
-  (e) => {
-    process.stdout.write(JSON.stringify({ error: String(e && e.message ? e.message : e) }) + "\n");
-    process.exit(1);
-  }
+  (e) => emit({ error: String(e && e.message ? e.message : e) }).then(() => process.exit(1))
 );

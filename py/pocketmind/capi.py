@@ -1,13 +1,17 @@
 """The C API's signatures (wasm/pocketmind.h) in one table, and the seam every backend implements.
 
+SIGNATURES is the one list of C functions: wasm/build.py exports exactly these from the wasm modules, and
+tests/test_capi_table.py checks that the header declares the same functions with the same types.
+
 A backend knows how to call a C function with integer/pointer arguments and how to move bytes in and out of the
 library's memory; everything else (validation, buffer retries, numpy views) lives once in engine.py.
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
+if TYPE_CHECKING:  # for annotations only: wasm/build.py loads this file without numpy's import cost
+    import numpy as np
 
 # name -> (return type, argument types); "i" int32, "p" pointer (also size_t), "d" double, "v" void
 SIGNATURES: dict[str, tuple[str, str]] = {

@@ -6,6 +6,10 @@ import numpy as np
 
 from .capi import SIGNATURES
 
+# JS sees a wasm32 i32 result as a signed number: an address at or above 2 GiB (memory grows to 4 GiB) arrives
+# negative. Pointers are made unsigned where they leave the module and wherever one is used to index the heap.
+_U32 = 0xFFFFFFFF
+
 
 class PyodideBackend:
     name = "pyodide"
@@ -16,11 +20,14 @@ class PyodideBackend:
         self.M = module
         self.max_threads = max_threads
         self._fns = {name: getattr(module, "_" + name) for name in SIGNATURES}
+        self._returns_pointer = {name for name, (ret, _) in SIGNATURES.items() if ret == "p"}
         self._floats: dict[int, np.ndarray] = {}  # one reused array per size: logits are read every token
 
     def call(self, fn: str, *args):
         result = self._fns[fn](*args)
-        return 0 if result is None else result
+        if result is None:
+            return 0
+        return result & _U32 if fn in self._returns_pointer else result
 
     # The heap views are looked up on every use: a grown memory replaces them.
     def write(self, ptr: int, data) -> None:
@@ -28,14 +35,15 @@ class PyodideBackend:
 
         if isinstance(data, np.ndarray):
             data = np.ascontiguousarray(data).view(np.uint8).data
-        self.M.HEAPU8.set(to_js(memoryview(data).cast("B")), ptr)
+        self.M.HEAPU8.set(to_js(memoryview(data).cast("B")), ptr & _U32)
 
     def read(self, ptr: int, size: int) -> bytes:
         # slice, not subarray: a copy the bridge can hand over even when the memory is shared
+        ptr &= _U32  # a negative start would count from the end of the heap
         return self.M.HEAPU8.slice(ptr, ptr + size).to_bytes()
 
     def read_cstring(self, ptr: int) -> str:
-        return self.M.UTF8ToString(ptr)
+        return self.M.UTF8ToString(ptr & _U32)
 
     def float32_array(self, ptr: int, count: int) -> np.ndarray:
         """One copy, straight from wasm memory into a numpy array that is reused for the next read of the same
@@ -43,6 +51,6 @@ class PyodideBackend:
         out = self._floats.get(count)
         if out is None:
             out = self._floats[count] = np.empty(count, dtype=np.float32)
-        start = ptr >> 2
+        start = (ptr & _U32) >> 2
         self.M.HEAPF32.subarray(start, start + count).assign_to(out)
         return out
