@@ -1,4 +1,5 @@
 // The chat page: rendering only. The worker, the model and the conversation are chat-client.js's.
+import "./frame-guard.js"; // first: nothing else runs in another site's frame
 import { describe, showUpdate, startOffline } from "./offline.js";
 import { ChatClient } from "./chat-client.js";
 import { droppedText, progressText, runtimeText, showEmbedSnippet } from "./chat-shared.js";
@@ -42,11 +43,15 @@ function selectedModel() {
   return { url: option.value, bytes: Number(option.dataset.bytes), sha256: option.dataset.sha256 || undefined };
 }
 
-// The model's recommended sampling settings (from its GGUF, else ours) become the Settings' values.
+// The model's recommended sampling settings (from its GGUF, else ours) become the Settings' values, except
+// those the person has changed: their choice stays when they switch models.
 function applyDefaults(defaults = {}) {
   for (const [input, key] of Object.entries(SETTINGS)) {
-    if (defaults[key] != null) $(input).value = String(defaults[key]);
+    if (defaults[key] != null && !$(input).dataset.changed) $(input).value = String(defaults[key]);
   }
+}
+for (const input of Object.keys(SETTINGS)) {
+  $(input).addEventListener("input", () => { $(input).dataset.changed = "yes"; });
 }
 
 client.addEventListener("stage", ({ detail }) => {

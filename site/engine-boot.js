@@ -39,8 +39,9 @@ async function bootEngine({ onCrash = () => {} } = {}) {
   }
 }
 
-// The wasm32 memory holds at most 4 GiB, the engine and the runtime included.
-const MAX_MODEL_BYTES = 2 ** 32 - 2 ** 26;
+// The wasm32 memory holds at most 4 GiB, but Emscripten 3.1.6 grows it in signed 32-bit steps: one allocation
+// of 2 GiB or more always fails, so a model must be smaller than that to be held in one piece.
+const MAX_MODEL_BYTES = 2 ** 31 - 2 ** 16;
 
 // Fetch a model ({url, bytes, sha256}) from Cache Storage or the network (model-store.js verifies its sha256
 // and keeps it for offline use) straight into a fresh wasm buffer: no second copy in JS.
@@ -51,7 +52,7 @@ async function downloadModel(M, A, model, onProgress) {
     throw new Error(`the size of ${model.url} is unknown or not a whole number of bytes (${size})`);
   }
   if (size > MAX_MODEL_BYTES) {
-    throw new Error(`${model.url} is ${(size / 2 ** 30).toFixed(2)} GB: a model must be under ${(MAX_MODEL_BYTES / 2 ** 30).toFixed(2)} GB to fit in this engine's 4 GB of WebAssembly memory`);
+    throw new Error(`${model.url} is ${(size / 2 ** 30).toFixed(2)} GB: this engine's WebAssembly memory can hold a model of at most 2 GB`);
   }
   const buffer = A.allocModelBuffer(size);
   try {

@@ -1,4 +1,5 @@
 // The page side of the engine check: UI only; the model runs in engine-worker.js.
+import "./frame-guard.js"; // first: nothing else runs in another site's frame
 import { describe, showUpdate, startOffline } from "./offline.js";
 import { progressText } from "./chat-shared.js";
 

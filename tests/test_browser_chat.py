@@ -38,6 +38,9 @@ def open_chat(page, site, model_file=None):
         bounded(page, "(f) => window.pocketmindChat.use(f)", f"models/{model_file}")
     page.click("summary:has-text('Settings')")
     page.fill("#temperature", "0")  # greedy: comparable with the native glue
+    # no repeat penalty: SmolLM2's logits differ from native ones by up to ~1 (the tolerance of issue 11's parity
+    # work), and the penalty turns such a difference into another token sooner (seen: 81 equal characters)
+    page.fill("#repeat-penalty", "1")
     assert not errors, errors
     return page
 
@@ -45,7 +48,8 @@ def open_chat(page, site, model_file=None):
 def native_answer(native, path, messages, max_tokens) -> dict:
     with Model.from_file(path, native) as model:
         service = ChatService(model, n_ctx=2048)
-        request = {"messages": messages, "max_tokens": max_tokens, "settings": {"temperature": 0, "top_p": 0.95}}
+        request = {"messages": messages, "max_tokens": max_tokens,
+                   "settings": {"temperature": 0, "top_p": 0.95, "repeat_penalty": 1.0}}
         return service.answer(json.dumps(request))
 
 
@@ -212,11 +216,20 @@ def test_model_menu_is_disabled_while_a_model_loads_and_loads_run_one_after_anot
     assert done["finish_reason"] in ("length", "eog", "stop")
 
 
-def test_sampling_defaults_are_shown_in_settings_and_sent(page, site, smollm2):
-    open_chat(page, site, smollm2.name)
+def test_sampling_defaults_are_shown_in_settings_and_a_changed_setting_stays(page, site, smollm2, tiny_models):
+    page.goto(site)
+    bounded(page, "() => window.pocketmindChat.ready")
+    bounded(page, "(f) => window.pocketmindChat.use(f)", f"models/{smollm2.name}")
     defaults = page.evaluate("window.pocketmindChat.card.sampling_defaults")
     assert defaults["repeat_penalty"] > 1.0  # a default that keeps small models out of loops
     assert float(page.input_value("#repeat-penalty")) == defaults["repeat_penalty"]
+    assert float(page.input_value("#temperature")) == defaults["temperature"]
+    page.click("summary:has-text('Settings')")
+    page.fill("#temperature", "0.2")
+    bounded(page, "(f) => window.pocketmindChat.use(f)", f"models/{tiny_models['F16'].name}")
+    assert page.input_value("#temperature") == "0.2"  # the person's choice survives a model switch
+    assert float(page.input_value("#repeat-penalty")) == page.evaluate(
+        "window.pocketmindChat.card.sampling_defaults.repeat_penalty")
 
 
 def test_new_chat_forgets_the_conversation(page, site, tiny_models):
@@ -313,18 +326,19 @@ def test_a_hung_worker_is_terminated_and_replaced(page, site, tiny_models):
     assert done["n_generated"] > 0
 
 
-def test_logits_and_token_bytes_are_read_right_above_2_gib(page, site, native, tiny_models):
+def test_logits_and_token_bytes_are_read_right_above_2_gib(page, site, native, smollm2):
     """wasm32 pointers at and above 2 GiB look negative to JS as signed ints: the Pyodide backend must read them
-    unsigned. A 2.1 GB allocation first pushes the model, its context and the logits above 2 GiB."""
+    unsigned. 2.2 GB taken first push the next model (too large for any hole below) above 2 GiB."""
     open_chat(page, site)
-    filler = chat_worker(page).evaluate("() => engine.M._pm_buffer_alloc(2200 * 1048576) >>> 0")
-    assert filler > 0
-    bounded(page, "(f) => window.pocketmindChat.use(f)", f"models/{tiny_models['F16'].name}")
-    page.fill("#max-tokens", "40")
-    done = bounded(page, "(q) => window.pocketmindChat.ask(q)", "the word and the")
+    # in blocks: Emscripten 3.1.6 refuses any single allocation of 2 GiB or more
+    fillers = chat_worker(page).evaluate("() => [1, 2, 3].map(() => engine.M._pm_buffer_alloc(750 * 1048576) >>> 0)")
+    assert all(fillers), fillers
+    bounded(page, "(f) => window.pocketmindChat.use(f)", f"models/{smollm2.name}")
+    assert chat_worker(page).evaluate("() => service.model._buffer") >= 2**31
+    page.fill("#max-tokens", "48")
+    question = "What is the capital of France?"
+    done = bounded(page, "(q) => window.pocketmindChat.ask(q)", question)
     system = page.input_value("#system")
-    expected = native_answer(native, tiny_models["F16"], [{"role": "system", "content": system},
-                                                         {"role": "user", "content": "the word and the"}], 40)
-    assert done["tokens"] == expected["done"]["tokens"] and done["text"] == expected["text"]
-    high = chat_worker(page).evaluate("() => engine.M._pm_buffer_alloc(64) >>> 0")
-    assert high >= 2**31  # later allocations do lie above 2 GiB
+    expected = native_answer(native, smollm2, [{"role": "system", "content": system},
+                                               {"role": "user", "content": question}], 48)
+    assert done["text"] == expected["text"] and "Paris" in done["text"]

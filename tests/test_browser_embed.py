@@ -67,7 +67,7 @@ def sites(tmp_path_factory, tiny_models, smollm2, serve_site):
     (host_dir / "element.html").write_text(page.format(
         f'<script src="{site}pocketmind-chat.js"></script>'
         f'<pocketmind-chat model="{model}" temperature="0" max-tokens="24" height="480"></pocketmind-chat>'))
-    yield {"site": site, "out": out, "host": host}
+    yield {"site": site, "out": out, "host": host, "host_dir": host_dir}
     server.shutdown()
     server.server_close()
 
@@ -283,11 +283,12 @@ def test_the_embedding_pages_stop_stops_only_its_own_answer(page, sites):
                   site_origin)
     done = bounded(frame, """() => new Promise((resolve) => { const check = () =>
         window.pocketmindEmbed.lastDone ? resolve(window.pocketmindEmbed.lastDone) : setTimeout(check, 50); check(); })""")
-    assert done["finish_reason"] == "length" and done["n_generated"] == 400  # the visitor's answer ran to its end
+    # the visitor's answer ran to its end (the tiny model's context of 256 tokens, before max_tokens)
+    assert done["finish_reason"] == "length" and done["n_generated"] > 100
     # the page's own answer does stop
     replies = ask_from_host(page, site_origin, "h1", "the word", stop=True)
     assert replies[-1]["type"] == "answer" and replies[-1]["finish_reason"] == "abort"
-    assert replies[-1]["n_generated"] < 400
+    assert replies[-1]["n_generated"] < done["n_generated"]
 
 
 @pytest.mark.browser
@@ -305,14 +306,11 @@ def test_new_chat_in_the_frame(page, sites):
 
 @pytest.mark.browser
 def test_only_the_embeddable_page_renders_in_another_sites_frame(page, sites):
-    blocked = []
-    page.on("console", lambda m: blocked.append(m.text) if "frame-ancestors" in m.text else None)
     for name in ("index.html", "engine-check.html"):
         page.goto(sites["host"] + f"frames-{name}")
         frame = page.locator("#framed").element_handle(timeout=TIMEOUT_MS).content_frame()
         page.wait_for_load_state("load")
         assert not frame.url.startswith(sites["site"]), name  # Chromium shows its own error page instead
-    assert len(blocked) >= 2, blocked
     page.goto(sites["host"] + "frames-embed.html")
     frame = page.locator("#framed").element_handle(timeout=TIMEOUT_MS).content_frame()
     page.wait_for_load_state("load")
@@ -333,3 +331,26 @@ def test_headers_forbid_framing_except_for_the_embed_page(sites):
     text = (sites["out"] / "sw.js").read_text()
     page_csp = json.loads(re.search(r"^const PAGE_CSP = (.*);$", text, re.M).group(1))
     assert page_csp == build_site.PAGE_CSP and "frame-ancestors 'self'" in page_csp
+
+
+@pytest.mark.browser
+def test_on_a_host_without_headers_the_chat_page_still_refuses_another_sites_frame(page, sites, tmp_path):
+    """Neither side sends headers (a plain static host framed by a plain page): only frame-guard.js stands."""
+    plain = build_site.make_server(sites["out"], "127.0.0.1", 0, headers=False)
+    (tmp_path / "frames-plain.html").write_text(
+        f'<!doctype html><meta charset=utf-8><iframe id="framed" '
+        f'src="http://127.0.0.1:{plain.server_address[1]}/index.html"></iframe>')
+    quiet = type("Quiet", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *a: None})
+    other = http.server.ThreadingHTTPServer(("127.0.0.3", 0), functools.partial(quiet, directory=str(tmp_path)))
+    for server in (plain, other):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page.goto(f"http://127.0.0.3:{other.server_address[1]}/frames-plain.html")
+        frame = page.locator("#framed").element_handle(timeout=TIMEOUT_MS).content_frame()
+        frame.locator("text=does not run inside another site").wait_for(timeout=TIMEOUT_MS)
+        assert frame.locator("#prompt").count() == 0  # the chat itself is gone
+        assert not [w for w in page.workers if "chat-worker" in w.url]  # and never started
+    finally:
+        for server in (plain, other):
+            server.shutdown()
+            server.server_close()
