@@ -20,6 +20,19 @@ export function droppedText(nDropped) {
   return `The conversation no longer fits in the model's context: the oldest ${nDropped} message${nDropped > 1 ? "s were" : " was"} left out of this answer's prompt.`;
 }
 
+// Show how an answer ended, the same on every chat page: on success what was left out of its prompt (in `note`),
+// on failure the error (through showError) and the answer's message marked as failed. Resolves like `answer`.
+export function showOutcome(answer, { element, note, showError }) {
+  return answer.then((done) => {
+    note.textContent = droppedText(done.n_dropped);
+    return done;
+  }, (error) => {
+    showError(error.message);
+    element.classList.add("failed");
+    throw error;
+  });
+}
+
 // {variant, threads} of a "ready" message -> "Engine wasm-mt, 3 threads (cross-origin isolated)."
 export function runtimeText({ variant, threads }, isolated = self.crossOriginIsolated) {
   const how = threads > 1 ? `${threads} threads` : "1 thread";

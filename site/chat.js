@@ -2,7 +2,7 @@
 import "./frame-guard.js"; // first: nothing else runs in another site's frame
 import { describe, showUpdate, startOffline } from "./offline.js";
 import { ChatClient } from "./chat-client.js";
-import { droppedText, progressText, runtimeText, showEmbedSnippet } from "./chat-shared.js";
+import { progressText, runtimeText, showEmbedSnippet, showOutcome } from "./chat-shared.js";
 import { storagePanel } from "./storage-panel.js";
 
 const $ = (id) => document.getElementById(id);
@@ -97,21 +97,17 @@ function ask(text) {
   const element = (writing = addMessage("assistant", ""));
   render();
   const settings = Object.fromEntries(Object.entries(SETTINGS).map(([input, key]) => [key, Number($(input).value)]));
-  return chat.ask(text, {
+  const answer = chat.ask(text, {
     system: $("system").value.trim(),
     settings,
     maxTokens: Number($("max-tokens").value),
     onText: (piece) => { element.textContent += piece; },
     onPrompt: ({ decoded, total }) => { $("speed").textContent = `Reading the prompt: ${decoded} of ${total} tokens…`; },
-  }).then((done) => {
+  });
+  return showOutcome(answer, { element, note: $("context-note"), showError }).then((done) => {
     $("speed").textContent = `${done.n_generated} tokens at ${done.generation_tokens_per_s.toFixed(1)} tokens/s; prompt: ${done.n_prompt_decoded} decoded, ${done.n_reused} reused`;
-    $("context-note").textContent = droppedText(done.n_dropped);
     window.pocketmindChat.lastDone = done;
     return done;
-  }, (error) => {
-    showError(error.message);
-    element.classList.add("failed");
-    throw error;
   }).finally(() => {
     writing = null;
     render();

@@ -21,7 +21,7 @@
 // The two are separate conversations: the embedding page's questions are answered with its own history only (so
 // "repeat what I said" can never reveal what the visitor typed), and its "stop" stops only its own answers.
 import { ChatClient } from "./chat-client.js";
-import { droppedText, progressText, runtimeText } from "./chat-shared.js";
+import { progressText, runtimeText, showOutcome } from "./chat-shared.js";
 
 const $ = (id) => document.getElementById(id);
 const config = JSON.parse($("config").textContent);
@@ -145,7 +145,7 @@ function ask(conversation, text, onText = () => {}) {
   const element = addMessage("assistant", "", fromPage);
   writing += 1;
   render();
-  const run = turns.get(conversation).then(() => ready).then(() => {
+  const answer = turns.get(conversation).then(() => ready).then(() => {
     if (stops.get(conversation) !== stopsBefore) return { type: "done", finish_reason: "abort", text: "", n_generated: 0 };
     return conversation.ask(text, {
       system, settings, maxTokens,
@@ -155,14 +155,10 @@ function ask(conversation, text, onText = () => {}) {
         onText(piece);
       },
     });
-  }).then((done) => {
-    $("context-note").textContent = droppedText(done.n_dropped);
+  });
+  const run = showOutcome(answer, { element, note: $("context-note"), showError }).then((done) => {
     window.pocketmindEmbed.lastDone = done;
     return done;
-  }, (error) => {
-    showError(error.message);
-    element.classList.add("failed");
-    throw error;
   }).finally(() => {
     writing -= 1;
     render();
