@@ -342,3 +342,17 @@ def test_logits_and_token_bytes_are_read_right_above_2_gib(page, site, native, s
     expected = native_answer(native, smollm2, [{"role": "system", "content": system},
                                                {"role": "user", "content": question}], 48)
     assert done["text"] == expected["text"] and "Paris" in done["text"]
+
+
+def test_a_model_too_large_for_wasm_memory_is_refused_before_anything_is_allocated(page, site, tiny_models):
+    open_chat(page, site, tiny_models["F16"].name)
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    for size, expected in [(5 * 2**30, "at most 2 GB"), (2**53 + 2, "not a whole number"), (0, "unknown")]:
+        add_option(page, f"models/huge-{size}.gguf", size)
+        message = bounded(page, "(f) => window.pocketmindChat.use(f).then(() => 'loaded', (e) => e.message)",
+                          f"models/huge-{size}.gguf")
+        assert expected in message, (size, message)
+    assert not [u for u in requests if "huge-" in u]  # refused before any download
+    bounded(page, "(f) => window.pocketmindChat.use(f)", f"models/{tiny_models['F16'].name}")
+    assert bounded(page, "(q) => window.pocketmindChat.ask(q)", "the word")["n_generated"] > 0
