@@ -7,7 +7,7 @@
 //   client.addEventListener("loaded", (e) => ...);   // also: stage, progress, ready, state, restart, failed
 //   await client.start(model);                         // model: {url, bytes, sha256}
 //   const chat = client.conversation();
-//   const done = await chat.ask(messagesFor(chat, text), { onText, onPrompt });
+//   const done = await chat.ask(text, { system, settings, maxTokens, onText, onPrompt });
 //   chat.stop(); chat.reset();
 //
 // Worker protocol (chat-worker.js): every request carries an id, and every reply names the id it answers.
@@ -20,9 +20,11 @@
 const HANG_MS = 60_000; // a worker that answers no ping for this long is stuck (a prompt batch takes seconds)
 const PING_MS = 2_000;
 
-// What a person reads when the engine had to be restarted.
-function crashText(reason) {
-  return `The engine stopped (${reason}). It was restarted; your conversation is kept, the answer being written was lost.`;
+// What a person reads when the engine stopped, and whether it is being started again.
+function crashText(reason, restarting) {
+  return restarting
+    ? `The engine stopped (${reason}). It was restarted; your conversation is kept, the answer being written was lost.`
+    : `The engine stopped (${reason}) and could not be restarted with this model. Choose a model to try again.`;
 }
 
 export class ChatClient extends EventTarget {
@@ -124,15 +126,15 @@ export class ChatClient extends EventTarget {
     worker.terminate();
     clearInterval(this._pinger);
     this._worker = null;
-    const error = new Error(crashText(reason));
+    const again = Boolean(!this._restarting && this.model); // a fresh worker that crashes before loading: no third
+    const error = new Error(crashText(reason, again));
     error.crashed = true;
     for (const [id, pending] of this._pending) {
       this._pending.delete(id);
       pending.reject(error);
     }
     this.card = null;
-    const again = !this._restarting && this.model; // a fresh worker that crashes before loading gets no third
-    this._emit("restart", { reason, message: error.message, reloading: Boolean(again) });
+    this._emit("restart", { reason, message: error.message, reloading: again });
     if (again) {
       this.restarts += 1;
       this._restarting = true; // until the fresh worker has loaded the model, or failed to
@@ -140,7 +142,7 @@ export class ChatClient extends EventTarget {
     } else {
       this.loading = false;
       this._state();
-      this._emit("failed", { message: `The engine stopped (${reason}) and could not be restarted with this model. Choose a model to try again.` });
+      this._emit("failed", { message: error.message });
     }
   }
 
