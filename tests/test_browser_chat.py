@@ -181,19 +181,31 @@ def chat_worker(page):
 
 def test_a_model_whose_template_fails_frees_its_buffer_once_and_the_next_model_answers(page, site, native, tiny_models):
     open_chat(page, site, tiny_models["F16"].name)
+    worker = chat_worker(page)
+    # count the model buffers' allocations and frees in the worker: a free of a buffer that is not live (a double
+    # free) is recorded and not passed on, so the page survives to report it
+    worker.evaluate("""() => {
+        const M = engine.M, alloc = M._pm_buffer_alloc, free = M._pm_buffer_free, live = new Set();
+        self.badFrees = [];
+        M._pm_buffer_alloc = (n) => { const p = alloc(n) >>> 0; if (p) live.add(p); return p; };
+        M._pm_buffer_free = (p) => { p >>>= 0; if (!p || live.delete(p)) return free(p); self.badFrees.push(p); };
+    }""")
     message = bounded(page, "(f) => window.pocketmindChat.use(f).then(() => 'loaded', (e) => e.message)",
                       "models/bad-template.gguf")
     assert "chat template" in message and page.locator("#error").is_visible()
-    # the buffer was freed once, by the worker; a second free by an orphaned Model would corrupt the heap under
-    # the next model, whose answer then differs from the native one (or the worker crashes)
+    # an orphaned Model frees its buffer when Python collects it: make that happen now (Pyodide keeps the last
+    # error's traceback, and with it the Model, in sys.last_*). Seen failing before the fix: one bad free.
+    bounded(worker, "() => python.then((py) => py.runPython('import gc, sys; sys.last_exc = sys.last_value = sys.last_traceback = None; gc.collect()'))")
+    assert worker.evaluate("self.badFrees") == []
     bounded(page, "(f) => window.pocketmindChat.use(f)", f"models/{tiny_models['F16'].name}")
     page.fill("#max-tokens", "40")
-    page.evaluate("() => { if (window.gc) window.gc(); }")
     done = bounded(page, "(q) => window.pocketmindChat.ask(q)", "the word and the")
     system = page.input_value("#system")
     expected = native_answer(native, tiny_models["F16"], [{"role": "system", "content": system},
                                                          {"role": "user", "content": "the word and the"}], 40)
     assert done["tokens"] == expected["done"]["tokens"]
+    bounded(worker, "() => python.then((py) => py.runPython('import gc, sys; sys.last_exc = sys.last_value = sys.last_traceback = None; gc.collect()'))")
+    assert worker.evaluate("self.badFrees") == []
 
 
 def test_model_menu_is_disabled_while_a_model_loads_and_loads_run_one_after_another(page, site, tiny_models, smollm2):
