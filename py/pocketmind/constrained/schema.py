@@ -61,13 +61,13 @@ def compile_schema(schema, path: str = "$") -> Node:
     kind = schema.get("type")
     if isinstance(kind, list):
         raise SchemaError(f"{path}: keyword 'type' with a list of types is not supported")
-    if kind is None and "enum" not in schema:
-        raise SchemaError(f"{path}: needs a 'type' (or an 'enum')")
     if kind not in KEYWORDS:
         raise SchemaError(f"{path}: unknown type {kind!r}")
-    for key in schema:
+    for key in schema:  # unsupported keywords first: they say most about what the schema wanted
         if key not in KEYWORDS[kind] and key not in NOTES:
             raise SchemaError(f"{path}: keyword {key!r} is not supported" + (f" for type {kind!r}" if kind else ""))
+    if kind is None and "enum" not in schema:
+        raise SchemaError(f"{path}: needs a 'type' (or an 'enum')")
     if "enum" in schema:
         return _enum(schema, kind, path)
     if kind == "object":
