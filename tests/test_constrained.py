@@ -135,13 +135,22 @@ def test_cost_is_the_exact_shortest_completion(schema):
                 break
             b = rng.choice(options)
             state, prefix = fsm.step(state, b), prefix + bytes([b])
-        needed = fsm.cost(state)
-        for _ in range(needed):
-            best = min((fsm.cost(s), b) for b in range(256) if (s := fsm.step(state, b)) is not None)
-            assert best[0] == fsm.cost(state) - 1, prefix
-            state, prefix = fsm.step(state, best[1]), prefix + bytes([best[1]])
-        assert fsm.cost(state) == 0
-        jsonschema.validate(json.loads(prefix), schema)
+        _complete_cheapest(schema, state, prefix)
+
+
+def _complete_cheapest(schema, state, prefix: bytes) -> None:
+    for _ in range(fsm.cost(state)):
+        best = min((fsm.cost(s), b) for b in range(256) if (s := fsm.step(state, b)) is not None)
+        assert best[0] == fsm.cost(state) - 1, prefix
+        state, prefix = fsm.step(state, best[1]), prefix + bytes([best[1]])
+    assert fsm.cost(state) == 0
+    jsonschema.validate(json.loads(prefix), schema)
+
+
+def test_cost_from_hand_written_prefixes():
+    for prefix in PREFIXES:
+        data = prefix.encode() if isinstance(prefix, str) else prefix
+        _complete_cheapest(PERSON, _state(PERSON, data), data)
 
 
 # ---- masks against brute force ----
