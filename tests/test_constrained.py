@@ -41,6 +41,8 @@ SCHEMAS = [
                                       "m": {"type": "array", "items": {"type": "null"}}}, "required": ["k\u00fc"]},
     {"type": "number"},
     {"type": "object", "properties": {}},
+    {"type": "object", "properties": {"n": {"type": "integer", "enum": [3, 30, 300]},
+                                      "b": {"type": "boolean", "enum": [True]}}, "required": ["n", "b"]},
 ]
 
 
@@ -62,12 +64,36 @@ def tiny(native, tiny_models):
     ({"type": ["string", "null"]}, "type", "$"),
     ({"type": "object", "properties": {}, "additionalProperties": True}, "additionalProperties", "$"),
     ({"type": "array", "items": {"type": "string"}, "minItems": 1}, "minItems", "$"),
+    ({"type": "object", "properties": {"a": {"type": "array", "items": {"anyOf": []}}}}, "anyOf",
+     "$.properties.a.items"),
 ])
 def test_unsupported_keywords_are_refused_by_name(schema, keyword, where):
     with pytest.raises(SchemaError) as err:
         compile_schema(schema)
     assert repr(keyword) in str(err.value) or keyword in str(err.value)
     assert str(err.value).startswith(where + ":")
+
+
+@pytest.mark.parametrize("schema, message", [
+    ({"type": "integer", "enum": [1, 2.5]}, "2.5 is not a integer"),
+    ({"type": "string", "enum": ["abc"], "maxLength": 2}, "at most 2 characters"),
+    ({"type": "object", "properties": {"a": {"type": "null"}}, "required": ["b"]}, "'b' is not among"),
+    ({"type": "array"}, "needs 'items'"),
+    ({"type": "string", "maxLength": -1}, "maxLength"),
+    ({"properties": {}}, "needs a 'type'"),
+])
+def test_inconsistent_schemas_are_refused(schema, message):
+    with pytest.raises(SchemaError, match=message):
+        compile_schema(schema)
+
+
+def test_the_subpackage_ships_in_the_wheel():
+    import tomllib
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    packages = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert "pocketmind.constrained" in packages
 
 
 def test_generate_json_refuses_before_generating(native, tiny):

@@ -2,7 +2,9 @@
 
 Supported: type object (properties, required, additionalProperties false, which is also the default: only the
 listed properties are ever written), string (enum, maxLength), number, integer, boolean, null, array (items,
-maxItems), and enum on its own (any JSON values). Anything else (pattern, oneOf, $ref, format, minimum, a list
+maxItems), and enum (any JSON values, or values of the given type). Strings without maxLength are capped at
+STRING_CAP characters and numbers at NUMBER_CAP, so that generation always ends; arrays without maxItems end by
+the token budget (generate_json closes every value in time). Anything else (pattern, oneOf, $ref, format, minimum, a list
 of types, additionalProperties true, ...) is refused up front: a generation that silently ignored a keyword
 could produce output that does not validate.
 """
@@ -21,10 +23,10 @@ KEYWORDS = {
     "object": {"type", "properties", "required", "additionalProperties"},
     "array": {"type", "items", "maxItems"},
     "string": {"type", "enum", "maxLength"},
-    "number": {"type"},
-    "integer": {"type"},
-    "boolean": {"type"},
-    "null": {"type"},
+    "number": {"type", "enum"},
+    "integer": {"type", "enum"},
+    "boolean": {"type", "enum"},
+    "null": {"type", "enum"},
     None: {"enum"},
 }
 
@@ -63,8 +65,9 @@ def compile_schema(schema, path: str = "$") -> Node:
         raise SchemaError(f"{path}: keyword 'type' with a list of types is not supported")
     if kind not in KEYWORDS:
         raise SchemaError(f"{path}: unknown type {kind!r}")
+    known = KEYWORDS[kind] if kind is not None or "enum" in schema else set().union(*KEYWORDS.values())
     for key in schema:  # unsupported keywords first: they say most about what the schema wanted
-        if key not in KEYWORDS[kind] and key not in NOTES:
+        if key not in known and key not in NOTES:
             raise SchemaError(f"{path}: keyword {key!r} is not supported" + (f" for type {kind!r}" if kind else ""))
     if kind is None and "enum" not in schema:
         raise SchemaError(f"{path}: needs a 'type' (or an 'enum')")
@@ -98,12 +101,28 @@ def _enum(schema, kind, path: str) -> Node:
     values = schema["enum"]
     if not isinstance(values, list) or not values:
         raise SchemaError(f"{path}.enum: must be a non-empty list")
-    if kind == "string":
-        limit = _count(schema, "maxLength", path, STRING_CAP)
-        for v in values:
-            if not isinstance(v, str) or len(v) > limit:
-                raise SchemaError(f"{path}.enum: {v!r} is not a string of at most {limit} characters")
+    limit = _count(schema, "maxLength", path, STRING_CAP)
+    for v in values:
+        if kind is not None and not _is_type(v, kind) or kind == "string" and len(v) > limit:
+            raise SchemaError(f"{path}.enum: {v!r} is not a {kind}" + (f" of at most {limit} characters"
+                                                                       if kind == "string" else ""))
+        try:
+            dumps(v)
+        except (TypeError, ValueError):
+            raise SchemaError(f"{path}.enum: {v!r} is not a JSON value") from None
     return _literal(values)
+
+
+def _is_type(value, kind: str) -> bool:
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "null":
+        return value is None
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _object(schema, path: str) -> Node:

@@ -79,9 +79,12 @@ class TokenTable:
 
     def masker(self, schema) -> Masker:
         """The masker for a schema (compiled once per table; SchemaError for what is not supported)."""
-        key = dumps(schema).decode() if isinstance(schema, dict) else None
+        try:
+            key = dumps(schema).decode() if isinstance(schema, dict) else None
+        except (TypeError, ValueError):
+            key = None
         if key is None:
-            compile_schema(schema)  # raises the right error
+            return Masker(self, compile_schema(schema))  # not JSON: compile_schema names the problem
         if key not in self._maskers:
             self._maskers[key] = Masker(self, compile_schema(schema))
         return self._maskers[key]
