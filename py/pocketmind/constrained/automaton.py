@@ -240,3 +240,76 @@ def cache_key(state: tuple, cap: int) -> tuple:
             f = f[:2] + (cap, f[3])
         out.append(f)
     return tuple(out)
+
+
+# ---- the shortest completion itself ----
+# completion(state) is one shortest completion (cost(state) bytes), chosen so that it is consistent along its own
+# path: after writing any prefix p of completion(s), completion of the new state is the rest. Ties go to the lowest
+# index (of a property, of an enum option). That makes "tokens of the completion" a budget that a token can always
+# honour: the longest token that starts the completion leaves exactly the rest to write.
+
+def _value_bytes(node: Node) -> bytes:
+    kind = node.kind
+    if kind == "object":
+        return b"{" + _entries(node, node.required) + b"}"
+    if kind == "array":
+        return b"[]"
+    if kind == "string":
+        return b'""'
+    if kind == "literal":
+        return min(node.options, key=len)
+    return b"0"
+
+
+def _entry(node: Node, k: int) -> bytes:
+    return node.names[k] + b":" + _value_bytes(node.values[k])
+
+
+def _entries(node: Node, mask: int) -> bytes:
+    return b",".join(_entry(node, i) for i in range(len(node.names)) if mask >> i & 1)
+
+
+def _closing(node: Node, seen: int) -> bytes:
+    missing = node.required & ~seen
+    return b"".join(b"," + _entry(node, i) for i in range(len(node.names)) if missing >> i & 1) + b"}"
+
+
+def _best_key(node: Node, seen: int, keys, pos: int) -> int:
+    return min(keys, key=lambda k: (len(node.names[k]) - pos + node.values[k].min_bytes
+                                    + _close(node, seen | 1 << k), k))
+
+
+def frame_completion(f: tuple) -> bytes:
+    tag = f[0]
+    if tag == V:
+        return _value_bytes(f[1])
+    if tag == S:
+        _, _, need, lo, _, esc = f
+        return (b"n" if esc else b"") + (bytes([lo]) + b"\x80" * (need - 1) if need else b"") + b'"'
+    if tag == N:
+        return b"0" if _NUMBER_NEEDS.get(f[2], 0) else b""
+    if tag == L:
+        return min(f[1], key=len)[f[2]:]  # min keeps the first of equally short options
+    if tag == A:
+        return b"]"
+    if tag == K:
+        node, seen, keys, pos = f[1], f[2], f[3], f[4]
+        k = _best_key(node, seen, keys, pos)
+        return node.names[k][pos:] + b":" + _value_bytes(node.values[k]) + _closing(node, seen | 1 << k)
+    node, seen, phase = f[1], f[2], f[3]
+    if phase == 0:
+        return _entries(node, node.required) + b"}"
+    if phase == 1:
+        missing = node.required & ~seen
+        if missing:
+            return _entries(node, missing) + b"}"
+        k = _best_key(node, seen, _unseen(node, seen), 0)
+        return _entry(node, k) + b"}"
+    if phase == 2:
+        return b":" + _value_bytes(node.values[f[4]]) + _closing(node, seen)
+    return _closing(node, seen)
+
+
+def completion(state: tuple) -> bytes:
+    """The shortest completion: the innermost frame's first."""
+    return b"".join(frame_completion(f) for f in reversed(state))

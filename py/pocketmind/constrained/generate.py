@@ -2,9 +2,9 @@
 
 Each step the logits of tokens the automaton refuses, or that would leave more bytes to write than tokens remain
 (max_tokens), are set to -inf on a copy, and the usual Sampler picks from the rest. The completion bound is
-counted in bytes, one token per byte, so the vocabulary must have a single-byte token for every byte a shortest
-completion can need (checked up front). Generation stops as soon as the top-level value is complete; only a
-value that could still go on (a top-level number, or an enum where one value is the start of another) ends by
+counted in tokens of the shortest completion (vocab.py), which needs a token for every byte such a completion
+may hold: a single-byte token for each is checked up front. Generation stops as soon as the top-level value is
+complete; only a value that could still go on (a top-level number, or an enum where one value is the start of another) ends by
 an end-of-generation token, or at max_tokens.
 """
 from __future__ import annotations

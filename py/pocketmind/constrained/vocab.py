@@ -1,8 +1,11 @@
 """What each token's bytes can do, computed once per model, and the per-state cost arrays built from it.
 
-A step's mask comes from `costs(state)`: for every token, the bytes of the shortest completion after it (COST_NONE
-when its bytes are not allowed). Masks for a token budget are then one comparison, and the array is cached by the
-state with its counters capped (automaton.cache_key), so a long string reuses one array for most of its length.
+A step's mask comes from `costs(state)`: for every token, how many tokens the shortest completion after it takes
+(COST_NONE when its bytes are not allowed), counted as the greedy longest-match tokenization of
+automaton.completion(). Because that completion is consistent along its own path, a state whose count fits the
+budget always has a token (the longest one starting its completion) whose count is one less: the budget can
+never be missed. Masks for a token budget are then one comparison, and the array is cached by the state with its
+counters capped (automaton.cache_key), so a long string reuses one array for most of its length.
 
 How an array is built: a trie over the tokens' bytes is walked together with the automaton, and a subtree is
 dropped as soon as the automaton refuses its prefix, so structural states (after '{', inside a key, a number)
@@ -41,6 +44,24 @@ class Trie:
                 node = nxt
             self.ends[node].append(t)
 
+    def count(self, data: bytes) -> int:
+        """Tokens in the greedy longest-match split of data (COST_NONE if some byte has no token)."""
+        children, ends = self.children, self.ends
+        n = i = 0
+        while i < len(data):
+            node, best, j = 0, i, i
+            while j < len(data):
+                node = children[node].get(data[j])
+                if node is None:
+                    break
+                j += 1
+                if ends[node]:
+                    best = j
+            if best == i:
+                return int(COST_NONE)
+            n, i = n + 1, best
+        return n
+
     def walk(self, state: tuple, cost, ids: list[int], costs: list[int]) -> None:
         """Every token whose bytes the automaton accepts from `state`, with the cost of the state after it."""
         children, ends, step = self.children, self.ends, fsm.step
@@ -70,8 +91,8 @@ class TokenTable:
         nonempty = [t for t in range(self.n_vocab) if self.tokens[t]]
         self.trie = Trie(self.tokens, nonempty)
         shape = np.array([_plain_shape(b) for b in self.tokens], dtype=np.int64)
-        (self.plain, self.lead_cont, self.length, self.first, self.rest_ok, self.chars, self.end_need) = (
-            shape[:, i] for i in range(7))
+        (self.plain, self.lead_cont, self.length, self.first, self.rest_ok, self.chars, self.end_need,
+         self.end_lo) = (shape[:, i] for i in range(8))
         self.plain = self.plain.astype(bool) & (self.length > 0)
         self.rest_ok = self.rest_ok.astype(bool)
         self.other_trie = Trie(self.tokens, [t for t in nonempty if not self.plain[t]])
@@ -92,7 +113,8 @@ class TokenTable:
 
 def _plain_shape(data: bytes) -> tuple[int, ...]:
     """(no quote/backslash/control byte, leading continuation bytes, length, first byte, rest is valid UTF-8
-    (maybe cut short at the end), characters started in the rest, continuation bytes the end still needs)."""
+    (maybe cut short at the end), characters started in the rest, continuation bytes the end still needs, the
+    lowest allowed next one)."""
     plain = all(b >= 0x20 and b not in (0x22, 0x5C) for b in data)
     lead = 0
     while lead < len(data) and 0x80 <= data[lead] <= 0xBF:
@@ -112,7 +134,7 @@ def _plain_shape(data: bytes) -> tuple[int, ...]:
                 ok = False
                 break
             (need, lo, hi), chars = shape, chars + 1
-    return int(plain), lead, len(data), data[0] if data else 0, int(ok), chars, need
+    return int(plain), lead, len(data), data[0] if data else 0, int(ok), chars, need, lo if need else 0
 
 
 _tables: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -138,11 +160,13 @@ class Masker:
         self.misses = 0
 
     def cost(self, state: tuple) -> int:
-        c = self._costs.get(state)
+        """Tokens the shortest completion takes (0: the value is complete). Counters do not change it."""
+        key = fsm.cache_key(state, 0)
+        c = self._costs.get(key)
         if c is None:
             if len(self._costs) > 100_000:
                 self._costs.clear()
-            c = self._costs[state] = fsm.cost(state)
+            c = self._costs[key] = min(self.table.trie.count(fsm.completion(state)), int(COST_NONE) - 1)
         return c
 
     def costs(self, state: tuple) -> np.ndarray:
@@ -180,6 +204,10 @@ class Masker:
         in_range = (t.first >= lo) & (t.first <= hi) if need else True
         whole = t.plain & in_range & (t.lead_cont == need) & t.rest_ok & (t.chars <= left)
         partial = t.plain & in_range & (t.lead_cont == t.length) & (t.length < need)
-        after = self.cost(state[:-1]) + 1
-        out[whole] = (after + t.end_need[whole]).clip(max=COST_NONE - 1)
-        out[partial] = (after + need - t.length[partial]).clip(max=COST_NONE - 1)
+        # the state after such a token differs only in the UTF-8 bytes it leaves pending (count and first range)
+        ends = np.where(whole, t.end_need * 256 + t.end_lo, -1)
+        ends[partial] = (need - t.length[partial]) * 256 + 0x80
+        for end in np.unique(ends[ends >= 0]):
+            pending, first = divmod(int(end), 256)
+            after = state[:-1] + ((fsm.S, 0, pending, first, 0xBF, 0),)
+            out[ends == end] = self.cost(after)
