@@ -1,11 +1,11 @@
 """generate_json: sampling under the schema's masks, so the output always parses and validates.
 
-Each step the logits of tokens the automaton refuses, or that would leave more bytes to write than tokens remain
-(max_tokens), are set to -inf on a copy, and the usual Sampler picks from the rest. The completion bound is
-counted in tokens of the shortest completion (vocab.py), which needs a token for every byte such a completion
-may hold: a single-byte token for each is checked up front. Generation stops as soon as the top-level value is
-complete; only a value that could still go on (a top-level number, or an enum where one value is the start of another) ends by
-an end-of-generation token, or at max_tokens.
+Each step the logits of tokens the automaton refuses, or after which the shortest completion would take more
+tokens than max_tokens leaves, are set to -inf on a copy, and the usual Sampler picks from the rest. That count
+(vocab.py) needs a token for every byte a shortest completion may hold: a single-byte token for each is checked
+up front. Generation stops as soon as the top-level value is complete; only a value that could still go on (a
+top-level number, or an enum where one value is the start of another) ends by an end-of-generation token, or at
+max_tokens. Control tokens are never allowed otherwise.
 """
 from __future__ import annotations
 

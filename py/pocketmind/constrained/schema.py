@@ -4,9 +4,9 @@ Supported: type object (properties, required, additionalProperties false, which 
 listed properties are ever written), string (enum, maxLength), number, integer, boolean, null, array (items,
 maxItems), and enum (any JSON values, or values of the given type). Strings without maxLength are capped at
 STRING_CAP characters and numbers at NUMBER_CAP, so that generation always ends; arrays without maxItems end by
-the token budget (generate_json closes every value in time). Anything else (pattern, oneOf, $ref, format, minimum, a list
-of types, additionalProperties true, ...) is refused up front: a generation that silently ignored a keyword
-could produce output that does not validate.
+the token budget (generate_json closes every value in time). Anything else (pattern, oneOf, $ref, format,
+minimum, a list of types, additionalProperties true, ...) is refused up front: a generation that silently ignored
+a keyword could produce output that does not validate.
 """
 from __future__ import annotations
 
