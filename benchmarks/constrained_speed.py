@@ -25,6 +25,7 @@ import build as wasm_build  # noqa: E402
 import deps  # noqa: E402
 
 from pocketmind import Model  # noqa: E402
+from pocketmind.constrained import automaton as fsm  # noqa: E402
 from pocketmind.constrained import generate_json  # noqa: E402
 from pocketmind.constrained.vocab import token_table  # noqa: E402
 from pocketmind.generate import Generator, chat_prompt_tokens  # noqa: E402
@@ -70,8 +71,9 @@ def main() -> int:
     wasm_build.build("native")
     model = Model.from_file(deps.smollm2(), NativeBackend(str(REPO / "build" / "native" / "libpocketmind.so")))
     t0 = time.perf_counter()
-    token_table(model)
+    masker = token_table(model).masker(SCHEMA)
     table_seconds = time.perf_counter() - t0
+    shortest_tokens, shortest_bytes = masker.cost(masker.start), len(fsm.completion(masker.start))
     messages = [{"role": "system", "content": "Answer with JSON only."},
                 {"role": "user", "content": f"Summarise this support ticket as JSON.\n\n{TICKET}"}]
     prompt = chat_prompt_tokens(model, messages)
@@ -118,8 +120,8 @@ def main() -> int:
         f"(bytes of all {model.n_vocab} tokens, two tries, UTF-8 shapes) took {table_seconds:.2f} s once, before "
         "round 1.",
         "",
-        "Note: the token budget is counted in bytes (one single-byte token per byte of the shortest completion), "
-        "so `max_tokens` must be at least the schema's shortest value in bytes (71 here).",
+        f"The shortest valid value for this schema is {shortest_bytes} bytes, {shortest_tokens} SmolLM2 tokens: "
+        "`max_tokens` must be at least that token count.",
         "",
         "Outputs:",
         "",
