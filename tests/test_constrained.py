@@ -243,7 +243,11 @@ def test_300_random_generations_parse_and_validate(tiny):
         prompt = tiny.tokenize("Give the answer as JSON:")
         for run in range(330):
             schema = SCHEMAS[run % len(SCHEMAS)]
-            params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=run)
+            if run % 3:  # the whole distribution
+                params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=run)
+            else:  # the usual filters and penalties on top of the -inf logits
+                params = SamplingParams(temperature=1.0, top_k=40, top_p=0.9, min_p=0.05, repeat_penalty=1.3,
+                                        presence_penalty=0.5, seed=run)
             max_tokens = rng.choice([24, 40, 64])
             value, text, stats = generate_json(ctx, prompt, schema, params, max_tokens=max_tokens)
             assert json.loads(text) == value

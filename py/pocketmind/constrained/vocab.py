@@ -85,7 +85,10 @@ class TokenTable:
     def __init__(self, model):
         self.n_vocab = model.n_vocab
         self.tokens = [model.token_bytes(t) for t in range(self.n_vocab)]  # control tokens: b""
-        self.eog = np.array([t for t in range(self.n_vocab) if model.is_eog(t)], dtype=np.int64)
+        # end-of-generation tokens are control tokens (no text) or the declared EOS/EOT: only those are asked about,
+        # which halves the calls through Pyodide's bridge
+        maybe = {t for t in range(self.n_vocab) if not self.tokens[t]} | {model.eos, model.eot}
+        self.eog = np.array(sorted(t for t in maybe if 0 <= t < self.n_vocab and model.is_eog(t)), dtype=np.int64)
         self.max_len = max(len(b) for b in self.tokens)
         self.single_bytes = {b[0] for b in self.tokens if len(b) == 1}
         nonempty = [t for t in range(self.n_vocab) if self.tokens[t]]
