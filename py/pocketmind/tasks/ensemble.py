@@ -19,7 +19,8 @@ Cascade: voters from smallest to biggest; voter i answers when its confidence (i
 is at least thresholds[i], else the next is asked; the last always answers. fit() picks the thresholds on the dev
 split: among the thresholds that keep dev accuracy within `tolerance` (1 point) of the biggest voter alone, those
 with the least compute (then the highest accuracy). Compute per call is the voter's `cost` when given (e.g. its
-parameter count times tokens), else the seconds the call took.
+parameter count times tokens), else the seconds the call took. Every voter before the one that answers is asked
+(a middle voter cannot be skipped; leave it out of the cascade instead).
 """
 from __future__ import annotations
 
@@ -53,11 +54,13 @@ class Vote:
 class Voter:
     """A name and fn(text) -> probabilities over `labels`. fn may return a sequence (in label order), a mapping
     label -> probability (missing labels 0), or an object with .probs (a TaskResult, LabelScores) and optionally
-    .n_tokens and .seconds. Probabilities are normalised to sum 1. With cache=True, each text is asked once and the
-    Vote (with the tokens and seconds of that first call) is reused: evaluation, fitting and ensembles share work."""
+    .n_tokens and .seconds. Probabilities are normalised to sum 1. `cost` (what a cascade minimises) is a number
+    per call, or cost(n_tokens, seconds) (e.g. tokens times parameters: deterministic), or None for the seconds.
+    With cache=True, each text is asked once and the Vote (with the tokens and seconds of that first call) is
+    reused: evaluation, fitting and ensembles share work."""
 
-    def __init__(self, name: str, fn: Callable[[str], Any], labels: Sequence[str], cost: float | None = None,
-                 cache: bool = False):
+    def __init__(self, name: str, fn: Callable[[str], Any], labels: Sequence[str],
+                 cost: float | Callable[[int, float], float] | None = None, cache: bool = False):
         if not name:
             raise ValueError("a voter needs a name")
         self.name, self.fn, self.labels = name, fn, tuple(labels)
@@ -67,8 +70,8 @@ class Voter:
         self._cache: dict[str, Vote] | None = {} if cache else None
 
     @classmethod
-    def from_task(cls, task, model_or_ctx, shots: int = 0, name: str | None = None, cost: float | None = None,
-                  cache: bool = True) -> Voter:
+    def from_task(cls, task, model_or_ctx, shots: int = 0, name: str | None = None,
+                  cost: float | Callable[[int, float], float] | None = None, cache: bool = True) -> Voter:
         """A model with a prompt variant (k-shot) as a voter."""
         from .task import context_for
 
@@ -89,8 +92,10 @@ class Voter:
         probs = self._probs(out)
         best = int(np.argmax(probs))
         seconds = float(getattr(out, "seconds", seconds))
-        vote = Vote(self.name, self.labels[best], tuple(float(p) for p in probs), float(probs[best]),
-                    int(getattr(out, "n_tokens", 0)), seconds, float(self.cost if self.cost is not None else seconds))
+        n_tokens = int(getattr(out, "n_tokens", 0))
+        cost = seconds if self.cost is None else self.cost(n_tokens, seconds) if callable(self.cost) else self.cost
+        vote = Vote(self.name, self.labels[best], tuple(float(p) for p in probs), float(probs[best]), n_tokens,
+                    seconds, float(cost))
         if self._cache is not None:
             self._cache[text] = vote
         return vote

@@ -90,6 +90,7 @@ def evaluate(task, rows: Sequence[Any], setups: Mapping[str, Any] | Sequence[Any
     setups: name -> setup, or a list of setups with .name. progress(setup name, done, total) after each item."""
     labels = tuple(task.labels if hasattr(task, "labels") else task)
     items = [(r.text, r.label) if hasattr(r, "text") else tuple(r) for r in rows]
+    numbers = [getattr(r, "number", i) for i, r in enumerate(rows, 1)]  # the CSV's row numbers when known
     if not items:
         raise ValueError("no rows to evaluate")
     missing = [i for i, (_, g) in enumerate(items, 1) if g not in labels]
@@ -104,7 +105,10 @@ def evaluate(task, rows: Sequence[Any], setups: Mapping[str, Any] | Sequence[Any
         preds, tokens, seconds, answered, agreement = [], 0, 0.0, {}, []
         for done, (text, _) in enumerate(items, 1):
             t = time.perf_counter()
-            result = classify(text)
+            try:
+                result = classify(text)
+            except ValueError as e:  # e.g. an item too long for the context: say which
+                raise ValueError(f"setup {name!r}, row {numbers[done - 1]}: {e}") from e
             wall = time.perf_counter() - t
             label = result if isinstance(result, str) else result.label
             if label not in labels:
