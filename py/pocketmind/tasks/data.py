@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .task import listing
+
 MAX_BYTES = 50_000_000  # 50 MB: far above any hand-labelled set, small enough to hold in a page's memory
 
 
@@ -97,7 +99,7 @@ def parse_rows(data: bytes, text_column: str = "text", label_column: str | None 
         label = fields[index[label_column]].strip() if label_column else None
         if label_column and allowed is not None and label not in allowed:
             raise DataError(f"row {number} (line {line}) has the label {label!r}, which is not one of: "
-                            f"{', '.join(labels)}")
+                            f"{listing(list(labels))}")
         rows.append(Row(item, label, row_split, number, line, fields[index["id"]] if "id" in index else None))
     if number == 0:
         raise DataError("the file has a header but no rows")

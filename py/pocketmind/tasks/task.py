@@ -29,6 +29,8 @@ from ..labels import LabelScores, score_labels
 KEYS = {"name", "instruction", "output", "examples", "data", "text_column", "label_column", "voters", "description"}
 MIN_LABELS = 2  # one label is no question: the answer is known before the model runs
 MAX_LABELS = 1000  # every label is decoded after the prompt; beyond this one item takes minutes in a page
+PROMPT_LABELS = 50  # a longer label set is not listed in the prompt (500 labels take thousands of tokens); the
+# scoring keeps the answer inside the set either way
 DEFAULT_N_CTX = 2048  # the cached context's size: room for instruction, a few shots and a long item, little memory
 
 # the JSON-schema subset the constrained decoder is meant to support (issue 8); titles and descriptions are
@@ -132,7 +134,7 @@ class Task:
     # ---- prompting ----
 
     def system_prompt(self) -> str:
-        if self.labels is None:
+        if self.labels is None or len(self.labels) > PROMPT_LABELS:
             return self.instruction
         return f"{self.instruction.rstrip()} Answer with one of: {', '.join(self.labels)}."
 
@@ -226,7 +228,7 @@ def _examples(examples: Any, labels: tuple[str, ...] | None) -> tuple[Example, .
         if not isinstance(text, str) or not text.strip():
             raise TaskError(f"example {i} has an empty or non-string text")
         if labels is not None and label not in labels:
-            raise TaskError(f"example {i} has the label {label!r}, which is not one of: {', '.join(labels)}")
+            raise TaskError(f"example {i} has the label {label!r}, which is not one of: {listing(labels)}")
         if labels is None and not isinstance(label, str):
             label = json.dumps(label, ensure_ascii=False)  # a JSON task's example answer, as the model would write it
         out.append(Example(text, label))
@@ -265,8 +267,9 @@ def _check_schema(schema: Any, where: str) -> None:
         _check_schema(schema["items"], f"{where}.items")
 
 
-def labels_of(task_or_labels: Task | Sequence[str]) -> tuple[str, ...]:
-    labels = task_or_labels.labels if isinstance(task_or_labels, Task) else tuple(task_or_labels)
-    if labels is None:
-        raise ValueError("this task has JSON output, not labels")
-    return tuple(labels)
+def listing(labels: Sequence[str], most: int = 20) -> str:
+    """Labels for a message: all of a short set; the first `most` and a count of a long one (500 labels would bury
+    the message)."""
+    shown = ", ".join(labels[:most])
+    return shown if len(labels) <= most else f"{shown}, ... ({len(labels)} labels)"
+
