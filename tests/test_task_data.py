@@ -57,6 +57,7 @@ def test_unlabelled_items(tmp_path):
     (b"text,label\ngreat,positive\n\"two\nlines\",neutral\nok,good\n", {},
      "row 3 (line 5) has the label 'good', which is not one of: positive, negative, neutral"),
     (b"text,label\ngreat,positive,extra\n", {}, "row 1 (line 2) has 3 fields; the header has 2"),
+    (b"text,label,text\ngreat,positive,x\n", {}, "the header names a column more than once: 'text'"),
     (b"text,label\n ,positive\n", {}, "row 1 (line 2) has an empty 'text'"),
     (b"text,label\ngreat,positive\ncaf\xe9,neutral\n", {},
      "the file is not UTF-8 text: byte 0xe9 at offset 29 (line 3) is not valid UTF-8; save the file as UTF-8"),

@@ -217,6 +217,17 @@ def test_evaluate_refuses_answers_outside_the_labels():
         evaluate(["a", "b"], [("x", "a")], {"odd": lambda text: "z"})
     with pytest.raises(ValueError, match="row 1 has the label 'q'"):
         evaluate(["a", "b"], [("x", "q")], {"odd": lambda text: "a"})
+    json_task = Task.load(changed(output={"json_schema": {"type": "string"}}, examples=None))
+    with pytest.raises(ValueError, match="evaluate needs a task with labels"):
+        evaluate(json_task, [("x", "a")], {"odd": lambda text: "a"})
+
+
+def test_evaluate_names_the_row_an_item_failed_on(tiny):
+    task = Task.load(DOC)
+    with tiny.context(n_ctx=64) as small:
+        rows = [("short", "happy"), ("long " * 40, "sad")]
+        with pytest.raises(ValueError, match=r"setup 'tiny', row 2: the label 'happy' .* does not fit after the prompt"):
+            evaluate(task, rows, {"tiny": Voter.from_task(task, small, 0)})
 
 
 # ---- the command line ----

@@ -131,8 +131,10 @@ def run_eval(args: argparse.Namespace) -> dict:
     out = {"task": task.name, "data": str(args.data), "split": args.split,
            "models": [{"path": str(p), "n_params": m.n_params, "size": m.size} for m, p in zip(models, args.model)],
            "fitted": fitted, "report": report.as_dict()}
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2, ensure_ascii=False), encoding="utf-8")
+    if args.json:  # whole or not at all: an interrupted run leaves no half-written report
+        part = args.json.with_name(args.json.name + ".part")
+        part.write_text(json.dumps(out, indent=2, ensure_ascii=False), encoding="utf-8")
+        part.replace(args.json)
     for model in models:
         model.close()
     return out

@@ -1,7 +1,7 @@
 """Labelled items from a CSV file (UTF-8, a header row), checked before anything runs.
 
-Every problem is a DataError that names it: not UTF-8 (with the byte offset and line), empty, a missing column
-(with the columns present), a row with the wrong number of fields or an empty text, an unknown label (row number,
+Every problem is a DataError that names it: not UTF-8 (with the byte offset and line), empty, a missing or doubled
+column (with the columns present), a row with the wrong number of fields or an empty text, an unknown label (row number,
 the label, the allowed set), a split with no rows, or a file over the size limit (checked before reading).
 Rows are numbered from 1 after the header; `line` is the file line where the row starts (quoted fields may span
 lines).
@@ -68,6 +68,9 @@ def parse_rows(data: bytes, text_column: str = "text", label_column: str | None 
     except csv.Error as e:
         raise DataError(f"line 1 is not valid CSV: {e}") from None
     header = [h.strip() for h in header]
+    doubled = sorted({h for h in header if header.count(h) > 1})
+    if doubled:
+        raise DataError(f"the header names a column more than once: {', '.join(map(repr, doubled))}")
     index = {name: i for i, name in enumerate(header)}
     needed = [text_column] + ([label_column] if label_column else []) + ([split_column] if split else [])
     for column in needed:

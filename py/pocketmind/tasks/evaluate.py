@@ -88,7 +88,9 @@ def evaluate(task, rows: Sequence[Any], setups: Mapping[str, Any] | Sequence[Any
     """Run every setup on every row (rows: data.Row or (text, label) pairs) and measure it.
 
     setups: name -> setup, or a list of setups with .name. progress(setup name, done, total) after each item."""
-    labels = tuple(task.labels if hasattr(task, "labels") else task)
+    labels = task.labels if hasattr(task, "labels") else tuple(task)
+    if labels is None:
+        raise ValueError("evaluate needs a task with labels; JSON-output tasks are not supported yet")
     items = [(r.text, r.label) if hasattr(r, "text") else tuple(r) for r in rows]
     numbers = [getattr(r, "number", i) for i, r in enumerate(rows, 1)]  # the CSV's row numbers when known
     if not items:
@@ -128,4 +130,4 @@ def evaluate(task, rows: Sequence[Any], setups: Mapping[str, Any] | Sequence[Any
             1000 * seconds / len(items), tokens, tokens / seconds if seconds > 0 else 0.0, seconds, tuple(preds),
             tuple(tuple(int(x) for x in row) for row in counts), answered or None,
             float(np.mean(agreement)) if agreement else None))
-    return Report(getattr(task, "name", ""), labels, len(items), tuple(reports))
+    return Report(getattr(task, "name", ""), tuple(labels), len(items), tuple(reports))
