@@ -125,9 +125,13 @@ def run_eval(args: argparse.Namespace) -> dict:
     finally:
         progress.close()
     print(report.table())
-    for name, setup in zip(setups, report.setups):
-        if setup.answered_by:
-            print(f"{name}: answered by " + ", ".join(f"{k} {v}" for k, v in setup.answered_by.items()))
+    by_name = {s.name: s for s in report.setups}
+    if "cascade" in by_name:
+        cascade, biggest = by_name["cascade"], by_name[fitted["cascade"]["voters"][-1]]
+        print("cascade: answered by " + ", ".join(f"{k} {v}" for k, v in cascade.answered_by.items())
+              + f"; {cascade.n_tokens} tokens and {cascade.seconds:.1f} s against {biggest.n_tokens} tokens and "
+              f"{biggest.seconds:.1f} s for {biggest.name} alone (accuracy {cascade.accuracy:.3f} against "
+              f"{biggest.accuracy:.3f})")
     out = {"task": task.name, "data": str(args.data), "split": args.split,
            "models": [{"path": str(p), "n_params": m.n_params, "size": m.size} for m, p in zip(models, args.model)],
            "fitted": fitted, "report": report.as_dict()}
