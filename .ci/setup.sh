@@ -20,7 +20,7 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
 
-python3 -m pip install --quiet --disable-pip-version-check -e ".[test]"
+python3 -m pip install --quiet --disable-pip-version-check -e ".[test,cli]"
 
 # llama.cpp natively and in WebAssembly (about 10 minutes the first time on 2 cores; seconds from the cache)
 python3 wasm/build.py
