@@ -33,11 +33,6 @@ PROMPT_LABELS = 50  # a longer label set is not listed in the prompt (500 labels
 # scoring keeps the answer inside the set either way
 DEFAULT_N_CTX = 2048  # the cached context's size: room for instruction, a few shots and a long item, little memory
 
-# the JSON-schema subset the constrained decoder is meant to support (issue 8); titles and descriptions are
-# annotations and change nothing
-SCHEMA_TYPES = {"object", "string", "number", "integer", "boolean", "null", "array"}
-SCHEMA_KEYWORDS = {"type", "properties", "required", "additionalProperties", "enum", "maxLength", "items", "maxItems",
-                   "title", "description"}
 
 
 class TaskError(ValueError):
@@ -236,35 +231,13 @@ def _examples(examples: Any, labels: tuple[str, ...] | None) -> tuple[Example, .
 
 
 def _check_schema(schema: Any, where: str) -> None:
-    """Refuse what the constrained decoder will not enforce, naming the keyword and where it is."""
-    if not isinstance(schema, Mapping):
-        raise TaskError(f"{where} must be a JSON object")
-    unknown = sorted(set(schema) - SCHEMA_KEYWORDS)
-    if unknown:
-        raise TaskError(f"{where} uses the unsupported schema keyword(s) {', '.join(map(repr, unknown))}; "
-                        f"supported: {', '.join(sorted(SCHEMA_KEYWORDS))}")
-    kind = schema.get("type")
-    if kind is None and "enum" not in schema:
-        raise TaskError(f"{where} needs a \"type\" (one of {', '.join(sorted(SCHEMA_TYPES))}) or an \"enum\"")
-    if kind is not None and kind not in SCHEMA_TYPES:
-        raise TaskError(f"{where} has the type {kind!r}; supported: {', '.join(sorted(SCHEMA_TYPES))}")
-    if "enum" in schema and (not isinstance(schema["enum"], list) or not schema["enum"]):
-        raise TaskError(f"{where}.enum must be a non-empty list")
-    for key in ("maxLength", "maxItems"):
-        if key in schema and (isinstance(schema[key], bool) or not isinstance(schema[key], int) or schema[key] < 0):
-            raise TaskError(f"{where}.{key} must be a non-negative integer")
-    props = schema.get("properties", {})
-    if not isinstance(props, Mapping):
-        raise TaskError(f"{where}.properties must be an object")
-    for name, sub in props.items():
-        _check_schema(sub, f"{where}.properties.{name}")
-    required = schema.get("required", [])
-    if not isinstance(required, list) or any(r not in props for r in required):
-        raise TaskError(f"{where}.required must list names from its properties")
-    if "additionalProperties" in schema and schema["additionalProperties"] is not False:
-        raise TaskError(f"{where}.additionalProperties may only be false (extra properties are never generated)")
-    if "items" in schema:
-        _check_schema(schema["items"], f"{where}.items")
+    """Refuse what the constrained decoder will not enforce: its own schema check, so the two never disagree."""
+    from ..constrained.schema import SchemaError, compile_schema
+
+    try:
+        compile_schema(schema, where)
+    except SchemaError as e:
+        raise TaskError(str(e)) from None
 
 
 def listing(labels: Sequence[str], most: int = 20) -> str:
