@@ -156,8 +156,26 @@ def scale(dist: np.ndarray, temperature: float) -> np.ndarray:
     return q / q.sum()
 
 
+class _VoteTotals:
+    """What a result's votes cost together (its `votes` field)."""
+
+    votes: tuple[Vote, ...]
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(v.n_tokens for v in self.votes)
+
+    @property
+    def seconds(self) -> float:
+        return sum(v.seconds for v in self.votes)
+
+    @property
+    def cost(self) -> float:
+        return sum(v.cost for v in self.votes)
+
+
 @dataclass(frozen=True)
-class EnsembleResult:
+class EnsembleResult(_VoteTotals):
     label: str
     probs: tuple[float, ...]  # the calibrated combined distribution
     confidence: float
@@ -167,14 +185,6 @@ class EnsembleResult:
     @property
     def voter_labels(self) -> dict[str, str]:
         return {v.voter: v.label for v in self.votes}
-
-    @property
-    def n_tokens(self) -> int:
-        return sum(v.n_tokens for v in self.votes)
-
-    @property
-    def seconds(self) -> float:
-        return sum(v.seconds for v in self.votes)
 
 
 class Ensemble:
@@ -236,7 +246,7 @@ class Ensemble:
 
 
 @dataclass(frozen=True)
-class CascadeResult:
+class CascadeResult(_VoteTotals):
     label: str
     probs: tuple[float, ...]
     confidence: float
@@ -246,18 +256,6 @@ class CascadeResult:
     @property
     def asked(self) -> tuple[str, ...]:
         return tuple(v.voter for v in self.votes)
-
-    @property
-    def n_tokens(self) -> int:
-        return sum(v.n_tokens for v in self.votes)
-
-    @property
-    def seconds(self) -> float:
-        return sum(v.seconds for v in self.votes)
-
-    @property
-    def cost(self) -> float:
-        return sum(v.cost for v in self.votes)
 
 
 class Cascade:
