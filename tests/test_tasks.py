@@ -101,14 +101,21 @@ def test_bad_files_are_named(tmp_path):
         Task.load(tmp_path / "missing.json")
 
 
-def test_json_schema_tasks_load_but_do_not_run_yet():
+def test_json_schema_tasks_run_and_always_give_a_valid_value(native, tiny_models):
+    import jsonschema
+
     schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20},
-                                               "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 2}},
-              "required": ["name"], "additionalProperties": False}
+                                               "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 2},
+                                               "n": {"type": "integer"}, "ok": {"type": "boolean"}},
+              "required": ["name", "n"], "additionalProperties": False}
     task = Task.load(changed(output={"json_schema": schema}, examples=[{"text": "x", "label": {"name": "x"}}]))
     assert task.labels is None and task.json_schema == schema and task.examples[0].label == '{"name": "x"}'
-    with pytest.raises(NotImplementedError, match="JSON output: constrained decoding is not part of this yet"):
-        task.run(None, "text")
+    with Model.from_file(tiny_models["F16"], native) as model:
+        for text in ("the word", "and the other", "a b c"):
+            result = task.run(model, text, shots=1)
+            jsonschema.validate(result.value, schema)
+            assert json.loads(result.text) == result.value and result.n_tokens > 0
+            assert task.run(model, text, shots=1).value == result.value  # greedy: the same text, the same value
 
 
 # ---- the prompt ----

@@ -31,6 +31,7 @@ MIN_LABELS = 2  # one label is no question: the answer is known before the model
 MAX_LABELS = 1000  # every label is decoded after the prompt; beyond this one item takes minutes in a page
 PROMPT_LABELS = 50  # a longer label set is not listed in the prompt (500 labels take thousands of tokens); the
 # scoring keeps the answer inside the set either way
+JSON_MAX_TOKENS = 256  # a JSON task's answer; the constrained decoder closes the value within it
 DEFAULT_N_CTX = 2048  # the cached context's size: room for instruction, a few shots and a long item, little memory
 
 
@@ -43,6 +44,20 @@ class TaskError(ValueError):
 class Example:
     text: str
     label: str
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    """One JSON task's answer: the value (it validates against the task's schema), its text, and the work it took
+    (tokens decoded, seconds)."""
+
+    value: Any
+    text: str
+    n_tokens: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "n_tokens": self.n_tokens, "seconds": self.seconds}
 
 
 @dataclass(frozen=True)
@@ -153,14 +168,20 @@ class Task:
 
     # ---- running ----
 
-    def run(self, model_or_ctx, text: str, shots: int = 0) -> TaskResult:
-        """Classify one text. Given a Model, a context is created on first use and kept on the model (so calls
-        reuse it); given a Context, that one is used."""
-        if self.labels is None:
-            raise NotImplementedError("JSON output: constrained decoding is not part of this yet")
+    def run(self, model_or_ctx, text: str, shots: int = 0) -> TaskResult | ExtractResult:
+        """Classify one text (a TaskResult), or, for a JSON task, extract one value that validates against the
+        task's schema (an ExtractResult; greedy, so the same text gives the same value). Given a Model, a context
+        is created on first use and kept on the model (so calls reuse it); given a Context, that one is used."""
         ctx = context_for(model_or_ctx)
         t = time.perf_counter()
         prompt = self.prompt_tokens(ctx.model, text, shots)
+        if self.labels is None:
+            from ..constrained import generate_json
+            from ..sampling import GREEDY
+
+            value, out, stats = generate_json(ctx, prompt, dict(self.json_schema), GREEDY, max_tokens=JSON_MAX_TOKENS)
+            return ExtractResult(value, out, stats.n_prompt - stats.n_reused + stats.n_generated,
+                                 time.perf_counter() - t)
         scores = score_labels(ctx, prompt, self.labels)
         seconds = time.perf_counter() - t
         n_tokens = int(prompt.size) + sum(n - 1 for n in scores.n_tokens)  # what score_labels decodes
