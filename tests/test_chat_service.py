@@ -11,51 +11,12 @@ import pytest
 
 from pocketmind import Model
 from pocketmind.chat_service import ChatService
+from counting_backend import CountingBackend, load_like_the_worker
 from tiny_gguf import write_tiny_llama
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTION = [{"role": "user", "content": "what is the word"}]
 GREEDY_REQUEST = {"messages": QUESTION, "max_tokens": 16, "settings": {"temperature": 0}}
-
-
-class CountingBackend:
-    """The native backend, with a ledger of pm_buffer_alloc/pm_buffer_free: a free of memory that is not allocated
-    (a double free, or a free of someone else's pointer) is recorded and NOT passed on, so the test can fail
-    instead of the process crashing. (Raising would not do: a free from __del__ has its exceptions swallowed.)"""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.name, self.max_threads, self.pointer_size = inner.name, inner.max_threads, inner.pointer_size
-        self.live: set[int] = set()
-        self.bad_frees: list[int] = []
-
-    def call(self, fn, *args):
-        if fn == "pm_buffer_free":
-            if args[0] not in self.live:
-                self.bad_frees.append(args[0])
-                return None
-            self.live.remove(args[0])
-        result = self.inner.call(fn, *args)
-        if fn == "pm_buffer_alloc" and result:
-            self.live.add(int(result))
-        return result
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
-def load_like_the_worker(backend: CountingBackend, path: Path, **kwargs):
-    """What chat-worker.js does: copy the GGUF into library memory, hand it to ChatService.from_buffer, and free it
-    itself if that fails. Returns (service or None, error message or None)."""
-    data = path.read_bytes()
-    buffer = backend.call("pm_buffer_alloc", len(data))
-    backend.write(buffer, data)
-    try:
-        return ChatService.from_buffer(backend, buffer, len(data), **kwargs), None
-    except Exception as e:
-        message = str(e)  # the exception (and the frames its traceback holds) must not outlive this block
-    backend.call("pm_buffer_free", buffer)
-    return None, message
 
 
 @pytest.fixture(scope="module")
@@ -77,17 +38,17 @@ def test_a_failed_load_leaves_the_buffer_to_the_caller_and_frees_nothing_twice(n
                                                                              bad_template_model, case):
     backend = CountingBackend(native)
     if case == "bad template":
-        service, error = load_like_the_worker(backend, bad_template_model, n_ctx=256)
+        service, error = load_like_the_worker(ChatService, backend, bad_template_model, n_ctx=256)
         assert "the model's chat template does not compile" in error
     else:
-        service, error = load_like_the_worker(backend, tiny_models["F32"], n_ctx=256, n_threads=0)
+        service, error = load_like_the_worker(ChatService, backend, tiny_models["F32"], n_ctx=256, n_threads=0)
         assert "n_threads 0 is outside" in error
     assert service is None
     gc.collect()  # an orphaned Model would free the buffer again here
     assert backend.bad_frees == [] and backend.live == set()
 
     # the same process then loads a good model and answers exactly as a fresh process does
-    service, error = load_like_the_worker(backend, tiny_models["F32"], n_ctx=256)
+    service, error = load_like_the_worker(ChatService, backend, tiny_models["F32"], n_ctx=256)
     assert error is None and service.model.owns_buffer
     answer = service.answer(json.dumps(GREEDY_REQUEST))
     service.close()
@@ -99,7 +60,7 @@ def test_a_failed_load_leaves_the_buffer_to_the_caller_and_frees_nothing_twice(n
 
 def test_a_successful_load_gives_the_buffer_to_the_model(native, tiny_models):
     backend = CountingBackend(native)
-    service, error = load_like_the_worker(backend, tiny_models["F32"], n_ctx=256)
+    service, error = load_like_the_worker(ChatService, backend, tiny_models["F32"], n_ctx=256)
     assert error is None and service.model.owns_buffer
     assert len(backend.live) >= 1
     service.close()

@@ -40,6 +40,20 @@ SETTINGS = tuple(field for field, _ in GGUF_SAMPLING_KEYS.values()) + ("seed",)
 PROMPT_BATCH = 256
 
 
+def load_service(make, backend: Backend, buffer: int, size: int):
+    """make(model) on the GGUF in library memory, with the buffer rule every service's from_buffer keeps: on
+    success the model owns the buffer; if the load or make fails, this raises and the buffer is still the caller's
+    (the half-built model is closed without touching it)."""
+    model = Model.from_buffer(buffer, size, backend, owns_buffer=False)
+    try:
+        service = make(model)
+    except BaseException:
+        model.close()
+        raise
+    model.adopt_buffer()
+    return service
+
+
 class ChatService:
     def __init__(self, model: Model, n_ctx: int = 2048, n_threads: int = 1):
         self.model = model
@@ -54,14 +68,7 @@ class ChatService:
         """Load the GGUF the worker downloaded into wasm memory. On success the model owns the buffer (close()
         frees it); on any failure (the load, the context, the chat template) this raises and the buffer is still
         the caller's to free: the half-built model is closed without touching it."""
-        model = Model.from_buffer(buffer, size, backend, owns_buffer=False)
-        try:
-            service = cls(model, n_ctx, n_threads)
-        except BaseException:
-            model.close()
-            raise
-        model.adopt_buffer()
-        return service
+        return load_service(lambda model: cls(model, n_ctx, n_threads), backend, buffer, size)
 
     def close(self) -> None:
         self._events = None
