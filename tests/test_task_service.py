@@ -1,0 +1,274 @@
+"""The tasks page's service under CPython: runs, evaluation equal to evaluate(), stop, every refusal's message,
+downloads that round-trip, and the buffer rule of from_buffer."""
+from __future__ import annotations
+
+import csv
+import gc
+import io
+import json
+from pathlib import Path
+
+import pytest
+from counting_backend import CountingBackend, load_like_the_worker
+from tiny_gguf import write_tiny_llama
+
+from pocketmind import Model
+from pocketmind.tasks import DataError, Task, TaskError, Voter, evaluate, parse_rows
+from pocketmind.task_service import TaskService
+
+REPO = Path(__file__).resolve().parents[1]
+TASK_JSON = (REPO / "data" / "tasks" / "review_sentiment.json").read_text(encoding="utf-8")
+CSV = (REPO / "data" / "review_sentiment.csv").read_text(encoding="utf-8")
+LABELS = ["positive", "negative", "neutral"]
+
+
+def first_test_rows(n: int) -> str:
+    """The header and the first n test rows of the shipped CSV, as CSV text."""
+    lines = CSV.splitlines()
+    return "\n".join([lines[0]] + [line for line in lines[1:] if ",test," in line][:n]) + "\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory) -> Path:
+    """A tiny random model with room for three shots (the shared ones have 256 tokens)."""
+    return write_tiny_llama(tmp_path_factory.mktemp("task-service") / "tiny.gguf", "F32", n_ctx=2048)
+
+
+@pytest.fixture(scope="module")
+def model(native, tiny_path):
+    model = Model.from_file(tiny_path, native)
+    yield model
+    model.close()
+
+
+@pytest.fixture
+def service(model):
+    service = TaskService(model, n_ctx=1024)
+    service.load_task(TASK_JSON)
+    yield service
+    service.ctx.close()  # the module's model lives on
+
+
+def events(service) -> list[dict]:
+    out = []
+    while (event := service.step()) is not None:
+        out.append(json.loads(event))
+    return out
+
+
+def test_load_task_describes_the_task(model):
+    service = TaskService(model, n_ctx=1024)
+    assert json.loads(service.load_task(TASK_JSON)) == {"name": "review_sentiment", "labels": LABELS,
+                                                         "json_schema": None, "n_examples": 3}
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    doc = {"name": "count", "instruction": "How many?", "output": {"json_schema": schema}}
+    assert json.loads(service.load_task(json.dumps(doc))) == {"name": "count", "labels": None,
+                                                              "json_schema": schema, "n_examples": 0}
+    service.ctx.close()
+
+
+def test_a_run_gives_one_item_event_per_text_then_done(service):
+    texts = [f"review {i}: the lid broke but the pot is fine" for i in range(10)]
+    service.start_run(json.dumps({"items": texts, "shots": 1}))
+    got = events(service)
+    assert [e["type"] for e in got] == ["item"] * 10 + ["done"]
+    for i, item in enumerate(got[:10]):
+        assert item["index"] == i and item["text"] == texts[i] and item["label"] in LABELS
+        assert set(item["probs"]) == set(LABELS) and abs(sum(item["probs"].values()) - 1) < 1e-9
+        assert item["confidence"] == item["probs"][item["label"]] == max(item["probs"].values())
+    done = got[-1]
+    assert done["stopped"] is False and done["n_done"] == done["total"] == 10
+    assert sum(done["label_counts"].values()) == 10 and list(done["label_counts"]) == LABELS
+    assert service.step() is None
+
+
+def test_a_run_over_csv_takes_the_text_column_and_max_items(service):
+    service.start_run(json.dumps({"csv": CSV, "max_items": 4}))
+    got = events(service)
+    rows = parse_rows(CSV.encode(), label_column=None)
+    assert [e["text"] for e in got[:-1]] == [r.text for r in rows[:4]]
+    assert got[-1]["total"] == 4
+
+
+def test_the_same_text_gets_the_same_answer_as_task_run(service):
+    text = "Arrived broken, the seller never answered."
+    service.start_run(json.dumps({"items": [text], "shots": 2}))
+    item = events(service)[0]
+    expected = Task.parse(TASK_JSON).run(service.ctx, text, 2)
+    assert item["label"] == expected.label and list(item["probs"].values()) == list(expected.probs)
+
+
+def test_an_eval_gives_the_numbers_evaluate_gives(service, model):
+    data = first_test_rows(10)
+    service.start_eval(json.dumps({"csv": data, "shots": [0, 3]}))
+    got = events(service)
+    progress = [e for e in got if e["type"] == "progress"]
+    assert [(e["setup"], e["done"]) for e in progress] == [(s, d) for s in ("0-shot", "3-shot") for d in range(1, 11)]
+    assert all(e["total"] == 10 for e in progress) and got[-1]["type"] == "done" and len(got) == 21
+    report = got[-1]
+    assert report["stopped"] is False and report["n"] == 10 and report["labels"] == LABELS
+
+    # the CLI's path: evaluate() over the same rows, with a fresh context of the same size
+    task = Task.parse(TASK_JSON)
+    rows = parse_rows(data.encode(), labels=task.labels, split="test")
+    assert len(rows) == 10
+    ctx = model.context(n_ctx=1024)
+    direct = evaluate(task, rows, {f"{k}-shot": Voter.from_task(task, ctx, k) for k in (0, 3)})
+    ctx.close()
+    for mine, theirs in zip(report["setups"], direct.setups, strict=True):
+        assert mine["name"] == theirs.name and mine["n"] == theirs.n == 10
+        assert mine["accuracy"] == theirs.accuracy and mine["macro_f1"] == theirs.macro_f1
+        assert mine["predictions"] == list(theirs.predictions) and mine["n_tokens"] == theirs.n_tokens
+        assert mine["confusion"] == [list(row) for row in theirs.confusion]
+        assert mine["ms_per_item"] > 0
+
+
+def test_stop_after_three_items_ends_a_run_with_what_was_finished(service):
+    service.start_run(json.dumps({"items": [f"text {i}" for i in range(10)]}))
+    got = [json.loads(service.step()) for _ in range(3)]
+    service.stop()
+    done = json.loads(service.step())
+    assert [e["type"] for e in got] == ["item"] * 3
+    assert done["type"] == "done" and done["stopped"] is True and done["n_done"] == 3 and done["total"] == 10
+    assert service.step() is None
+    assert [r["text"] for r in json.loads(service.results_json())["items"]] == ["text 0", "text 1", "text 2"]
+
+
+def test_stop_during_an_eval_reports_the_rows_answered(service):
+    service.start_eval(json.dumps({"csv": first_test_rows(10), "shots": [0, 1]}))
+    for _ in range(13):  # 10 rows of 0-shot, 3 of 1-shot
+        assert json.loads(service.step())["type"] == "progress"
+    service.stop()
+    done = json.loads(service.step())
+    assert done["stopped"] is True and done["n"] == 10
+    assert [(s["name"], s["n"], len(s["predictions"])) for s in done["setups"]] == [("0-shot", 10, 10),
+                                                                                   ("1-shot", 3, 3)]
+    assert service.step() is None
+
+
+AWKWARD = ['plain', 'a, comma', 'she said "no"', 'two\nlines', 'windows\r\nline', '  padded  ', 'ünïcødé ✓',
+           '"', ',,,']
+
+
+def test_results_csv_round_trips_awkward_text(service):
+    service.start_run(json.dumps({"items": AWKWARD}))
+    events(service)
+    table = list(csv.reader(io.StringIO(service.results_csv(), newline="")))
+    assert table[0] == ["text", "label", "confidence", "p(positive)", "p(negative)", "p(neutral)"]
+    assert [row[0] for row in table[1:]] == AWKWARD
+    items = json.loads(service.results_json())["items"]
+    assert [row[1] for row in table[1:]] == [r["label"] for r in items]
+    assert [float(row[2]) for row in table[1:]] == [r["confidence"] for r in items]  # repr: exact
+
+
+def test_a_json_task_runs_and_downloads_its_values(service):
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    service.load_task(json.dumps({"name": "count", "instruction": "How many?", "output": {"json_schema": schema}}))
+    service.start_run(json.dumps({"items": ["three apples", "a, b"]}))
+    got = events(service)
+    assert [e["type"] for e in got] == ["item", "item", "done"]
+    assert all(isinstance(e["value"]["n"], int) and e["probs"] is None for e in got[:2])
+    assert got[-1]["label_counts"] is None
+    table = list(csv.reader(io.StringIO(service.results_csv(), newline="")))
+    assert table[0] == ["text", "value"] and [json.loads(row[1]) for row in table[1:]] == [e["value"] for e in got[:2]]
+    with pytest.raises(ValueError, match="^evaluation needs a task with labels"):
+        service.start_eval(json.dumps({"csv": CSV}))
+
+
+# ---- refusals ----
+
+HEADER = "id,split,text,label\n"
+
+
+@pytest.mark.parametrize("data, message", [
+    ("id,split,review,label\nr1,test,good,positive\n",
+     "the file has no column 'text'; its columns are: 'id', 'split', 'review', 'label'"),
+    (HEADER + "r1,test,good,positive\nr2,test,meh,so-so\n",
+     "row 2 (line 3) has the label 'so-so', which is not one of: positive, negative, neutral"),
+    (HEADER + "r1,test,good,positive\nr2,test,bad\n", "row 2 (line 3) has 3 fields; the header has 4"),
+    (HEADER + "r1,test,good,positive,extra\n", "row 1 (line 2) has 5 fields; the header has 4"),
+    ("", "the file is empty"),
+    ("  \n", "the file is empty"),
+    (HEADER, "the file has a header but no rows"),
+    (HEADER + "r1,dev,good,positive\n", "no rows have split 'test'; the splits present are: 'dev'"),
+])
+def test_bad_csv_is_refused_with_the_clis_message(service, data, message):
+    with pytest.raises(DataError) as error:
+        service.start_eval(json.dumps({"csv": data}))
+    assert str(error.value) == message
+    assert service.step() is None
+
+
+def test_a_run_refuses_a_csv_without_the_text_column(service):
+    with pytest.raises(DataError, match="^the file has no column 'text'; its columns are: 'review'$"):
+        service.start_run(json.dumps({"csv": "review\ngood\n"}))
+
+
+@pytest.mark.parametrize("request_, message", [
+    ({}, 'a run needs "items" (a list of texts) or "csv" (CSV text), not both'),
+    ({"items": ["a"], "csv": "text\na\n"}, 'a run needs "items" (a list of texts) or "csv" (CSV text), not both'),
+    ({"items": []}, "items must be a non-empty list of texts"),
+    ({"items": ["fine", "  "]}, "item 2 must be a non-empty text, got '  '"),
+    ({"items": ["fine"], "shots": 4}, "4 shots asked for, but the task 'review_sentiment' has 3 examples"),
+    ({"items": ["fine"], "shots": -1}, "shots must be a non-negative integer, got -1"),
+    ({"items": ["fine"], "max_items": 0}, "max_items must be a positive integer, got 0"),
+    ({"csv": 7}, "csv must be CSV text, got int"),
+])
+def test_bad_run_requests_are_refused(service, request_, message):
+    with pytest.raises(ValueError) as error:
+        service.start_run(json.dumps(request_))
+    assert str(error.value) == message
+
+
+def test_bad_eval_requests_are_refused(service):
+    with pytest.raises(ValueError, match=r"^shots must be a non-empty list of counts, e\.g\. \[0, 3\]; got 3$"):
+        service.start_eval(json.dumps({"csv": CSV, "shots": 3}))
+    with pytest.raises(ValueError, match="^5 shots asked for, but the task 'review_sentiment' has 3 examples$"):
+        service.start_eval(json.dumps({"csv": CSV, "shots": [0, 5]}))
+    with pytest.raises(ValueError, match="^an evaluation needs \"csv\""):
+        service.start_eval(json.dumps({"shots": [0]}))
+
+
+def test_a_bad_task_and_a_run_before_a_task_are_clear_errors(model):
+    service = TaskService(model, n_ctx=1024)
+    with pytest.raises(ValueError, match="^no task is loaded: call load_task first$"):
+        service.start_run(json.dumps({"items": ["good"]}))
+    with pytest.raises(ValueError, match="^no task is loaded: call load_task first$"):
+        service.start_eval(json.dumps({"csv": CSV}))
+    with pytest.raises(ValueError, match="^there are no results yet: start a run first$"):
+        service.results_csv()
+    with pytest.raises(TaskError, match="^the task is not valid JSON: Expecting value at line 1, column 1$"):
+        service.load_task("labels: a, b")
+    with pytest.raises(TaskError, match="^the task has no 'output'$"):
+        service.load_task(json.dumps({"name": "x", "instruction": "y"}))
+    assert service.task is None  # a refused document loads nothing
+    service.ctx.close()
+
+
+# ---- the buffer rule (shared with ChatService) ----
+
+@pytest.mark.parametrize("case", ["not a model", "context refused"])
+def test_a_failed_load_leaves_the_buffer_to_the_caller(native, tiny_models, tmp_path, case):
+    backend = CountingBackend(native)
+    if case == "not a model":
+        path = tmp_path / "junk.gguf"
+        path.write_bytes(b"GGUF" + b"\0" * 60)
+        service, error = load_like_the_worker(TaskService, backend, path, n_ctx=256)
+        assert error
+    else:
+        service, error = load_like_the_worker(TaskService, backend, tiny_models["F32"], n_ctx=256, n_threads=0)
+        assert "n_threads 0 is outside" in error
+    assert service is None
+    gc.collect()  # an orphaned Model would free the buffer again here
+    assert backend.bad_frees == [] and backend.live == set()
+
+    service, error = load_like_the_worker(TaskService, backend, tiny_models["F32"], n_ctx=256)
+    assert error is None and service.model.owns_buffer
+    service.load_task(TASK_JSON)
+    service.start_run(json.dumps({"items": ["fine"]}))
+    assert [e["type"] for e in events(service)] == ["item", "done"]
+    service.close()
+    service.close()  # twice: nothing more is freed
+    del service
+    gc.collect()
+    assert backend.bad_frees == [] and backend.live == set()
