@@ -29,7 +29,7 @@ import json
 from dataclasses import asdict, replace
 
 from .capi import Backend
-from .engine import Model
+from .engine import Model, load_service
 from .generate import ChatSession, Chunk, Done, Prefill
 from .sampling import GREEDY, GGUF_SAMPLING_KEYS, SamplingParams, defaults_from_metadata, settings_dict
 
@@ -38,20 +38,6 @@ SETTINGS = tuple(field for field, _ in GGUF_SAMPLING_KEYS.values()) + ("seed",)
 # batch, so Stop waits for at most one batch: 256 (half llama.cpp's usual 512) halves that wait; much smaller
 # batches would cost prompt speed.
 PROMPT_BATCH = 256
-
-
-def load_service(make, backend: Backend, buffer: int, size: int):
-    """make(model) on the GGUF in library memory, with the buffer rule every service's from_buffer keeps: on
-    success the model owns the buffer; if the load or make fails, this raises and the buffer is still the caller's
-    (the half-built model is closed without touching it)."""
-    model = Model.from_buffer(buffer, size, backend, owns_buffer=False)
-    try:
-        service = make(model)
-    except BaseException:
-        model.close()
-        raise
-    model.adopt_buffer()
-    return service
 
 
 class ChatService:

@@ -376,5 +376,19 @@ class Context(_Handle):
         return self.backend.float32_array(_read_pointer(self.backend, out), self.model.n_embd).copy()
 
 
+def load_service(make, backend: Backend, buffer: int, size: int):
+    """make(model) on the GGUF in library memory, with the buffer rule every service's from_buffer keeps: on
+    success the model owns the buffer; if the load or make fails, this raises and the buffer is still the caller's
+    (the half-built model is closed without touching it)."""
+    model = Model.from_buffer(buffer, size, backend, owns_buffer=False)
+    try:
+        service = make(model)
+    except BaseException:
+        model.close()
+        raise
+    model.adopt_buffer()
+    return service
+
+
 def _read_pointer(backend: Backend, ptr: int) -> int:
     return int.from_bytes(backend.read(ptr, backend.pointer_size), "little")

@@ -35,8 +35,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from .capi import Backend
-from .chat_service import load_service
-from .engine import Model
+from .engine import Model, load_service
 from .tasks import Report, Task, Voter, evaluate, parse_rows
 from .tasks.task import DEFAULT_N_CTX
 
