@@ -126,6 +126,7 @@ class Model(_Handle):
         self.eos = backend.call("pm_model_token_eos", ptr)
         self.eot = backend.call("pm_model_token_eot", ptr)
         self.add_bos = bool(backend.call("pm_model_add_bos", ptr))
+        self._control_texts: dict[int, str | None] = {}  # control_text's answers: asked for every prompt
 
     # ---- loading ----
 
@@ -300,6 +301,16 @@ class Model(_Handle):
 
     def detokenize(self, tokens: Sequence[int], special: bool = False) -> bytes:
         return b"".join(self.token_bytes(t, special) for t in tokens)
+
+    def control_text(self, token: int) -> str | None:
+        """The text of a control token (<|im_start|>, a BOS: it has text only when rendered as special), else
+        None. Cached: chat prompts ask it of every token of the template's markup."""
+        token = int(token)
+        if token not in self._control_texts:
+            special = self.token_bytes(token, special=True)
+            plain = b"" if special == b"" else self.token_bytes(token, special=False)
+            self._control_texts[token] = special.decode("utf-8", errors="replace") if special and not plain else None
+        return self._control_texts[token]
 
     def is_eog(self, token: int) -> bool:
         return bool(self.backend.call("pm_model_is_eog", self.ptr, int(token)))

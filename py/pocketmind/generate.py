@@ -296,13 +296,8 @@ def chat_prompt_tokens(model, messages: Sequence[Mapping[str, Any]], template: C
     return tokens
 
 
-def _is_special(model, token: int) -> bool:
-    """A control token: it has text only when rendered as special (llama.cpp's parse_special tokens)."""
-    return model.token_bytes(token, special=False) == b"" and model.token_bytes(token, special=True) != b""
-
-
 def _has_special(model, text: str) -> bool:
-    return any(_is_special(model, t) for t in model.tokenize(text, add_special=False, parse_special=True))
+    return any(model.control_text(t) is not None for t in model.tokenize(text, add_special=False, parse_special=True))
 
 
 def _split_at_specials(model, text: str) -> list[str | int]:
@@ -313,13 +308,14 @@ def _split_at_specials(model, text: str) -> list[str | int]:
     pieces: list[str | int] = []
     pos = 0
     for token in (int(t) for t in tokens):
-        if not _is_special(model, token):
+        special = model.control_text(token)
+        if special is None:
             continue
-        at = text.find(model.token_bytes(token, special=True).decode("utf-8", errors="replace"), pos)
+        at = text.find(special, pos)
         if at < 0:  # cannot place it in the text: keep the template's own tokenization of this part
             return [int(t) for t in tokens]
         pieces += [text[pos:at], token]
-        pos = at + len(model.token_bytes(token, special=True).decode("utf-8", errors="replace"))
+        pos = at + len(special)
     return pieces + [text[pos:]]
 
 
