@@ -13,7 +13,9 @@ from counting_backend import CountingBackend, load_like_the_worker
 from tiny_gguf import write_tiny_llama
 
 from pocketmind import Model
-from pocketmind.tasks import DataError, Task, TaskError, Voter, evaluate, parse_rows
+from pocketmind.tasks import DataError, Ensemble, Task, TaskError, Voter, evaluate, parse_rows
+from pocketmind.tasks.compare import Lineup
+from pocketmind.tasks.data import eval_rows
 from pocketmind.task_service import TaskService
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,19 +36,13 @@ def tiny_path(tmp_path_factory) -> Path:
     return write_tiny_llama(tmp_path_factory.mktemp("task-service") / "tiny.gguf", "F32", n_ctx=2048)
 
 
-@pytest.fixture(scope="module")
-def model(native, tiny_path):
-    model = Model.from_file(tiny_path, native)
-    yield model
-    model.close()
-
-
 @pytest.fixture
-def service(model):
-    service = TaskService(model, n_ctx=1024)
+def service(native, tiny_path):
+    service = TaskService(n_ctx=1024)
+    service.add_model(Model.from_file(tiny_path, native), "tiny")
     service.load_task(TASK_JSON)
     yield service
-    service.ctx.close()  # the module's model lives on
+    service.close()
 
 
 def events(service) -> list[dict]:
@@ -56,15 +52,14 @@ def events(service) -> list[dict]:
     return out
 
 
-def test_load_task_describes_the_task(model):
-    service = TaskService(model, n_ctx=1024)
+def test_load_task_describes_the_task():
+    service = TaskService(n_ctx=1024)
     assert json.loads(service.load_task(TASK_JSON)) == {"name": "review_sentiment", "labels": LABELS,
                                                          "json_schema": None, "n_examples": 3}
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
     doc = {"name": "count", "instruction": "How many?", "output": {"json_schema": schema}}
     assert json.loads(service.load_task(json.dumps(doc))) == {"name": "count", "labels": None,
                                                               "json_schema": schema, "n_examples": 0}
-    service.ctx.close()
 
 
 def test_a_run_gives_one_item_event_per_text_then_done(service):
@@ -94,33 +89,63 @@ def test_the_same_text_gets_the_same_answer_as_task_run(service):
     text = "Arrived broken, the seller never answered."
     service.start_run(json.dumps({"items": [text], "shots": 2}))
     item = events(service)[0]
-    expected = Task.parse(TASK_JSON).run(service.ctx, text, 2)
+    expected = Task.parse(TASK_JSON).run(service.contexts["tiny"], text, 2)
     assert item["label"] == expected.label and list(item["probs"].values()) == list(expected.probs)
 
 
-def test_an_eval_gives_the_numbers_evaluate_gives(service, model):
-    data = first_test_rows(10)
+def test_an_eval_gives_the_numbers_evaluate_gives(service, native, tiny_path):
+    data = first_test_rows(10)  # no dev rows: the ensembles are not fitted, and there is no cascade
     service.start_eval(json.dumps({"csv": data, "shots": [0, 3]}))
     got = events(service)
+    setups = ["tiny 0-shot", "tiny 3-shot", "ensemble majority", "ensemble mean"]
     progress = [e for e in got if e["type"] == "progress"]
-    assert [(e["setup"], e["done"]) for e in progress] == [(s, d) for s in ("0-shot", "3-shot") for d in range(1, 11)]
-    assert all(e["total"] == 10 for e in progress) and got[-1]["type"] == "done" and len(got) == 21
+    assert [(e["phase"], e["setup"], e["done"]) for e in progress] == [("test", s, d) for s in setups
+                                                                       for d in range(1, 11)]
+    assert all(e["total"] == 10 for e in progress) and got[-1]["type"] == "done" and len(got) == 41
     report = got[-1]
     assert report["stopped"] is False and report["n"] == 10 and report["labels"] == LABELS
 
-    # the CLI's path: evaluate() over the same rows, with a fresh context of the same size
+    # the library's path: evaluate() over the same rows, with a fresh model and context of the same size
     task = Task.parse(TASK_JSON)
     rows = parse_rows(data.encode(), labels=task.labels, split="test")
     assert len(rows) == 10
-    ctx = model.context(n_ctx=1024)
-    direct = evaluate(task, rows, {f"{k}-shot": Voter.from_task(task, ctx, k) for k in (0, 3)})
-    ctx.close()
-    for mine, theirs in zip(report["setups"], direct.setups, strict=True):
-        assert mine["name"] == theirs.name and mine["n"] == theirs.n == 10
+    with Model.from_file(tiny_path, native) as model:
+        ctx = model.context(n_ctx=1024)
+        voters = [Voter.from_task(task, ctx, k, name=f"tiny {k}-shot") for k in (0, 3)]
+        direct = evaluate(task, rows, {**{v.name: v for v in voters}, "ensemble majority": Ensemble(voters, "majority"),
+                                       "ensemble mean": Ensemble(voters, "mean")})
+    for mine, theirs, name in zip(report["setups"], direct.setups, setups, strict=True):
+        assert mine["name"] == name and mine["n"] == theirs.n == 10
         assert mine["accuracy"] == theirs.accuracy and mine["macro_f1"] == theirs.macro_f1
         assert mine["predictions"] == list(theirs.predictions) and mine["n_tokens"] == theirs.n_tokens
         assert mine["confusion"] == [list(row) for row in theirs.confusion]
-        assert mine["ms_per_item"] > 0
+        assert mine["ms_per_item"] > 0 and mine["models"] == ["tiny"]
+    assert report["recommendation"]["reached"] is True and report["hosted"]["input_tokens"] > 0
+
+
+def test_an_eval_with_dev_rows_fits_and_equals_the_clis_lineup(service, native, tiny_path):
+    lines = CSV.splitlines()
+    data = "\n".join([lines[0]] + [ln for ln in lines[1:] if ",dev," in ln][:6]
+                     + [ln for ln in lines[1:] if ",test," in ln][:6]) + "\n"
+    service.start_eval(json.dumps({"csv": data, "shots": [0, 1]}))
+    got = events(service)
+    phases = [(e["phase"], e["setup"]) for e in got if e["type"] == "progress"]
+    assert phases[:12] == [("dev", f"dev: tiny {k}-shot") for k in (0, 1) for _ in range(6)]
+    report = got[-1]
+    names = ["tiny 0-shot", "tiny 1-shot", "ensemble majority", "ensemble mean", "ensemble weighted", "cascade"]
+    assert [s["name"] for s in report["setups"]] == names
+    assert set(report["fitted"]) == {"ensemble majority", "ensemble mean", "ensemble weighted", "cascade"}
+
+    task = Task.parse(TASK_JSON)
+    rows, dev = eval_rows(data.encode(), "text", "label", task.labels)
+    with Model.from_file(tiny_path, native) as model:
+        lineup = Lineup(task, [("tiny", model.context(n_ctx=1024))], [0, 1]).fit(dev)
+        direct = lineup.evaluation(rows)
+        for _ in direct:
+            pass
+    assert [s["predictions"] for s in report["setups"]] == [list(s.predictions) for s in direct.report.setups]
+    assert [s["accuracy"] for s in report["setups"]] == [s.accuracy for s in direct.report.setups]
+    assert report["fitted"]["cascade"]["thresholds"] == list(lineup.fitted["cascade"]["thresholds"])
 
 
 def test_stop_after_three_items_ends_a_run_with_what_was_finished(service):
@@ -141,8 +166,8 @@ def test_stop_during_an_eval_reports_the_rows_answered(service):
     service.stop()
     done = json.loads(service.step())
     assert done["stopped"] is True and done["n"] == 10
-    assert [(s["name"], s["n"], len(s["predictions"])) for s in done["setups"]] == [("0-shot", 10, 10),
-                                                                                   ("1-shot", 3, 3)]
+    assert [(s["name"], s["n"], len(s["predictions"])) for s in done["setups"]] == [("tiny 0-shot", 10, 10),
+                                                                                   ("tiny 1-shot", 3, 3)]
     assert service.step() is None
 
 
@@ -205,8 +230,11 @@ def test_a_run_refuses_a_csv_without_the_text_column(service):
 
 
 @pytest.mark.parametrize("request_, message", [
-    ({}, 'a run needs "items" (a list of texts) or "csv" (CSV text), not both'),
-    ({"items": ["a"], "csv": "text\na\n"}, 'a run needs "items" (a list of texts) or "csv" (CSV text), not both'),
+    ({}, 'a run needs "items" (a list of texts), "csv" (CSV text), "txt" (one item a line) or a file'),
+    ({"items": ["a"], "csv": "text\na\n"}, 'a run needs one of "items" (a list of texts), "csv", "txt" or a file, '
+                                           'not several'),
+    ({"csv": "text\na\n", "txt": "a"}, 'a run needs "csv" (CSV text) or "txt" (TXT text) or a file'),
+    ({"items": ["fine"], "model": "gemma"}, "no model named 'gemma' is loaded; the models are: tiny"),
     ({"items": []}, "items must be a non-empty list of texts"),
     ({"items": ["fine", "  "]}, "item 2 must be a non-empty text, got '  '"),
     ({"items": ["fine"], "shots": 4}, "4 shots asked for, but the task 'review_sentiment' has 3 examples"),
@@ -220,6 +248,74 @@ def test_bad_run_requests_are_refused(service, request_, message):
     assert str(error.value) == message
 
 
+def test_txt_and_dropped_files_give_the_items(service):
+    service.start_run(json.dumps({"txt": " first \n\n second\r\nthird"}))
+    assert [e["text"] for e in events(service)[:-1]] == ["first", "second", "third"]
+    service.start_run(json.dumps({"file": "txt"}), "one\ntwo\n".encode())
+    assert [e["text"] for e in events(service)[:-1]] == ["one", "two"]
+    service.start_run(json.dumps({"file": "csv"}), first_test_rows(2).encode())
+    assert len(events(service)) == 3
+
+
+@pytest.mark.parametrize("request_, data, message", [
+    ({"file": "txt"}, b"caf\xe9\n", "the file is not UTF-8 text: byte 0xe9 at offset 3 (line 1) is not valid UTF-8; "
+                                    "save the file as UTF-8"),
+    ({"file": "xlsx"}, b"a", "a file needs \"file\": one of 'csv', 'txt'; got 'xlsx'"),
+    ({"file": "txt", "txt": "a"}, b"a", "give the file's bytes or 'txt' text, not both"),
+    ({"file": "txt"}, b"\n \n", "the file is empty"),
+])
+def test_bad_files_are_refused(service, request_, data, message):
+    with pytest.raises(ValueError) as error:
+        service.start_run(json.dumps(request_), data)
+    assert str(error.value) == message
+    assert service.step() is None
+
+
+def test_a_file_of_over_50_mb_is_refused_before_parsing(service):
+    with pytest.raises(DataError, match=r"^the file is 50\.0 MB; the limit is 50 MB$"):
+        service.start_eval(json.dumps({"file": "csv"}), b"x" * 50_000_001)
+
+
+def test_several_models_stay_loaded_and_each_is_asked_by_name(native, tiny_path, tiny_models):
+    service = TaskService(n_ctx=1024)
+    card = json.loads(service.add_model(Model.from_file(tiny_path, native), "a"))
+    assert card["name"] == "a" and card["n_params"] > 0
+    service.add_model(Model.from_file(tiny_path, native), "b")
+    with pytest.raises(ValueError, match="^a model named 'a' is already loaded$"):
+        service.add_model(Model.from_file(tiny_path, native), "a")
+    service.load_task(TASK_JSON)
+    service.start_run(json.dumps({"items": ["fine"], "model": "b"}))
+    from_b = events(service)[0]
+    service.start_eval(json.dumps({"csv": first_test_rows(3), "models": ["a", "b"]}))
+    report = events(service)[-1]
+    assert [s["name"] for s in report["setups"]] == ["a 0-shot", "b 0-shot", "ensemble majority", "ensemble mean"]
+    assert report["setups"][1]["models"] == ["b"] and report["setups"][2]["models"] == ["a", "b"]
+    assert report["setups"][2]["model_bytes"] == 2 * report["setups"][0]["model_bytes"]
+    # the same weights: the same answers, whichever model is asked
+    assert report["setups"][0]["predictions"] == report["setups"][1]["predictions"]
+    assert from_b["label"] in LABELS
+    service.remove_model("a")
+    assert list(service.contexts) == ["b"]
+    with pytest.raises(ValueError, match="^no model named 'a' is loaded; the models are: b$"):
+        service.start_eval(json.dumps({"csv": first_test_rows(3), "models": ["a"]}))
+    service.close()
+    assert not service.contexts
+
+
+def test_recommend_picks_the_least_compute_reaching_the_target(service):
+    with pytest.raises(ValueError, match="^there is no finished evaluation to recommend from$"):
+        service.recommend("0.5")
+    service.start_eval(json.dumps({"csv": first_test_rows(6), "shots": [0, 3]}))
+    report = events(service)[-1]
+    by_name = {s["name"]: s for s in report["setups"]}
+    cheapest = min(report["setups"], key=lambda s: s["cost_per_item"])
+    assert json.loads(service.recommend("0"))["setup"] == cheapest["name"]
+    assert by_name["tiny 3-shot"]["cost_per_item"] > by_name["tiny 0-shot"]["cost_per_item"]  # longer prompts
+    assert json.loads(service.recommend("1.0"))["reached"] is (max(s["accuracy"] for s in report["setups"]) == 1.0)
+    with pytest.raises(ValueError, match="^the target accuracy is a fraction between 0 and 1, got 2$"):
+        service.recommend("2")
+
+
 def test_bad_eval_requests_are_refused(service):
     with pytest.raises(ValueError, match=r"^shots must be a non-empty list of counts, e\.g\. \[0, 3\]; got 3$"):
         service.start_eval(json.dumps({"csv": CSV, "shots": 3}))
@@ -227,10 +323,13 @@ def test_bad_eval_requests_are_refused(service):
         service.start_eval(json.dumps({"csv": CSV, "shots": [0, 5]}))
     with pytest.raises(ValueError, match="^an evaluation needs \"csv\""):
         service.start_eval(json.dumps({"shots": [0]}))
+    with pytest.raises(ValueError, match="^models must be a non-empty list of loaded models' names; got \\[\\]$"):
+        service.start_eval(json.dumps({"csv": CSV, "models": []}))
 
 
-def test_a_bad_task_and_a_run_before_a_task_are_clear_errors(model):
-    service = TaskService(model, n_ctx=1024)
+def test_a_bad_task_and_a_run_before_a_task_are_clear_errors(native, tiny_path):
+    service = TaskService(n_ctx=1024)
+    service.add_model(Model.from_file(tiny_path, native), "tiny")
     with pytest.raises(ValueError, match="^no task is loaded: call load_task first$"):
         service.start_run(json.dumps({"items": ["good"]}))
     with pytest.raises(ValueError, match="^no task is loaded: call load_task first$"):
@@ -242,7 +341,7 @@ def test_a_bad_task_and_a_run_before_a_task_are_clear_errors(model):
     with pytest.raises(TaskError, match="^the task has no 'output'$"):
         service.load_task(json.dumps({"name": "x", "instruction": "y"}))
     assert service.task is None  # a refused document loads nothing
-    service.ctx.close()
+    service.close()
 
 
 # ---- the buffer rule (shared with ChatService) ----
@@ -263,7 +362,15 @@ def test_a_failed_load_leaves_the_buffer_to_the_caller(native, tiny_models, tmp_
     assert backend.bad_frees == [] and backend.live == set()
 
     service, error = load_like_the_worker(TaskService, backend, tiny_models["F32"], n_ctx=256)
-    assert error is None and service.model.owns_buffer
+    assert error is None and service.contexts["model"].model.owns_buffer
+    # a second model that fails to load leaves its buffer to the caller and the first model as it was
+    junk = b"GGUF" + b"\0" * 60
+    buffer = backend.call("pm_buffer_alloc", len(junk))
+    backend.write(buffer, junk)
+    with pytest.raises(Exception):
+        service.add_buffer(backend, buffer, len(junk), "junk")
+    backend.call("pm_buffer_free", buffer)
+    assert list(service.contexts) == ["model"]
     service.load_task(TASK_JSON)
     service.start_run(json.dumps({"items": ["fine"]}))
     assert [e["type"] for e in events(service)] == ["item", "done"]

@@ -2,8 +2,9 @@
 
 eval runs every model with every few-shot count as a voter on the test rows; with two or more voters, also the
 ensembles (majority, mean, and weighted with weights from the dev rows) and a cascade (voters from the smallest
-model up, thresholds from the dev rows). It prints a table (accuracy, macro-F1, ms per item, tokens/s) and can
-write the whole report as JSON. CLI-only packages (tqdm, the `cli` extra) are imported here and only when
+model up, thresholds from the dev rows): tasks.compare.Lineup, which the Evaluate page's worker runs too. It prints
+a table (accuracy, macro-F1, ms per item, tokens/s), the cascade's savings, the recommended setup (--target) and
+what the same items would cost through hosted models, and can write the whole report as JSON. CLI-only packages (tqdm, the `cli` extra) are imported here and only when
 present: the package itself also runs in Pyodide.
 """
 from __future__ import annotations
@@ -14,7 +15,9 @@ import sys
 from pathlib import Path
 
 from .engine import PocketmindError
-from .tasks import Cascade, Ensemble, TaskError, Voter, evaluate, read_rows
+from .tasks import TaskError
+from .tasks.data import eval_rows, read_bytes
+from .tasks.compare import Lineup, recommend
 from .tasks.task import DEFAULT_N_CTX, Task
 
 
@@ -26,6 +29,16 @@ def _shots(text: str) -> list[int]:
     if not shots or shots[0] < 0:
         raise argparse.ArgumentTypeError("--shots needs non-negative numbers")
     return shots
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"--target is an accuracy between 0 and 1, e.g. 0.8; got {text!r}")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -40,6 +53,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--dev-split", default="dev", help="rows that fit ensemble weights and cascade thresholds")
     e.add_argument("--limit", type=int, default=None, help="only the first N rows of each split")
     e.add_argument("--threads", type=int, default=1, help="CPU threads per model")
+    e.add_argument("--target", type=_fraction, default=None,
+                   help="recommend the least compute reaching this accuracy (default: within a point of the best)")
     e.add_argument("--json", type=Path, default=None, help="write the report here")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -78,70 +93,72 @@ def run_eval(args: argparse.Namespace) -> dict:
     task = Task.load(args.task)
     if task.labels is None:
         raise TaskError("eval needs a task with labels; JSON-output tasks are not supported yet")
-    columns = dict(text_column=task.text_column, label_column=task.label_column, labels=task.labels)
-    rows = read_rows(args.data, split=None if args.split == "all" else args.split, **columns)[:args.limit]
-    models, voters, sizes = [], [], {}
-    for path in args.model:
-        model = Model.from_file(path)
-        models.append(model)
-        ctx = model.context(n_ctx=min(DEFAULT_N_CTX, model.n_ctx_train or DEFAULT_N_CTX), n_threads=args.threads)
-        for k in args.shots:
-            # cost: tokens times parameters, a deterministic stand-in for compute (the cascade minimises it)
-            voter = Voter.from_task(task, ctx, k, name=f"{path.stem} {k}-shot",
-                                    cost=lambda n, s, p=model.n_params: n * p)
-            voters.append(voter)
-            sizes[voter.name] = (model.n_params, k)
-    setups: dict = {v.name: v for v in voters}
-    fitted: dict = {}
-    if len(voters) > 1:
-        dev = None if args.split == "all" else read_rows(args.data, split=args.dev_split, **columns)[:args.limit]
-        if dev is not None:
-            progress = Progress(not args.no_progress)
-            try:
-                for voter in voters:  # voters cache their answers: the fits below reuse these
-                    for done, row in enumerate(dev, 1):
-                        voter(row.text)
-                        progress(f"dev: {voter.name}", done, len(dev))
-            finally:
-                progress.close()
-        for rule in ("majority", "mean", "weighted"):
-            if dev is None and rule == "weighted":
-                continue  # no dev rows to learn weights from
-            ensemble = Ensemble(voters, rule)
-            if dev is not None:
-                ensemble.fit([r.text for r in dev], [r.label for r in dev])
-            setups[f"ensemble {rule}"] = ensemble
-            fitted[f"ensemble {rule}"] = {"temperature": ensemble.temperature,
-                                          "weights": None if ensemble.weights is None else ensemble.weights.tolist()}
-        if dev is not None:
-            by_size = sorted(voters, key=lambda v: sizes[v.name])  # smallest model first, fewer shots first
-            cascade = Cascade(by_size).fit([r.text for r in dev], [r.label for r in dev])
-            setups["cascade"] = cascade
-            fitted["cascade"] = {"voters": [v.name for v in by_size], "thresholds": list(cascade.thresholds),
-                                 "dev": cascade.dev}
-    progress = Progress(not args.no_progress)
+    rows, dev = eval_rows(read_bytes(args.data), task.text_column, task.label_column, task.labels, args.split,
+                          args.dev_split, args.limit)
+    models = []
     try:
-        report = evaluate(task, rows, setups, progress=progress)
+        for path in args.model:
+            model = Model.from_file(path)
+            models.append((path.stem, model.context(n_ctx=min(DEFAULT_N_CTX, model.n_ctx_train or DEFAULT_N_CTX),
+                                                     n_threads=args.threads)))
+        lineup = Lineup(task, models, args.shots)
+        _with_progress(lineup.fitting(dev), not args.no_progress)
+        evaluation = lineup.evaluation(rows)
+        _with_progress(evaluation, not args.no_progress)
+        summary = lineup.summary(evaluation.report, rows)
     finally:
-        progress.close()
-    print(report.table())
-    by_name = {s.name: s for s in report.setups}
-    if "cascade" in by_name:
-        cascade, biggest = by_name["cascade"], by_name[fitted["cascade"]["voters"][-1]]
-        print("cascade: answered by " + ", ".join(f"{k} {v}" for k, v in cascade.answered_by.items())
-              + f"; {cascade.n_tokens} tokens and {cascade.seconds:.1f} s against {biggest.n_tokens} tokens and "
-              f"{biggest.seconds:.1f} s for {biggest.name} alone (accuracy {cascade.accuracy:.3f} against "
-              f"{biggest.accuracy:.3f})")
+        for _, ctx in models:
+            ctx.model.close()  # closes its context too
+    if args.target is not None:
+        summary["recommendation"] = recommend(summary, args.target)
+    print(evaluation.report.table())
+    for line in summary_lines(summary):
+        print(line)
     out = {"task": task.name, "data": str(args.data), "split": args.split,
-           "models": [{"path": str(p), "n_params": m.n_params, "size": m.size} for m, p in zip(models, args.model)],
-           "fitted": fitted, "report": report.as_dict()}
+           "models": [{"path": str(p), **m} for p, m in zip(args.model, summary["models"])],
+           "fitted": summary["fitted"], "hosted": summary["hosted"], "recommendation": summary["recommendation"],
+           "report": {k: summary[k] for k in ("task", "labels", "n", "setups")}}
     if args.json:  # whole or not at all: an interrupted run leaves no half-written report
         part = args.json.with_name(args.json.name + ".part")
         part.write_text(json.dumps(out, indent=2, ensure_ascii=False), encoding="utf-8")
         part.replace(args.json)
-    for model in models:
-        model.close()
     return out
+
+
+def _with_progress(steps, enabled: bool) -> None:
+    progress = Progress(enabled)
+    try:
+        for name, done, total in steps:
+            progress(name, done, total)
+    finally:
+        progress.close()
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """The lines under the table: the cascade's savings, the recommendation, the hosted price of the same items."""
+    lines = []
+    by_name = {s["name"]: s for s in summary["setups"]}
+    if "cascade" in by_name:
+        cascade, biggest = by_name["cascade"], by_name[summary["fitted"]["cascade"]["voters"][-1]]
+        lines.append("cascade: answered by " + ", ".join(f"{k} {v}" for k, v in cascade["answered_by"].items())
+                     + f"; {cascade['n_tokens']} tokens and {cascade['seconds']:.1f} s against {biggest['n_tokens']} "
+                     f"tokens and {biggest['seconds']:.1f} s for {biggest['name']} alone (accuracy "
+                     f"{cascade['accuracy']:.3f} against {biggest['accuracy']:.3f})")
+    rec = summary["recommendation"]
+    aim = "within a point of the best" if rec["target"] is None else f"accuracy >= {rec['target']:.3f}"
+    if rec["reached"]:
+        lines.append(f"recommended ({aim}, least compute): {rec['setup']} (accuracy {rec['accuracy']:.3f}, "
+                     f"{rec['model_bytes'] / 1e6:.0f} MB of models)")
+    else:
+        lines.append(f"no setup reaches {aim}; the best is {rec['best']} at {rec['accuracy']:.3f}")
+    hosted = summary["hosted"]
+    n = summary["n"]
+    lines.append(f"the same {n} items hosted ({hosted['input_tokens']} input and {hosted['output_tokens']} output "
+                 "tokens, counted with the first model's tokenizer): "
+                 + "; ".join(f"{m['name']} ${m['usd']:.4f} (${m['usd_per_million_items']:.0f} per million items, "
+                             f"prices of {m['as_of']})" for m in hosted["models"])
+                 + "; here: $0 per item beyond the device's own power")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,29 +1,40 @@
-"""What the tasks page's worker calls: one model, one task, runs over many texts and evaluations, JSON in and out.
+"""What the Tasks and Evaluate pages' worker calls: a few loaded models, one task, runs over many texts and
+evaluations of every model, ensemble and cascade; JSON in and out.
 
 Like ChatService, strings cross the JS bridge and the work advances one event per step(), so the worker can yield
 between items, draw progress and pass on a stop. The same class runs under CPython with the native backend, and
-every answer comes from the task layer the CLI uses (Task.run, tasks.data.parse_rows, Voter, evaluate).
+every answer comes from the task layer the CLI uses (Task.run, tasks.data.parse_rows, tasks.compare.Lineup).
 
 The contract with the page:
 
-- `TaskService.from_buffer(backend, buffer, size, n_ctx=2048, n_threads=1)`: the buffer rule of
-  ChatService.from_buffer (on success the model owns the buffer; on failure this raises and it is the caller's).
+- `TaskService(n_ctx=2048, n_threads=1)`, then `add_buffer(backend, buffer, size, name)` per model (the buffer
+  rule of ChatService.from_buffer: on success the model owns the buffer; on failure this raises and it is the
+  caller's) or `add_model(model, name)`; each returns the model's card as JSON (engine.Model.card plus "name").
+  Models stay loaded together (an evaluation asks them all) until `remove_model(name)` or `close()`.
+  `TaskService.from_buffer(backend, buffer, size, ...)`: a service with that one model, named "model".
 - `load_task(task_json)`: a task document (tasks.task); returns {name, labels (or null), json_schema (or null),
   n_examples}. A bad document raises TaskError with its message.
-- `start_run(request_json)`: {"items": [text, ...]} or {"csv": text} (the task's text column; other columns are
-  ignored), "shots": k (default 0), "max_items": n (optional: only the first n).
-- `start_eval(request_json)`: {"csv": text with the task's text and label columns, "split": "test" (default; "all"
-  takes every row), "shots": [k, ...] (default [0]; one setup per count, named "k-shot"), "max_items": n}.
-  Bad CSV raises tasks.DataError with the CLI's messages (row and line numbers).
+- `start_run(request_json, data=None)`: the items are {"items": [text, ...]}, {"csv": text} (the task's text
+  column; other columns are ignored), {"txt": text} (one item per non-blank line), or `data`, a dropped file's
+  bytes, with "file": "csv" or "txt". Also "model": a loaded model's name (default: the first loaded), "shots": k
+  (default 0), "max_items": n (optional: only the first n).
+- `start_eval(request_json, data=None)`: {"csv": text, or `data` bytes, with the task's text and label columns;
+  "split": "test" (default; "all" takes every row and fits nothing), "dev_split": "dev" (the rows that fit ensemble
+  weights, calibration and cascade thresholds; a file without them: majority and mean only, uncalibrated), "shots": [k, ...] (default [0]), "models": [name, ...] (default:
+  every loaded model), "max_items": n (the first n rows of each split)}. Bad CSV raises tasks.DataError with the
+  CLI's messages (row and line numbers).
 - `step()`: the next event as JSON, None once the run or evaluation is over:
   run: {"type": "item", "index", "text", "label", "confidence", "probs": {label: p}, "n_tokens", "seconds"} per
   item (a JSON task: "value" in place of "label", confidence and probs null), then {"type": "done", "stopped",
   "n_done", "total", "n_tokens", "seconds", "label_counts" (label tasks) or null};
-  eval: {"type": "progress", "setup", "done", "total"} per item per setup, then {"type": "done", "stopped", ...}
-  with evaluate()'s report (Report.as_dict: task, labels, n, setups with accuracy, macro_f1, ms_per_item,
-  n_tokens, predictions, confusion, ...).
+  eval: {"type": "progress", "phase": "dev" or "test", "setup", "done", "total"} per item, then {"type": "done",
+  "stopped", ...Lineup.summary: task, labels, n, setups (accuracy, macro_f1, ms_per_item, tokens_per_s,
+  cost_per_item, models, model_bytes, predictions, confusion, ...), models, fitted, hosted, recommendation}.
 - `stop()`: the run or evaluation ends before its next item; its done event says "stopped": true and holds what
-  was finished (a stopped evaluation reports each started setup on the rows it answered, its own "n").
+  was finished (a stopped evaluation reports each started setup on the rows it answered; stopped while fitting on
+  the dev rows, it has no setups).
+- `recommend(target_json)`: the last evaluation's recommendation for a target accuracy (a number, or null: within
+  a point of the best), as JSON.
 - `results_csv()`, `results_json()`: the last run's items, for download (a stopped run: the items it finished).
 """
 from __future__ import annotations
@@ -35,31 +46,76 @@ from collections import Counter
 from collections.abc import Iterator
 
 from .capi import Backend
-from .engine import Model, load_service
-from .tasks import Report, Task, Voter, evaluate, parse_rows
+from .engine import Context, Model, load_service
+from .tasks import Task, parse_rows
+from .tasks.data import eval_rows, read_lines
+from .tasks.compare import Lineup, recommend
 from .tasks.task import DEFAULT_N_CTX
 
 
 class TaskService:
-    def __init__(self, model: Model, n_ctx: int = DEFAULT_N_CTX, n_threads: int = 1):
-        from .chat_template import ChatTemplate
-
-        ChatTemplate.for_model(model)  # a template that does not compile fails the load, not the first item
-        self.model = model
-        size = min(n_ctx, model.n_ctx_train) if model.n_ctx_train > 0 else n_ctx
-        self.ctx = model.context(n_ctx=size, n_threads=n_threads)
+    def __init__(self, n_ctx: int = DEFAULT_N_CTX, n_threads: int = 1):
+        self.n_ctx, self.n_threads = n_ctx, n_threads
+        self.contexts: dict[str, Context] = {}  # model name -> its context, in loading order
         self.task: Task | None = None
         self._events: Iterator[dict] | None = None
         self._stop = False
         self._results: list[dict] | None = None
+        self._summary: dict | None = None  # the last evaluation's
 
     @classmethod
     def from_buffer(cls, backend: Backend, buffer: int, size: int, n_ctx: int = DEFAULT_N_CTX, n_threads: int = 1):
-        return load_service(lambda model: cls(model, n_ctx, n_threads), backend, buffer, size)
+        service = cls(n_ctx, n_threads)
+        service.add_buffer(backend, buffer, size, "model")
+        return service
+
+    # ---- models ----
+
+    def add_buffer(self, backend: Backend, buffer: int, size: int, name: str) -> str:
+        """Load a model from library memory (the buffer rule: see the module's docstring); its card as JSON."""
+        self._check_new(name)
+        return load_service(lambda model: self.add_model(model, name), backend, buffer, size)
+
+    def add_model(self, model: Model, name: str) -> str:
+        """Take `model` into the service (closed with it); raises, taking nothing, if its chat template or its
+        context fails."""
+        from .chat_template import ChatTemplate
+
+        self._check_new(name)
+        ChatTemplate.for_model(model)  # a template that does not compile fails the load, not the first item
+        size = min(self.n_ctx, model.n_ctx_train) if model.n_ctx_train > 0 else self.n_ctx
+        self.contexts[name] = model.context(n_ctx=size, n_threads=self.n_threads)
+        return json.dumps({"name": name, **model.card()}, ensure_ascii=False)
+
+    def _check_new(self, name: str) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("a model needs a name")
+        if name in self.contexts:
+            raise ValueError(f"a model named {name!r} is already loaded")
+        if self._events is not None:
+            raise ValueError("a run or evaluation is in progress: stop it before loading a model")
+
+    def remove_model(self, name: str) -> None:
+        if self._events is not None:
+            raise ValueError("a run or evaluation is in progress: stop it before unloading a model")
+        ctx = self.contexts.pop(name, None)
+        if ctx is None:
+            raise ValueError(f"no model named {name!r} is loaded")
+        ctx.model.close()  # closes the context too
 
     def close(self) -> None:
         self._events = None
-        self.model.close()  # closes the context too
+        for name in list(self.contexts):
+            self.contexts.pop(name).model.close()
+
+    def _context(self, name) -> Context:
+        if not self.contexts:
+            raise ValueError("no model is loaded")
+        if name is None:
+            return next(iter(self.contexts.values()))
+        if name not in self.contexts:
+            raise ValueError(f"no model named {name!r} is loaded; the models are: {', '.join(self.contexts)}")
+        return self.contexts[name]
 
     def load_task(self, task_json: str) -> str:
         self.task = Task.parse(task_json)
@@ -69,24 +125,18 @@ class TaskService:
 
     # ---- starting ----
 
-    def start_run(self, request_json: str) -> None:
-        """Begin a run over {"items": [...]} or {"csv": text}, with "shots" and "max_items"."""
+    def start_run(self, request_json: str, data=None) -> None:
+        """Begin a run over {"items"}, {"csv"}, {"txt"} or a file's bytes, with "model", "shots" and "max_items"."""
         task, request = self._begin(request_json)
+        ctx = self._context(request.get("model"))
         shots = _shots(request.get("shots", 0), "shots")
         task.messages("x", shots)  # an impossible shot count is refused now, not on the first item
-        has_items, has_csv = "items" in request, "csv" in request
-        if has_items == has_csv:
-            raise ValueError('a run needs "items" (a list of texts) or "csv" (CSV text), not both')
-        if has_items:
-            texts = _texts(request["items"])
-        else:
-            texts = [r.text for r in parse_rows(_csv_bytes(request["csv"]), task.text_column, label_column=None)]
-        texts = texts[:_max_items(request)]
+        texts = _run_items(task, request, data)[:_max_items(request)]
         self._results = []
-        self._events = self._run(task, texts, shots)
+        self._events = self._run(task, ctx, texts, shots)
 
-    def start_eval(self, request_json: str) -> None:
-        """Begin an evaluation of {"csv": text, "split", "shots": [k, ...], "max_items"}."""
+    def start_eval(self, request_json: str, data=None) -> None:
+        """Begin an evaluation (see the module's docstring)."""
         task, request = self._begin(request_json)
         if task.labels is None:
             raise ValueError("evaluation needs a task with labels; JSON-output tasks are not supported yet")
@@ -94,17 +144,20 @@ class TaskService:
         if not isinstance(shots, list) or not shots:
             raise ValueError(f"shots must be a non-empty list of counts, e.g. [0, 3]; got {shots!r}")
         shots = sorted({_shots(k, "each shot count") for k in shots})
-        split = request.get("split", "test")
-        if not isinstance(split, str):
-            raise ValueError(f"split must be a string, got {split!r}")
-        if "csv" not in request:
-            raise ValueError('an evaluation needs "csv": CSV text with the task\'s text and label columns')
-        rows = parse_rows(_csv_bytes(request["csv"]), task.text_column, task.label_column, task.labels,
-                          split=None if split == "all" else split)[:_max_items(request)]
-        # cached voters, as in the CLI: each step asks one row, and evaluate() then reads the cached answers
-        # (Voter.from_task refuses an impossible shot count here, not on the first step)
-        voters = {f"{k}-shot": Voter.from_task(task, self.ctx, k, name=f"{k}-shot") for k in shots}
-        self._events = self._eval(task, rows, voters)
+        split, dev_split = request.get("split", "test"), request.get("dev_split", "dev")
+        for key, value in (("split", split), ("dev_split", dev_split)):
+            if not isinstance(value, str):
+                raise ValueError(f"{key} must be a string, got {value!r}")
+        names = request.get("models", list(self.contexts))
+        if not isinstance(names, list) or not names:
+            raise ValueError(f"models must be a non-empty list of loaded models' names; got {names!r}")
+        models = [(name, self._context(name)) for name in names]
+        raw = _file_bytes(request, data, "an evaluation", ("csv",))
+        rows, dev = eval_rows(raw, task.text_column, task.label_column, task.labels, split, dev_split,
+                              _max_items(request))
+        lineup = Lineup(task, models, shots)  # refuses an impossible shot count now, not on the first step
+        self._summary = None
+        self._events = self._eval(lineup, rows, dev)
 
     def _begin(self, request_json: str) -> tuple[Task, dict]:
         if self.task is None:
@@ -131,12 +184,12 @@ class TaskService:
             self._events = None
         return None if event is None else json.dumps(event, ensure_ascii=False)
 
-    def _run(self, task: Task, texts: list[str], shots: int) -> Iterator[dict]:
+    def _run(self, task: Task, ctx: Context, texts: list[str], shots: int) -> Iterator[dict]:
         for index, text in enumerate(texts):
             if self._stop:
                 break
             try:
-                result = task.run(self.ctx, text, shots)
+                result = task.run(ctx, text, shots)
             except ValueError as e:  # e.g. an item too long for the context: say which
                 raise ValueError(f"item {index + 1}: {e}") from e
             item = {"index": index, "text": text, **result.as_dict()}
@@ -150,26 +203,46 @@ class TaskService:
                "seconds": sum(r["seconds"] for r in self._results),
                "label_counts": None if counts is None else {label: counts[label] for label in task.labels}}
 
-    def _eval(self, task: Task, rows: list, voters: dict[str, Voter]) -> Iterator[dict]:
-        answered = {}  # setup -> rows it answered
-        for name, voter in voters.items():
-            for done, row in enumerate(rows, 1):
+    def _eval(self, lineup: Lineup, rows: list, dev: list | None) -> Iterator[dict]:
+        evaluation = None
+        try:
+            for setup, done, total in lineup.fitting(dev):
+                yield {"type": "progress", "phase": "dev", "setup": setup, "done": done, "total": total}
                 if self._stop:
-                    yield {"type": "done", "stopped": True, **self._partial_report(task, rows, voters, answered)}
-                    return
-                try:
-                    voter(row.text)
-                except ValueError as e:
-                    raise ValueError(f"setup {name!r}, row {row.number}: {e}") from e
-                answered[name] = done
-                yield {"type": "progress", "setup": name, "done": done, "total": len(rows)}
-        yield {"type": "done", "stopped": False, **evaluate(task, rows, voters).as_dict()}
+                    break
+            else:
+                evaluation = lineup.evaluation(rows)
+                for setup, done, total in evaluation:
+                    yield {"type": "progress", "phase": "test", "setup": setup, "done": done, "total": total}
+                    if self._stop:
+                        break
+        except ValueError as e:
+            if "row" in str(e):
+                raise
+            raise ValueError(f"while fitting on the {lineup.task.name!r} dev rows: {e}") from e
+        if evaluation is None:  # stopped while fitting: nothing measured on the test rows
+            yield {"type": "done", "stopped": True, "task": lineup.task.name, "labels": list(lineup.task.labels),
+                   "n": len(rows), "setups": [], "models": [vars(m) for m in lineup.models], "fitted": {},
+                   "hosted": None, "recommendation": None}
+            return
+        stopped = evaluation.report is None
+        report = evaluation.partial() if stopped else evaluation.report
+        if not report.setups:
+            yield {"type": "done", "stopped": True, "task": lineup.task.name, "labels": list(lineup.task.labels),
+                   "n": len(rows), "setups": [], "models": [vars(m) for m in lineup.models], "fitted": lineup.fitted,
+                   "hosted": None, "recommendation": None}
+            return
+        self._summary = lineup.summary(report, rows)
+        yield {"type": "done", "stopped": stopped, **self._summary}
 
-    @staticmethod
-    def _partial_report(task: Task, rows: list, voters: dict[str, Voter], answered: dict[str, int]) -> dict:
-        """What a stopped evaluation finished: each started setup, evaluated on the rows it answered."""
-        setups = [evaluate(task, rows[:n], {name: voters[name]}).setups[0] for name, n in answered.items()]
-        return Report(task.name, task.labels, len(rows), tuple(setups)).as_dict()
+    def recommend(self, target_json: str) -> str:
+        """The last evaluation's recommendation for a target accuracy (JSON number or null)."""
+        if self._summary is None:
+            raise ValueError("there is no finished evaluation to recommend from")
+        target = json.loads(target_json)
+        if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))):
+            raise ValueError(f"the target accuracy must be a number between 0 and 1 or null, got {target!r}")
+        return json.dumps(recommend(self._summary, target))
 
     # ---- results ----
 
@@ -223,8 +296,36 @@ def _texts(items) -> list[str]:
     return items
 
 
-def _csv_bytes(text) -> bytes:
-    """CSV text from the page as the bytes parse_rows checks (a dropped file's bytes take the same path)."""
+def _file_bytes(request: dict, data, what: str, kinds: tuple[str, ...]) -> bytes:
+    """The request's file as bytes: CSV/TXT text in the request (as the page's text box sends it), or a dropped
+    file's bytes (`data`; from the page, a JS Uint8Array) with "file" naming its kind. parse_rows checks them as
+    the CLI does (UTF-8, size, columns)."""
+    given = [k for k in kinds if k in request]
+    if data is not None:
+        if given:
+            raise ValueError(f"give the file's bytes or {' or '.join(map(repr, given))} text, not both")
+        if request.get("file") not in kinds:
+            raise ValueError(f"a file needs \"file\": one of {', '.join(map(repr, kinds))}; got {request.get('file')!r}")
+        return bytes(data.to_bytes() if hasattr(data, "to_bytes") else data)
+    if len(given) != 1:
+        wanted = " or ".join(f'"{k}" ({k.upper()} text)' for k in kinds)
+        raise ValueError(f"{what} needs {wanted} or a file" if len(kinds) > 1 else
+                         f"{what} needs \"{kinds[0]}\": CSV text with the task's text and label columns")
+    text = request[given[0]]
     if not isinstance(text, str):
-        raise ValueError(f"csv must be CSV text, got {type(text).__name__}")
+        raise ValueError(f"{given[0]} must be {given[0].upper()} text, got {type(text).__name__}")
     return text.encode("utf-8")
+
+
+def _run_items(task: Task, request: dict, data) -> list[str]:
+    if "items" in request:
+        if data is not None or "csv" in request or "txt" in request:
+            raise ValueError('a run needs one of "items" (a list of texts), "csv", "txt" or a file, not several')
+        return _texts(request["items"])
+    if data is None and not ({"csv", "txt"} & set(request)):
+        raise ValueError('a run needs "items" (a list of texts), "csv" (CSV text), "txt" (one item a line) or a file')
+    raw = _file_bytes(request, data, "a run", ("csv", "txt"))
+    kind = request.get("file") if data is not None else ("csv" if "csv" in request else "txt")
+    if kind == "csv":
+        return [r.text for r in parse_rows(raw, task.text_column, label_column=None)]
+    return read_lines(raw)

@@ -38,6 +38,11 @@ def read_rows(path: str | os.PathLike, text_column: str = "text", label_column: 
               labels: Sequence[str] | None = None, split: str | None = None, split_column: str = "split",
               max_bytes: int = MAX_BYTES) -> list[Row]:
     """Read and check a CSV file; see parse_rows. The size is checked before a byte is read."""
+    return parse_rows(read_bytes(path, max_bytes), text_column, label_column, labels, split, split_column, max_bytes)
+
+
+def read_bytes(path: str | os.PathLike, max_bytes: int = MAX_BYTES) -> bytes:
+    """A data file's bytes; the size is checked before a byte is read."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -45,7 +50,26 @@ def read_rows(path: str | os.PathLike, text_column: str = "text", label_column: 
         raise DataError(f"no data file at {path}") from None
     _check_size(size, max_bytes)
     with open(path, "rb") as f:
-        return parse_rows(f.read(max_bytes + 1), text_column, label_column, labels, split, split_column, max_bytes)
+        return f.read(max_bytes + 1)
+
+
+def eval_rows(data: bytes, text_column: str, label_column: str, labels: Sequence[str], split: str = "test",
+              dev_split: str = "dev", limit: int | None = None) -> tuple[list[Row], list[Row] | None]:
+    """(the rows to evaluate, the dev rows that fit ensembles and cascades), the first `limit` of each. split "all"
+    takes every row and no dev rows; a file without dev rows gives None (nothing is fitted)."""
+    columns = dict(text_column=text_column, label_column=label_column, labels=labels)
+    rows = parse_rows(data, split=None if split == "all" else split, **columns)[:limit]
+    if split == "all":
+        return rows, None
+    dev = [r for r in parse_rows(data, **columns) if r.split == dev_split][:limit]
+    return rows, dev or None
+
+
+def read_lines(data: bytes, max_bytes: int = MAX_BYTES) -> list[str]:
+    """Items from a plain-text file: one per non-blank line, without the line's surrounding spaces (UTF-8 and the
+    size are checked as for CSV)."""
+    text = _decode(data, max_bytes)
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def parse_rows(data: bytes, text_column: str = "text", label_column: str | None = "label",
@@ -53,15 +77,7 @@ def parse_rows(data: bytes, text_column: str = "text", label_column: str | None 
                max_bytes: int = MAX_BYTES) -> list[Row]:
     """Rows from CSV bytes (a dropped file in the page). `labels` is the allowed set (None: any label);
     `label_column` None reads unlabelled items; `split` keeps only rows whose split column has that value."""
-    _check_size(len(data), max_bytes)
-    if not data.strip():
-        raise DataError("the file is empty")
-    try:
-        text = data.decode("utf-8-sig")  # strict; a BOM from spreadsheet exports is dropped
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise DataError(f"the file is not UTF-8 text: byte 0x{data[e.start]:02x} at offset {e.start} (line {line}) "
-                        "is not valid UTF-8; save the file as UTF-8") from None
+    text = _decode(data, max_bytes)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
@@ -110,6 +126,18 @@ def parse_rows(data: bytes, text_column: str = "text", label_column: str | None 
         present = ", ".join(sorted(map(repr, splits - {None})))
         raise DataError(f"no rows have {split_column} {split!r}; the splits present are: {present}")
     return rows
+
+
+def _decode(data: bytes, max_bytes: int) -> str:
+    _check_size(len(data), max_bytes)
+    if not data.strip():
+        raise DataError("the file is empty")
+    try:
+        return data.decode("utf-8-sig")  # strict; a BOM from spreadsheet exports is dropped
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DataError(f"the file is not UTF-8 text: byte 0x{data[e.start]:02x} at offset {e.start} (line {line}) "
+                        "is not valid UTF-8; save the file as UTF-8") from None
 
 
 def _check_size(size: int, max_bytes: int) -> None:

@@ -1,0 +1,145 @@
+"""Every model with every prompt variant, every ensemble rule and a cascade, on one label task: what `python -m
+pocketmind eval` and the Evaluate page run, so the two give the same numbers on the same rows.
+
+Lineup(task, models, shots): one voter per model and shot count, named "<model> <k>-shot". A voter's cost is its
+model's parameters times the tokens it decoded: a deterministic measure of compute (the cascade minimises it, the
+recommendation compares it). With two or more voters, `fit(dev_rows)` (or stepping through `fitting(dev_rows)`)
+asks every voter every dev row (voters cache their answers, so nothing is asked twice), then fits the ensembles
+(majority, mean, weighted: weights and calibration from the dev rows) and a cascade (voters ordered by parameters,
+then shots: smallest first). Without dev rows: majority and mean, uncalibrated; no weighted rule and no cascade.
+
+recommend(report, target): the setup with the least compute per item among those whose accuracy reaches the
+target; with no target, among those within one point of the best accuracy (so a setup that is as good for much
+less is preferred over a hair's better one). Ties: fewer model bytes, then the higher accuracy.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from .ensemble import Cascade, Ensemble, Voter
+from .evaluate import Evaluation, Report
+from .hosted import hosted_costs
+
+RULES = ("majority", "mean", "weighted")
+NEAR_BEST = 0.01  # with no target accuracy: "as good as the best" means within one point
+
+
+@dataclass(frozen=True)
+class LineupModel:
+    """A model in the line-up: its name (voters are named after it), parameters and file size in bytes."""
+
+    name: str
+    n_params: int
+    size: int
+
+
+class Lineup:
+    def __init__(self, task, models: Sequence[tuple[str, object]], shots: Sequence[int] = (0,)):
+        """models: (name, Context) pairs, one per model; shots: the few-shot counts each model is asked with."""
+        if task.labels is None:
+            raise ValueError("evaluation needs a task with labels; JSON-output tasks are not supported yet")
+        if not models:
+            raise ValueError("no models to evaluate: load at least one")
+        names = [name for name, _ in models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must differ: {names}")
+        self.task = task
+        self.models = [LineupModel(name, ctx.model.n_params, ctx.model.size) for name, ctx in models]
+        self._contexts = [ctx for _, ctx in models]
+        self.voters: list[Voter] = []
+        self._order: dict[str, tuple[int, int]] = {}  # voter name -> (parameters, shots): the cascade's order
+        self._uses: dict[str, tuple[LineupModel, ...]] = {}  # setup name -> the models it runs
+        for model, ctx in zip(self.models, self._contexts):
+            for k in sorted(set(shots)):
+                voter = Voter.from_task(task, ctx, k, name=f"{model.name} {k}-shot",
+                                        cost=lambda n, s, p=model.n_params: n * p)
+                self._order[voter.name] = (model.n_params, k)
+                self.voters.append(voter)
+                self._uses[voter.name] = (model,)
+        self.setups: dict[str, object] = {v.name: v for v in self.voters}
+        self.fitted: dict[str, dict] = {}
+
+    # ---- fitting on the dev rows ----
+
+    def fitting(self, dev_rows: Sequence | None) -> Iterator[tuple[str, int, int]]:
+        """Ask every voter every dev row, yielding ("dev: <voter>", done, total) after each, then fit the ensembles
+        and the cascade. A single voter needs no fitting (nothing is yielded)."""
+        if len(self.voters) < 2:
+            return
+        if dev_rows:
+            for voter in self.voters:
+                for done, row in enumerate(dev_rows, 1):
+                    voter(row.text)
+                    yield f"dev: {voter.name}", done, len(dev_rows)
+            texts, gold = [r.text for r in dev_rows], [r.label for r in dev_rows]
+        everyone = tuple(self.models)
+        for rule in RULES:
+            if not dev_rows and rule == "weighted":
+                continue  # no dev rows to learn weights from
+            ensemble = Ensemble(self.voters, rule)
+            if dev_rows:
+                ensemble.fit(texts, gold)
+            name = f"ensemble {rule}"
+            self.setups[name], self._uses[name] = ensemble, everyone
+            self.fitted[name] = {"temperature": ensemble.temperature,
+                                 "weights": None if ensemble.weights is None else ensemble.weights.tolist()}
+        if dev_rows:
+            by_size = sorted(self.voters, key=lambda v: self._order[v.name])
+            cascade = Cascade(by_size).fit(texts, gold)
+            self.setups["cascade"], self._uses["cascade"] = cascade, everyone
+            self.fitted["cascade"] = {"voters": [v.name for v in by_size], "thresholds": list(cascade.thresholds),
+                                      "dev": cascade.dev}
+
+    def fit(self, dev_rows: Sequence | None) -> Lineup:
+        for _ in self.fitting(dev_rows):
+            pass
+        return self
+
+    # ---- evaluating and reporting ----
+
+    def evaluation(self, rows: Sequence) -> Evaluation:
+        """The test rows through every setup (iterate it for progress; .report at the end, .partial() on a stop)."""
+        return Evaluation(self.task, rows, self.setups)
+
+    def summary(self, report: Report, rows: Sequence) -> dict:
+        """The report as JSON-ready data, each setup with the models it runs (names, parameters, bytes), the fitted
+        values, what the rows would cost hosted, and the recommendation for no target."""
+        out = report.as_dict()
+        for setup in out["setups"]:
+            uses = self._uses[setup["name"]]
+            setup.update(models=[m.name for m in uses], n_params=sum(m.n_params for m in uses),
+                         model_bytes=sum(m.size for m in uses))
+        n_input, n_output = self.hosted_tokens(rows[:report.n])
+        out.update(models=[vars(m) for m in self.models], fitted=self.fitted,
+                   hosted={"input_tokens": n_input, "output_tokens": n_output,
+                           "models": hosted_costs(report.n, n_input, n_output)},
+                   recommendation=recommend(out, None))
+        return out
+
+    def hosted_tokens(self, rows: Sequence) -> tuple[int, int]:
+        """(input, output) tokens the rows would take hosted, counted with the first model's tokenizer: each
+        zero-shot prompt, and the longest label per item."""
+        model = self._contexts[0].model
+        n_input = sum(int(self.task.prompt_tokens(model, r.text, 0).size) for r in rows)
+        longest = max(len(model.tokenize(label, add_special=False)) for label in self.task.labels)
+        return n_input, longest * len(rows)
+
+
+def recommend(summary: dict, target: float | None) -> dict:
+    """The cheapest setup reaching `target` accuracy (see the module's docstring), from a summary's setups:
+    {"setup", "accuracy", "cost_per_item", "model_bytes", "target", "reached": True}, or, when none reaches the
+    target, {"setup": None, "best": the most accurate setup, "accuracy", "target", "reached": False}."""
+    setups = summary["setups"]
+    if not setups:
+        raise ValueError("no setups to recommend from")
+    if target is not None and not 0 <= target <= 1:
+        raise ValueError(f"the target accuracy is a fraction between 0 and 1, got {target!r}")
+    best = max(setups, key=lambda s: s["accuracy"])
+    bar = best["accuracy"] - NEAR_BEST if target is None else target
+    good = [s for s in setups if s["accuracy"] >= bar - 1e-12]
+    if not good:
+        return {"setup": None, "best": best["name"], "accuracy": best["accuracy"], "target": target, "reached": False}
+    pick = min(good, key=lambda s: (s["cost_per_item"], s.get("model_bytes", 0), -s["accuracy"]))
+    return {"setup": pick["name"], "accuracy": pick["accuracy"], "cost_per_item": pick["cost_per_item"],
+            "model_bytes": pick.get("model_bytes"), "target": target, "reached": True}
