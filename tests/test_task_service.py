@@ -317,7 +317,7 @@ def test_recommend_picks_the_least_compute_reaching_the_target(service):
 
 
 def test_bad_eval_requests_are_refused(service):
-    with pytest.raises(ValueError, match=r"^shots must be a non-empty list of counts, e\.g\. \[0, 3\]; got 3$"):
+    with pytest.raises(ValueError, match=r"^shots must be a non-empty list of counts, e\.g\. \[0, 3\] or \"0,3\"; got 3$"):
         service.start_eval(json.dumps({"csv": CSV, "shots": 3}))
     with pytest.raises(ValueError, match="^5 shots asked for, but the task 'review_sentiment' has 3 examples$"):
         service.start_eval(json.dumps({"csv": CSV, "shots": [0, 5]}))

@@ -249,7 +249,10 @@ def test_cli_eval_on_the_tiny_model(tiny_path, tmp_path, built):
     print(proc.stdout)
     header = proc.stdout.splitlines()[0].split()
     assert header == ["setup", "accuracy", "macro-F1", "ms/item", "tokens/s"]
-    assert re.search(r"cascade: answered by .* tokens .* for tiny 1-shot alone", proc.stdout)
+    assert re.search(r"Cascade: answered by .* tokens .* for tiny 1-shot alone", proc.stdout)
+    assert re.search(r"^Recommended for accuracy within a point of the best, with the least compute: tiny ", proc.stdout,
+                     re.M)
+    assert re.search(r"^The same 6 items hosted \(\d+ input and \d+ output tokens.*GPT-4o mini \$", proc.stdout, re.M)
     report = json.loads(out.read_text())
     names = [s["name"] for s in report["report"]["setups"]]
     assert names == ["tiny 0-shot", "tiny 1-shot", "ensemble majority", "ensemble mean", "ensemble weighted", "cascade"]

@@ -17,18 +17,15 @@ from pathlib import Path
 from .engine import PocketmindError
 from .tasks import TaskError
 from .tasks.data import eval_rows, read_bytes
-from .tasks.compare import Lineup, recommend
+from .tasks.compare import Lineup, parse_shots, recommend
 from .tasks.task import DEFAULT_N_CTX, Task
 
 
 def _shots(text: str) -> list[int]:
     try:
-        shots = sorted({int(s) for s in text.split(",") if s.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--shots takes numbers separated by commas, e.g. 0,3; got {text!r}")
-    if not shots or shots[0] < 0:
-        raise argparse.ArgumentTypeError("--shots needs non-negative numbers")
-    return shots
+        return parse_shots(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--shots: {e}") from None
 
 
 def _fraction(text: str) -> float:
@@ -112,8 +109,9 @@ def run_eval(args: argparse.Namespace) -> dict:
     if args.target is not None:
         summary["recommendation"] = recommend(summary, args.target)
     print(evaluation.report.table())
-    for line in summary_lines(summary):
-        print(line)
+    for line in (summary["notes"]["cascade"], summary["recommendation"]["text"], summary["notes"]["hosted"]):
+        if line:
+            print(line)
     out = {"task": task.name, "data": str(args.data), "split": args.split,
            "models": [{"path": str(p), **m} for p, m in zip(args.model, summary["models"])],
            "fitted": summary["fitted"], "hosted": summary["hosted"], "recommendation": summary["recommendation"],
@@ -132,33 +130,6 @@ def _with_progress(steps, enabled: bool) -> None:
             progress(name, done, total)
     finally:
         progress.close()
-
-
-def summary_lines(summary: dict) -> list[str]:
-    """The lines under the table: the cascade's savings, the recommendation, the hosted price of the same items."""
-    lines = []
-    by_name = {s["name"]: s for s in summary["setups"]}
-    if "cascade" in by_name:
-        cascade, biggest = by_name["cascade"], by_name[summary["fitted"]["cascade"]["voters"][-1]]
-        lines.append("cascade: answered by " + ", ".join(f"{k} {v}" for k, v in cascade["answered_by"].items())
-                     + f"; {cascade['n_tokens']} tokens and {cascade['seconds']:.1f} s against {biggest['n_tokens']} "
-                     f"tokens and {biggest['seconds']:.1f} s for {biggest['name']} alone (accuracy "
-                     f"{cascade['accuracy']:.3f} against {biggest['accuracy']:.3f})")
-    rec = summary["recommendation"]
-    aim = "within a point of the best" if rec["target"] is None else f"accuracy >= {rec['target']:.3f}"
-    if rec["reached"]:
-        lines.append(f"recommended ({aim}, least compute): {rec['setup']} (accuracy {rec['accuracy']:.3f}, "
-                     f"{rec['model_bytes'] / 1e6:.0f} MB of models)")
-    else:
-        lines.append(f"no setup reaches {aim}; the best is {rec['best']} at {rec['accuracy']:.3f}")
-    hosted = summary["hosted"]
-    n = summary["n"]
-    lines.append(f"the same {n} items hosted ({hosted['input_tokens']} input and {hosted['output_tokens']} output "
-                 "tokens, counted with the first model's tokenizer): "
-                 + "; ".join(f"{m['name']} ${m['usd']:.4f} (${m['usd_per_million_items']:.0f} per million items, "
-                             f"prices of {m['as_of']})" for m in hosted["models"])
-                 + "; here: $0 per item beyond the device's own power")
-    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

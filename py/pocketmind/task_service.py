@@ -20,11 +20,11 @@ The contract with the page:
   (default 0), "max_items": n (optional: only the first n).
 - `start_eval(request_json, data=None)`: {"csv": text, or `data` bytes, with the task's text and label columns;
   "split": "test" (default; "all" takes every row and fits nothing), "dev_split": "dev" (the rows that fit ensemble
-  weights, calibration and cascade thresholds; a file without them: majority and mean only, uncalibrated), "shots": [k, ...] (default [0]), "models": [name, ...] (default:
+  weights, calibration and cascade thresholds; a file without them: majority and mean only, uncalibrated), "shots": [k, ...] or "k,k" (default [0]), "models": [name, ...] (default:
   every loaded model), "max_items": n (the first n rows of each split)}. Bad CSV raises tasks.DataError with the
   CLI's messages (row and line numbers).
 - `step()`: the next event as JSON, None once the run or evaluation is over:
-  run: {"type": "item", "index", "text", "label", "confidence", "probs": {label: p}, "n_tokens", "seconds"} per
+  run: {"type": "item", "index", "total", "text", "label", "confidence", "probs": {label: p}, "n_tokens", "seconds"} per
   item (a JSON task: "value" in place of "label", confidence and probs null), then {"type": "done", "stopped",
   "n_done", "total", "n_tokens", "seconds", "label_counts" (label tasks) or null};
   eval: {"type": "progress", "phase": "dev" or "test", "setup", "done", "total"} per item, then {"type": "done",
@@ -49,7 +49,7 @@ from .capi import Backend
 from .engine import Context, Model, load_service
 from .tasks import Task, parse_rows
 from .tasks.data import eval_rows, read_lines
-from .tasks.compare import Lineup, recommend
+from .tasks.compare import Lineup, parse_shots, recommend
 from .tasks.task import DEFAULT_N_CTX
 
 
@@ -141,9 +141,9 @@ class TaskService:
         if task.labels is None:
             raise ValueError("evaluation needs a task with labels; JSON-output tasks are not supported yet")
         shots = request.get("shots", [0])
-        if not isinstance(shots, list) or not shots:
-            raise ValueError(f"shots must be a non-empty list of counts, e.g. [0, 3]; got {shots!r}")
-        shots = sorted({_shots(k, "each shot count") for k in shots})
+        if not isinstance(shots, (list, str)) or not shots:
+            raise ValueError(f"shots must be a non-empty list of counts, e.g. [0, 3] or \"0,3\"; got {shots!r}")
+        shots = parse_shots(shots)
         split, dev_split = request.get("split", "test"), request.get("dev_split", "dev")
         for key, value in (("split", split), ("dev_split", dev_split)):
             if not isinstance(value, str):
@@ -196,7 +196,7 @@ class TaskService:
             if task.labels is None:
                 item.update(confidence=None, probs=None)
             self._results.append(item)
-            yield {"type": "item", **item}
+            yield {"type": "item", "total": len(texts), **item}
         counts = Counter(r["label"] for r in self._results) if task.labels is not None else None
         yield {"type": "done", "stopped": len(self._results) < len(texts), "n_done": len(self._results),
                "total": len(texts), "n_tokens": sum(r["n_tokens"] for r in self._results),

@@ -115,6 +115,7 @@ class Lineup:
                    hosted={"input_tokens": n_input, "output_tokens": n_output,
                            "models": hosted_costs(report.n, n_input, n_output)},
                    recommendation=recommend(out, None))
+        out["notes"] = {"cascade": cascade_text(out), "hosted": hosted_text(out)}
         return out
 
     def hosted_tokens(self, rows: Sequence) -> tuple[int, int]:
@@ -139,7 +140,53 @@ def recommend(summary: dict, target: float | None) -> dict:
     bar = best["accuracy"] - NEAR_BEST if target is None else target
     good = [s for s in setups if s["accuracy"] >= bar - 1e-12]
     if not good:
-        return {"setup": None, "best": best["name"], "accuracy": best["accuracy"], "target": target, "reached": False}
+        rec = {"setup": None, "best": best["name"], "accuracy": best["accuracy"], "target": target, "reached": False}
+        return {**rec, "text": recommendation_text(rec)}
     pick = min(good, key=lambda s: (s["cost_per_item"], s.get("model_bytes", 0), -s["accuracy"]))
-    return {"setup": pick["name"], "accuracy": pick["accuracy"], "cost_per_item": pick["cost_per_item"],
-            "model_bytes": pick.get("model_bytes"), "target": target, "reached": True}
+    rec = {"setup": pick["name"], "accuracy": pick["accuracy"], "cost_per_item": pick["cost_per_item"],
+           "model_bytes": pick.get("model_bytes"), "target": target, "reached": True}
+    return {**rec, "text": recommendation_text(rec)}
+
+
+def parse_shots(text: str | Sequence[int]) -> list[int]:
+    """Few-shot counts from "0,3" (or a list of counts): sorted, without repeats."""
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        shots = sorted({int(s) if isinstance(s, str) else s for s in parts if not isinstance(s, str) or s.strip()})
+    except ValueError:
+        raise ValueError(f"give few-shot counts separated by commas, e.g. 0,3; got {text!r}") from None
+    if not shots or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in shots):
+        raise ValueError(f"few-shot counts are whole numbers from 0, e.g. 0,3; got {text!r}")
+    return shots
+
+
+# ---- the sentences under the table (the CLI prints them, the page shows them) ----
+
+def recommendation_text(rec: dict) -> str:
+    aim = "accuracy within a point of the best" if rec["target"] is None else f"accuracy of at least {rec['target']:.3f}"
+    if not rec["reached"]:
+        return f"No setup reaches {aim}; the best is {rec['best']} at {rec['accuracy']:.3f}."
+    mb = f", {rec['model_bytes'] / 1e6:.1f} MB of models" if rec.get("model_bytes") else ""
+    return f"Recommended for {aim}, with the least compute: {rec['setup']} (accuracy {rec['accuracy']:.3f}{mb})."
+
+
+def cascade_text(summary: dict) -> str:
+    """What the cascade saved against its biggest voter alone ("" without a cascade)."""
+    by_name = {s["name"]: s for s in summary["setups"]}
+    fitted = summary["fitted"].get("cascade")
+    if "cascade" not in by_name or not fitted or fitted["voters"][-1] not in by_name:
+        return ""
+    cascade, biggest = by_name["cascade"], by_name[fitted["voters"][-1]]
+    answered = ", ".join(f"{k} {v}" for k, v in (cascade["answered_by"] or {}).items())
+    return (f"Cascade: answered by {answered}; {cascade['n_tokens']} tokens and {cascade['seconds']:.1f} s against "
+            f"{biggest['n_tokens']} tokens and {biggest['seconds']:.1f} s for {biggest['name']} alone (accuracy "
+            f"{cascade['accuracy']:.3f} against {biggest['accuracy']:.3f}).")
+
+
+def hosted_text(summary: dict) -> str:
+    hosted = summary["hosted"]
+    return (f"The same {summary['n']} items hosted ({hosted['input_tokens']} input and {hosted['output_tokens']} "
+            "output tokens, counted with the first model's tokenizer; hosted tokenizers differ): "
+            + "; ".join(f"{m['name']} ${m['usd']:.4f} (${m['usd_per_million_items']:.0f} per million items, prices "
+                        f"of {m['as_of']})" for m in hosted["models"])
+            + ". Here: no charge per item beyond the device's own power.")
