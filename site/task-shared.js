@@ -31,6 +31,7 @@ export function startPage(client, { onReady = () => {} } = {}) {
     onReady(detail);
   });
   client.addEventListener("progress", ({ detail }) => {
+    if (detail.what !== "model") return; // an evaluation's progress is the page's to draw
     $("model-progress").value = detail.loaded / detail.total;
     $("model-text").textContent = progressText(detail);
   });

@@ -1,0 +1,184 @@
+// The Evaluate page: rendering only. Every model, ensemble and cascade runs in the worker (tasks.compare.Lineup,
+// as `python -m pocketmind eval` runs it); this page draws its progress, its table, a chart and the prices.
+import { TaskClient } from "./task-client.js";
+import { $, cell, download, fileDrop, formatBytes, modelOf, showError, startPage, taskPicker } from "./task-shared.js";
+
+const config = JSON.parse($("config").textContent);
+const client = new TaskClient({ wheels: config.wheels });
+const SVG = "http://www.w3.org/2000/svg";
+let file = null; // a dropped CSV: {name, size, kind, bytes}; null: the shipped task's own CSV
+let job = null;
+let summary = null; // the last evaluation's done event
+let peak = {}; // setup -> the most wasm memory seen while it ran
+
+const picker = taskPicker(client, config.tasks, () => render());
+
+function checkedModels() {
+  return [...document.querySelectorAll("#models input:checked")].map(modelOf);
+}
+
+function render() {
+  const { info, shipped } = picker.current();
+  const hasData = Boolean(file || (shipped && shipped.data));
+  $("run").disabled = Boolean(job) || !info || !info.labels || !hasData || !client.ready || client.loading
+    || checkedModels().length === 0;
+  $("stop").disabled = !job;
+  $("task").disabled = Boolean(job);
+  for (const input of document.querySelectorAll("#models input")) input.disabled = Boolean(job);
+  $("download-json").disabled = Boolean(job) || !summary;
+  $("data-name").textContent = file ? `${file.name} (${file.size} bytes)`
+    : shipped && shipped.data ? `${shipped.data}, shipped with this task` : "none yet: drop a CSV";
+}
+
+fileDrop($("drop"), $("file"), (dropped) => {
+  file = dropped;
+  showError("");
+  render();
+});
+$("task").addEventListener("change", () => { file = null; render(); });
+
+// One progress bar per setup (and per voter on the dev rows), made as its first event arrives.
+function showProgress(event) {
+  const key = `${event.phase}:${event.setup}`;
+  let row = document.querySelector(`[data-setup="${CSS.escape(key)}"]`);
+  if (!row) {
+    row = document.createElement("div");
+    row.className = "progress";
+    row.dataset.setup = key;
+    const what = document.createElement("span");
+    what.className = "what wide";
+    what.textContent = event.phase === "dev" ? `${event.setup} (fitting)` : event.setup;
+    row.append(what, document.createElement("progress"), document.createElement("span"));
+    $("setup-progress").append(row);
+  }
+  const bar = row.querySelector("progress");
+  bar.max = event.total;
+  bar.value = event.done;
+  row.lastChild.textContent = `${event.done} of ${event.total}`;
+  if (event.phase === "test" && event.wasm_memory_bytes) {
+    peak[event.setup] = Math.max(peak[event.setup] || 0, event.wasm_memory_bytes);
+  }
+}
+
+async function evaluate() {
+  if (job) throw new Error("an evaluation is already running");
+  showError("");
+  summary = null;
+  peak = {};
+  $("results").hidden = true;
+  $("setup-progress").textContent = "";
+  const { shipped } = picker.current();
+  const models = checkedModels();
+  render();
+  for (const model of models) await client.load(model); // kept loaded: the ensembles ask them all
+  const data = file ? file.bytes : new Uint8Array(await (await fetch(shipped.data)).arrayBuffer());
+  const request = { file: "csv", shots: $("shots").value, models: models.map((m) => m.name) };
+  if ($("max-items").value) request.max_items = Number($("max-items").value);
+  job = client.evaluate(request, { data, onEvent: (event) => event.type === "progress" && showProgress(event) });
+  render();
+  try {
+    summary = await job.done;
+  } catch (e) {
+    showError(e.message);
+    throw e;
+  } finally {
+    job = null;
+    render();
+  }
+  window.pocketmindEvaluate.lastDone = summary;
+  if (summary.setups.length) await showResults(summary);
+  else showError("Stopped before any setup was scored on the test rows.");
+  return summary;
+}
+
+async function showResults(done) {
+  $("results").hidden = false;
+  const target = $("target").value === "" ? null : Number($("target").value);
+  const rec = target === null ? done.recommendation : JSON.parse(await client.call("recommend", JSON.stringify(target)));
+  $("recommendation").textContent = (done.stopped ? "Stopped early: partial results. " : "") + rec.text;
+  const body = $("table").tBodies[0];
+  body.textContent = "";
+  for (const s of done.setups) {
+    const row = document.createElement("tr");
+    if (s.name === rec.setup) row.className = "recommended";
+    cell(row, s.n < done.n ? `${s.name} (${s.n} of ${done.n} rows)` : s.name);
+    cell(row, s.accuracy.toFixed(3), true);
+    cell(row, s.macro_f1.toFixed(3), true);
+    cell(row, s.ms_per_item.toFixed(1), true);
+    cell(row, Math.round(s.tokens_per_s).toString(), true);
+    cell(row, peak[s.name] ? formatBytes(peak[s.name]) : "", true);
+    cell(row, (s.model_bytes / 1048576).toFixed(1), true);
+    body.append(row);
+  }
+  $("cascade").textContent = done.notes ? done.notes.cascade : "";
+  drawChart(done.setups, rec.setup);
+  const hosted = $("hosted").tBodies[0];
+  hosted.textContent = "";
+  $("hosted-intro").textContent = done.notes ? done.notes.hosted : "";
+  for (const m of done.hosted.models) {
+    const row = document.createElement("tr");
+    cell(row, `${m.name} (${m.provider})`);
+    cell(row, `$${m.input_per_million}`, true);
+    cell(row, `$${m.output_per_million}`, true);
+    cell(row, `$${m.usd.toFixed(4)}`, true);
+    cell(row, `$${Math.round(m.usd_per_million_items)}`, true);
+    cell(row, `${m.as_of}: ${m.source}`);
+    hosted.append(row);
+  }
+  const fastest = Math.max(...done.setups.map((s) => s.tokens_per_s));
+  $("here").textContent = `Here: $0 per item, on this device at up to ${Math.round(fastest)} tokens/s (${client.engine ? client.engine.variant : "engine"}), and nothing leaves it.`;
+}
+
+// Accuracy (up) against compute per item (right, log scale: parameters × tokens), a dot per setup.
+function drawChart(setups, recommended) {
+  const W = 640, H = 320, L = 56, R = 16, T = 16, B = 44;
+  const xs = setups.map((s) => Math.log10(Math.max(s.cost_per_item, 1)));
+  let [x0, x1] = [Math.min(...xs), Math.max(...xs)];
+  if (x1 - x0 < 0.2) { x0 -= 0.1; x1 += 0.1; }
+  const ys = setups.map((s) => s.accuracy);
+  const y0 = Math.max(0, Math.floor((Math.min(...ys) - 0.05) * 10) / 10), y1 = Math.min(1, Math.ceil((Math.max(...ys) + 0.05) * 10) / 10);
+  const px = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
+  const py = (y) => H - B - ((y - y0) / (y1 - y0 || 1)) * (H - T - B);
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", "Accuracy against compute per item");
+  const add = (tag, attrs, text) => {
+    const el = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+    if (text !== undefined) el.textContent = text;
+    svg.append(el);
+    return el;
+  };
+  for (let y = y0; y <= y1 + 1e-9; y += 0.1) {
+    add("line", { x1: L, x2: W - R, y1: py(y), y2: py(y), class: "grid" });
+    add("text", { x: L - 6, y: py(y) + 4, "text-anchor": "end" }, y.toFixed(1));
+  }
+  add("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, class: "axis" });
+  add("line", { x1: L, x2: L, y1: T, y2: H - B, class: "axis" });
+  for (const x of [x0, (x0 + x1) / 2, x1]) {
+    add("text", { x: px(x), y: H - B + 16, "text-anchor": "middle" }, `${(10 ** x / 1e9).toPrecision(2)} G`);
+  }
+  add("text", { x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle" }, "compute per item: parameters × tokens (log scale)");
+  add("text", { x: 12, y: T + (H - T - B) / 2, transform: `rotate(-90 12 ${T + (H - T - B) / 2})`, "text-anchor": "middle" }, "accuracy");
+  setups.forEach((s, i) => {
+    const cx = px(xs[i]), cy = py(s.accuracy);
+    add("circle", { cx, cy, r: 5, class: s.name === recommended ? "recommended" : "" });
+    add("text", { x: cx + 7, y: cy - 6 - (i % 2) * 10 }, s.name);
+  });
+  $("chart").replaceChildren(svg);
+}
+
+$("run").addEventListener("click", () => evaluate().catch(() => {}));
+$("stop").addEventListener("click", () => job && job.stop());
+$("target").addEventListener("change", () => summary && summary.setups.length && showResults(summary).catch((e) => showError(e.message)));
+$("download-json").addEventListener("click", () => {
+  download(`${summary.task}-evaluation.json`, JSON.stringify({ ...summary, wasm_memory_peak: peak }, null, 2), "application/json");
+});
+document.querySelectorAll("#models input").forEach((input) => input.addEventListener("change", render));
+client.addEventListener("state", render);
+
+window.pocketmindEvaluate = { client, evaluate, picker, lastDone: null, ready: null };
+render();
+window.pocketmindEvaluate.ready = startPage(client).then(() => picker.pick()).then(render);
+window.pocketmindEvaluate.ready.catch((e) => showError(e.message));

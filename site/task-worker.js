@@ -1,0 +1,90 @@
+// The Tasks and Evaluate pages' Web Worker: Pyodide with our glue and the pocketmind wasm module, holding one
+// TaskService (task_service.py) with every model the page loaded. task-client.js drives it; the message loop and
+// the streaming are worker-common.js's. Requests, each with an id (final replies in brackets):
+//   boot {config: {wheels}} [booted] | load {model: {url, bytes, sha256, name}} [loaded {card}] | unload {name}
+//   [result] | call {method, args} [result {value}] | run {request, data} and evaluate {request, data}: streamed
+//   item / progress events, then [done]. data: a dropped file's bytes (Uint8Array) or null.
+"use strict";
+importScripts("model-store.js", "engine-boot.js", "worker-common.js");
+
+let engine = null; // {M, A, variant, threads}
+let python = null; // a promise of the Pyodide instance with pocketmind imported
+let service = null; // pocketmind.task_service.TaskService
+const cards = new Map(); // loaded model name -> its card
+// the service's methods a page may call by name (each takes and returns strings)
+const CALLS = new Set(["load_task", "recommend", "results_csv", "results_json"]);
+
+// The wasm memory only grows: its size now is the most the engine has held so far.
+const withMemory = (event) => ({ ...event, wasm_memory_bytes: engine.M.HEAPU8.length });
+
+async function boot(id, { config }) {
+  if (engine) throw new Error("the engine is already running");
+  python = bootPython(config.wheels, "pocketmind.task_service"); // the runtime and the engine start at once
+  python.catch(() => {}); // reported below, once awaited
+  engine = await bootEngine({ onCrash: (message) => postMessage({ type: "crashed", message }) });
+  stage("engine");
+  postMessage({ type: "ready", variant: engine.variant, threads: engine.threads });
+  let py;
+  try {
+    py = await python;
+  } catch (e) {
+    throw new Error(`Python did not start: ${pythonMessage(e)}`);
+  }
+  service = py.pyimport("pocketmind.task_service").TaskService(2048, engine.threads);
+  postMessage({ type: "booted", id });
+}
+
+// Download a model into wasm memory and add it to the service, next to the others. Until add_buffer returns the
+// buffer is ours: Python takes it only when the model, its context and its chat template all succeeded.
+async function load(id, { model }) {
+  if (!service) throw new Error("the engine is not running");
+  if (cards.has(model.name)) {
+    postMessage({ type: "loaded", id, card: cards.get(model.name), fromCache: true, stored: true });
+    return;
+  }
+  const { M, A, threads } = engine;
+  const { buffer, size, fromCache, stored, storeError } = await downloadModel(M, A, model, (loaded, total, how) =>
+    postMessage({ type: "progress", id, what: "model", loaded, total, fromCache: !!(how && how.fromCache) }));
+  const backend = (await python).pyimport("pocketmind.pyodide_backend").PyodideBackend(M, threads);
+  let card;
+  try {
+    card = JSON.parse(service.add_buffer(backend, buffer, size, model.name));
+  } catch (e) {
+    M._pm_buffer_free(buffer);
+    throw new Error(pythonMessage(e));
+  } finally {
+    backend.destroy();
+  }
+  cards.set(model.name, card);
+  postMessage({ type: "loaded", id, card, fromCache, stored, storeError });
+}
+
+function pythonCall(fn) {
+  if (!service) throw new Error("the engine is not running");
+  try {
+    return fn();
+  } catch (e) {
+    throw new Error(pythonMessage(e));
+  }
+}
+
+function stream(id, start) {
+  if (!service) throw new Error("the engine is not running");
+  return streamSteps(id, service, start, withMemory);
+}
+
+serve({
+  boot,
+  load,
+  unload: (id, { name }) => {
+    pythonCall(() => service.remove_model(name));
+    cards.delete(name);
+    postMessage({ type: "result", id, value: null });
+  },
+  call: (id, { method, args = [] }) => {
+    if (!CALLS.has(method)) throw new Error(`unknown call ${method}`);
+    postMessage({ type: "result", id, value: pythonCall(() => service[method](...args)) });
+  },
+  run: (id, { request, data }) => stream(id, () => service.start_run(JSON.stringify(request), data || null)),
+  evaluate: (id, { request, data }) => stream(id, () => service.start_eval(JSON.stringify(request), data || null)),
+});
