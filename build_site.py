@@ -37,8 +37,8 @@ import deps  # noqa: E402
 import pyodide_dist  # noqa: E402
 
 SITE = REPO / "site"
-STATIC = ["model-store.js", "engine-boot.js", "engine-worker.js", "engine-check.js", "chat-worker.js", "chat-client.js",
-          "chat.js", "frame-guard.js",
+STATIC = ["model-store.js", "engine-boot.js", "engine-worker.js", "engine-check.js", "worker-common.js", "worker-client.js",
+          "chat-worker.js", "chat-client.js", "chat.js", "frame-guard.js",
           "offline.js", "style.css", "manifest.webmanifest", "chat-shared.js", "storage-panel.js", "embed.js", "embed.css",
           "pocketmind-chat.js",
           "task-worker.js", "task-client.js", "task-shared.js", "tasks.js", "evaluate.js"]

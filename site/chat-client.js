@@ -1,7 +1,7 @@
 // The one client of chat-worker.js: every page that chats (chat.js, embed.js) drives the worker through this
-// module and keeps only its rendering. It owns the worker's life (boot, serialized model loads, a watchdog, a
-// fresh worker after a crash) and the conversations (their histories live here, so a crash loses nothing but the
-// answer being written).
+// module and keeps only its rendering. The worker's life (a watchdog, a fresh worker after a crash) and the
+// protocol are worker-client.js's; this adds the chat's requests (boot with a model, serialized model loads,
+// bench) and the conversations (their histories live here, so a crash loses nothing but the answer being written).
 //
 //   const client = new ChatClient({ wheels });
 //   client.addEventListener("loaded", (e) => ...);   // also: stage, progress, ready, state, restart, failed
@@ -10,75 +10,30 @@
 //   const done = await chat.ask(text, { system, settings, maxTokens, onText, onPrompt });
 //   chat.stop(); chat.reset();
 //
-// Worker protocol (chat-worker.js): every request carries an id, and every reply names the id it answers.
-//   page -> worker: boot {id, config, model} | load {id, model} | ask {id, request} | bench {id, n_prompt, n_gen}
-//                   | stop {id} | ping {id}
-//   worker -> page: stage | progress | ready | loaded {id} | prompt {id} | text {id} | done {id} | bench {id}
-//                   | error {id, message, during} | pong {id} | crashed {message}
+// Requests (chat-worker.js): boot {id, config, model} -> loaded | load {id, model} -> loaded
+//   | ask {id, request} -> prompt*, text*, done | bench {id, n_prompt, n_gen} -> bench
 "use strict";
+import { WorkerClient } from "./worker-client.js";
 
-const HANG_MS = 60_000; // a worker that answers no ping for this long is stuck (a prompt batch takes seconds)
-const PING_MS = 2_000;
-
-// What a person reads when the engine stopped, and whether it is being started again.
-function crashText(reason, restarting) {
-  return restarting
-    ? `The engine stopped (${reason}). It was restarted; your conversation is kept, the answer being written was lost.`
-    : `The engine stopped (${reason}) and could not be restarted with this model. Choose a model to try again.`;
-}
-
-export class ChatClient extends EventTarget {
-  constructor({ wheels, workerUrl = "chat-worker.js", hangMs = HANG_MS, pingMs = PING_MS }) {
-    super();
+export class ChatClient extends WorkerClient {
+  constructor({ wheels, workerUrl = "chat-worker.js", hangMs, pingMs }) {
+    super({ workerUrl, hangMs, pingMs });
     this.wheels = wheels;
-    this.workerUrl = workerUrl;
-    this.hangMs = hangMs;
-    this.pingMs = pingMs;
     this.card = null; // the loaded model's card, null while none is usable
-    this.engine = null; // {variant, threads} of the running engine
     this.model = null; // the model asked for last ({url, bytes, sha256})
     this.loading = false;
-    this.restarts = 0;
-    this._ids = 0;
-    this._pending = new Map(); // request id -> {resolve, reject, onText, onPrompt}
-    this._queue = Promise.resolve(); // requests run one at a time, in the order made
-    this._worker = null;
+    // first of all listeners: the model died with the worker before the page hears of it
+    this.addEventListener("restart", () => { this.card = null; });
+    this.addEventListener("failed", () => {
+      this.loading = false;
+      this._state();
+    });
   }
-
-  // ---- the worker's life ----
 
   // Boot a worker and load `model`: resolves with the card.
   start(model) {
     this.model = model;
     return this._enqueue(() => this._boot());
-  }
-
-  _spawn() {
-    const worker = new Worker(this.workerUrl);
-    this._worker = worker;
-    this._lastPing = null; // {id, at} of the ping still unanswered
-    worker.onmessage = ({ data }) => this._onMessage(worker, data);
-    // an error nothing in the worker caught (a failed pthread, a broken script): the worker can't be trusted
-    worker.onerror = (event) => {
-      event.preventDefault();
-      this._crash(worker, event.message || "the worker failed");
-    };
-    clearInterval(this._pinger);
-    this._pinger = setInterval(() => this._watch(worker), this.pingMs);
-    return worker;
-  }
-
-  _watch(worker) {
-    if (worker !== this._worker) return;
-    const now = performance.now();
-    if (this._lastPing && now - this._lastPing.at > this.hangMs) {
-      this._crash(worker, `it did not answer for ${Math.round((now - this._lastPing.at) / 1000)} s`);
-      return;
-    }
-    if (!this._lastPing) {
-      this._lastPing = { id: ++this._ids, at: now };
-      worker.postMessage({ type: "ping", id: this._lastPing.id });
-    }
   }
 
   _boot() {
@@ -105,7 +60,6 @@ export class ChatClient extends EventTarget {
   _loaded(data) {
     this.loading = false;
     this.card = data.card;
-    this._restarting = false;
     this._state();
     this._emit("loaded", data);
     return data.card;
@@ -113,98 +67,25 @@ export class ChatClient extends EventTarget {
 
   _loadFailed(error) {
     this.loading = false;
-    this._restarting = false;
     this.card = null; // the old model was closed before the new one was read
     this._state();
     throw error;
   }
 
-  // The worker crashed, aborted or hangs: end it, fail what was in flight, and start a fresh one that loads the
-  // same model, unless the fresh one fails too before its model is loaded (then the person picks what to do).
-  _crash(worker, reason) {
-    if (worker !== this._worker) return;
-    worker.terminate();
-    clearInterval(this._pinger);
-    this._worker = null;
-    const again = Boolean(!this._restarting && this.model); // a fresh worker that crashes before loading: no third
-    const error = new Error(crashText(reason, again));
-    error.crashed = true;
-    for (const [id, pending] of this._pending) {
-      this._pending.delete(id);
-      pending.reject(error);
-    }
-    this.card = null;
-    this._emit("restart", { reason, message: error.message, reloading: again });
-    if (again) {
-      this.restarts += 1;
-      this._restarting = true; // until the fresh worker has loaded the model, or failed to
-      this._enqueue(() => this._boot()).catch(() => {});
-    } else {
-      this.loading = false;
-      this._state();
-      this._emit("failed", { message: error.message });
-    }
+  // After a crash, a fresh worker loads the same model (once: worker-client.js gives up if it crashes too).
+  _recover() {
+    return this.model ? this._enqueue(() => this._boot()).catch(() => {}) : null;
   }
 
-  // ---- requests ----
-
-  _enqueue(job) {
-    const run = this._queue.then(job);
-    this._queue = run.catch(() => {});
-    return run;
-  }
-
-  // Send one request: {id, answer} (answer settles with its reply, or rejects on its error or a crash).
-  _send(worker, type, fields, hooks = {}) {
-    const id = ++this._ids;
-    const answer = new Promise((resolve, reject) => this._pending.set(id, { resolve, reject, ...hooks }));
-    worker.postMessage({ type, id, ...fields });
-    return { id, answer };
-  }
-
-  _settle(id, error, value) {
-    const pending = this._pending.get(id);
-    if (!pending) return;
-    this._pending.delete(id);
-    if (error) pending.reject(error);
-    else pending.resolve(value);
-  }
-
-  _onMessage(worker, data) {
-    if (worker !== this._worker) return; // a terminated worker's last words
-    const pending = data.id != null ? this._pending.get(data.id) : null;
-    switch (data.type) {
-      case "pong":
-        if (this._lastPing && data.id === this._lastPing.id) this._lastPing = null;
-        return;
-      case "stage": case "progress": case "ready":
-        if (data.type === "ready") this.engine = { variant: data.variant, threads: data.threads };
-        this._emit(data.type, data);
-        return;
-      case "prompt":
-        if (pending && pending.onPrompt) pending.onPrompt(data);
-        return;
-      case "text":
-        if (pending && pending.onText) pending.onText(data.text);
-        return;
-      case "loaded": case "done": case "bench":
-        this._settle(data.id, null, data);
-        return;
-      case "error":
-        this._settle(data.id, new Error(data.message));
-        return;
-      case "crashed":
-        this._crash(worker, data.message);
-        return;
-    }
+  // What a person reads when the engine stopped, and whether it is being started again.
+  _crashText(reason, recovering) {
+    return recovering
+      ? `The engine stopped (${reason}). It was restarted; your conversation is kept, the answer being written was lost.`
+      : `The engine stopped (${reason}) and could not be restarted with this model. Choose a model to try again.`;
   }
 
   _state() {
     this._emit("state", { loading: this.loading, card: this.card });
-  }
-
-  _emit(type, detail) {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 
   // ---- what pages call ----
@@ -221,21 +102,14 @@ export class ChatClient extends EventTarget {
   }
 
   // Run one request to the end (queued behind the others); `ticket` learns its id once it is sent.
-  _ask(request, hooks, ticket) {
-    return this._enqueue(() => {
-      if (ticket.cancelled) return { cancelled: true };
+  _ask(request, { onText, onPrompt }, ticket) {
+    const onEvent = (data) => {
+      if (data.type === "text" && onText) onText(data.text);
+      else if (data.type === "prompt" && onPrompt) onPrompt(data);
+    };
+    return this._enqueueStoppable(ticket, "ask", { request }, { onEvent }, () => {
       if (!this.card) throw new Error(this.loading ? "the model is still loading" : "no model is loaded");
-      const { id, answer } = this._send(this._worker, "ask", { request }, hooks);
-      ticket.id = id;
-      return answer;
     });
-  }
-
-  _stop(ticket) {
-    ticket.cancelled = true; // not sent yet: it never will be
-    if (ticket.id != null && this._pending.has(ticket.id) && this._worker) {
-      this._worker.postMessage({ type: "stop", id: ticket.id });
-    }
   }
 }
 
@@ -286,7 +160,7 @@ export class Conversation {
   }
 
   stop() {
-    if (this._ticket) this.client._stop(this._ticket);
+    if (this._ticket) this.client._stopRequest(this._ticket);
   }
 
   // A new chat: the history is emptied and an answer in flight is stopped.

@@ -1,30 +1,11 @@
 // The chat's Web Worker: Pyodide (our Python glue) and the pocketmind wasm module side by side; the page only draws.
-// Pages talk to it through chat-client.js, which documents the protocol: every request has an id and every reply
-// names it; boot, load, ask and bench run one at a time in arrival order, stop and ping are answered at once.
+// chat-client.js drives it; the message loop, Python's start and the streaming are worker-common.js's.
 "use strict";
-importScripts("model-store.js", "engine-boot.js", "pyodide/pyodide.js");
+importScripts("model-store.js", "engine-boot.js", "worker-common.js");
 
 let engine = null; // {M, A, variant, threads}
 let python = null; // a promise of the Pyodide instance with pocketmind imported
 let service = null; // pocketmind.chat_service.ChatService for the loaded model
-let answering = null; // id of the ask being answered
-let serial = Promise.resolve(); // the queue of boot/load/ask/bench
-const t0 = performance.now();
-const stage = (name) => postMessage({ type: "stage", stage: name, seconds: (performance.now() - t0) / 1000 });
-
-async function bootPython(wheels) {
-  const pyodide = await loadPyodide({ indexURL: new URL("pyodide/", self.location.href).href });
-  stage("python");
-  await pyodide.loadPackage(["numpy", "micropip"], { messageCallback: () => {} });
-  const micropip = pyodide.pyimport("micropip");
-  for (const url of wheels) {
-    // in order, without dependency resolution: everything the glue needs is shipped here, nothing comes from PyPI
-    await micropip.install(new URL(url, self.location.href).href, { deps: false });
-  }
-  pyodide.pyimport("pocketmind.chat_service");
-  stage("glue");
-  return pyodide;
-}
 
 // The old model's memory is freed before the new one is read (two models may not fit at once).
 function closeService() {
@@ -67,43 +48,15 @@ async function attach(id, { buffer, size, fromCache, stored, storeError }) {
   postMessage({ type: "loaded", id, card: JSON.parse(service.card_json()), fromCache, stored, storeError });
 }
 
-// What a person needs of a Python traceback: the exception's own message ("cannot load model ..."), which may
-// span lines, without the traceback above it or the exception's module path.
-function pythonMessage(e) {
-  const text = String(e && e.message ? e.message : e).trim();
-  const lines = text.split("\n");
-  let start = -1;
-  lines.forEach((line, i) => { if (/^[\w.]*(Error|Exception)\b[^:]*: /.test(line)) start = i; });
-  if (start < 0) return lines.filter(Boolean).pop() || text;
-  return [lines[start].replace(/^[\w.]*(Error|Exception)\b[^:]*: /, ""), ...lines.slice(start + 1)].join("\n").trim();
-}
-
-// Let queued messages (stop, ping) in between tokens and prompt batches, without the 4 ms clamp of setTimeout.
-const channel = new MessageChannel();
-const yieldToEvents = () => new Promise((resolve) => { channel.port1.onmessage = resolve; channel.port2.postMessage(0); });
-
-async function ask(id, request) {
+function ask(id, request) {
   if (!service) throw new Error("no model is loaded");
-  answering = id;
-  try {
-    service.start(JSON.stringify(request));
-    for (;;) {
-      const event = service.step();
-      if (event === undefined || event === null) break;
-      postMessage({ ...JSON.parse(event), id });
-      await yieldToEvents();
-    }
-  } catch (e) {
-    throw new Error(pythonMessage(e));
-  } finally {
-    answering = null;
-  }
+  return streamSteps(id, service, () => service.start(JSON.stringify(request)));
 }
 
 async function boot(id, { config, model }) {
   if (engine) throw new Error("the engine is already running");
   // the runtime, the engine and the model download all start at once
-  python = bootPython(config.wheels);
+  python = bootPython(config.wheels, "pocketmind.chat_service");
   python.catch(() => {}); // reported by attach, once awaited
   engine = await bootEngine({ onCrash: (message) => postMessage({ type: "crashed", message }) });
   stage("engine");
@@ -113,7 +66,7 @@ async function boot(id, { config, model }) {
   await attach(id, downloaded);
 }
 
-const HANDLERS = {
+serve({
   boot,
   load: async (id, { model }) => {
     if (!engine) throw new Error("the engine is not running");
@@ -124,19 +77,4 @@ const HANDLERS = {
     if (!service) throw new Error("no model is loaded");
     postMessage({ type: "bench", id, ...JSON.parse(service.bench(nPrompt, nGen)) });
   },
-};
-
-self.onmessage = ({ data }) => {
-  const { type, id } = data;
-  if (type === "ping") {
-    postMessage({ type: "pong", id });
-  } else if (type === "stop") {
-    if (service && answering !== null && answering === id) service.stop();
-  } else if (HANDLERS[type]) {
-    serial = serial.then(() => HANDLERS[type](id, data)).catch((e) => {
-      postMessage({ type: "error", id, message: String(e && e.message ? e.message : e), during: type });
-    });
-  } else {
-    postMessage({ type: "error", id, message: `unknown message ${type}`, during: type });
-  }
-};
+});

@@ -1,0 +1,85 @@
+// What every pocketmind worker shares, loaded with importScripts("worker-common.js") (classic scripts, globals):
+// starting Python with our glue, streaming a Python service's events to the page, and the message loop.
+// worker-client.js, the page's half, documents the protocol. A worker only adds its handlers:
+//
+//   importScripts("model-store.js", "engine-boot.js", "worker-common.js");
+//   serve({ load: async (id, data) => ..., run: (id, data) => streamSteps(id, service, () => service.start(...)) });
+//
+// Each handler gets the request's id and message; it posts its own final reply (worker-client.js lists them) and
+// may throw: the page then gets {type: "error", id, message, during}.
+"use strict";
+importScripts("pyodide/pyodide.js");
+
+const t0 = performance.now();
+const stage = (name) => postMessage({ type: "stage", stage: name, seconds: (performance.now() - t0) / 1000 });
+
+// Pyodide with the wheels installed and `module` (say "pocketmind.chat_service") imported.
+async function bootPython(wheels, module) {
+  const pyodide = await loadPyodide({ indexURL: new URL("pyodide/", self.location.href).href });
+  stage("python");
+  await pyodide.loadPackage(["numpy", "micropip"], { messageCallback: () => {} });
+  const micropip = pyodide.pyimport("micropip");
+  for (const url of wheels) {
+    // in order, without dependency resolution: everything the glue needs is shipped here, nothing comes from PyPI
+    await micropip.install(new URL(url, self.location.href).href, { deps: false });
+  }
+  pyodide.pyimport(module);
+  stage("glue");
+  return pyodide;
+}
+
+// What a person needs of a Python traceback: the exception's own message ("cannot load model ..."), which may
+// span lines, without the traceback above it or the exception's module path.
+function pythonMessage(e) {
+  const text = String(e && e.message ? e.message : e).trim();
+  const lines = text.split("\n");
+  let start = -1;
+  lines.forEach((line, i) => { if (/^[\w.]*(Error|Exception)\b[^:]*: /.test(line)) start = i; });
+  if (start < 0) return lines.filter(Boolean).pop() || text;
+  return [lines[start].replace(/^[\w.]*(Error|Exception)\b[^:]*: /, ""), ...lines.slice(start + 1)].join("\n").trim();
+}
+
+// Let queued messages (stop, ping) in between tokens and prompt batches, without the 4 ms clamp of setTimeout.
+const channel = new MessageChannel();
+const yieldToEvents = () => new Promise((resolve) => { channel.port1.onmessage = resolve; channel.port2.postMessage(0); });
+
+let streaming = null; // {id, service} of the run being streamed: a stop naming that id reaches its service
+
+// Run `start()` (which starts a run on a Python service: start, start_run, ...), then post every event its
+// step() returns, tagged with `id`, until it returns None.
+async function streamSteps(id, service, start) {
+  streaming = { id, service };
+  try {
+    start();
+    for (;;) {
+      const event = service.step();
+      if (event === undefined || event === null) break;
+      postMessage({ ...JSON.parse(event), id });
+      await yieldToEvents();
+    }
+  } catch (e) {
+    throw new Error(pythonMessage(e));
+  } finally {
+    streaming = null;
+  }
+}
+
+// The worker's message loop: ping and stop are answered at once (between a stream's events); every request with a
+// handler runs one at a time, in arrival order.
+function serve(handlers) {
+  let serial = Promise.resolve();
+  self.onmessage = ({ data }) => {
+    const { type, id } = data;
+    if (type === "ping") {
+      postMessage({ type: "pong", id });
+    } else if (type === "stop") {
+      if (streaming && streaming.id === id) streaming.service.stop();
+    } else if (Object.hasOwn(handlers, type)) {
+      serial = serial.then(() => handlers[type](id, data)).catch((e) => {
+        postMessage({ type: "error", id, message: String(e && e.message ? e.message : e), during: type });
+      });
+    } else {
+      postMessage({ type: "error", id, message: `unknown message ${type}`, during: type });
+    }
+  };
+}
