@@ -46,15 +46,16 @@ const yieldToEvents = () => new Promise((resolve) => { channel.port1.onmessage =
 let streaming = null; // {id, service} of the run being streamed: a stop naming that id reaches its service
 
 // Run `start()` (which starts a run on a Python service: start, start_run, ...), then post every event its
-// step() returns, tagged with `id`, until it returns None.
-async function streamSteps(id, service, start) {
+// step() returns, tagged with `id`, until it returns None. `decorate(event)` may add what only the worker knows
+// (the task worker adds the wasm memory size).
+async function streamSteps(id, service, start, decorate = (event) => event) {
   streaming = { id, service };
   try {
     start();
     for (;;) {
       const event = service.step();
       if (event === undefined || event === null) break;
-      postMessage({ ...JSON.parse(event), id });
+      postMessage({ ...decorate(JSON.parse(event)), id });
       await yieldToEvents();
     }
   } catch (e) {

@@ -1,0 +1,218 @@
+"""The Tasks and Evaluate pages in headless Chromium: a 10-row CSV end to end on each, with the page's labels and
+accuracy equal to the CPython glue's on the same rows; downloads; stop; and every bad input with its message while
+the page stays usable."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+import build_site
+from browser_wait import bounded
+from pocketmind import Model
+from pocketmind.task_service import TaskService
+from pocketmind.tasks import Task
+from pocketmind.tasks.compare import Lineup
+from pocketmind.tasks.data import eval_rows
+
+pytestmark = pytest.mark.browser
+REPO = Path(__file__).resolve().parents[1]
+TICKETS = REPO / "data" / "tasks" / "support_tickets.json"
+TICKETS_CSV = (REPO / "data" / "support_tickets.csv").read_text(encoding="utf-8")
+
+
+def ten_rows() -> str:
+    """The shipped tickets' header, 4 dev rows and 6 test rows: a 10-row labelled CSV."""
+    lines = TICKETS_CSV.splitlines()
+    dev = [ln for ln in lines[1:] if ",dev," in ln][:4]
+    test = [ln for ln in lines[1:] if ",test," in ln][:6]
+    return "\n".join([lines[0]] + dev + test) + "\n"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, smollm2, gemma3, serve_site):
+    out = tmp_path_factory.mktemp("tasks-site")
+    build_site.build_site(out, [smollm2, gemma3])
+    return serve_site(out)
+
+
+def open_page(page, site, path, handle):
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(site + path)
+    bounded(page, f"() => window.{handle}.ready", timeout_ms=240_000)
+    assert not errors, errors
+    return errors
+
+
+def drop_file(page, name: str, data: bytes, mime: str = "text/csv"):
+    page.set_input_files("#file", files=[{"name": name, "mimeType": mime, "buffer": data}])
+
+
+def pick_task(page, handle: str, file: str):
+    page.select_option("#task", file)
+    page.wait_for_function(f"() => window.{handle}.picker.current().info && "
+                           f"window.{handle}.picker.current().shipped && "
+                           f"window.{handle}.picker.current().shipped.file === {json.dumps(file)}", timeout=60_000)
+
+
+# ---- Tasks page ----
+
+def test_tasks_page_runs_a_dropped_csv_like_the_cpython_service_and_downloads_it(page, site, native, smollm2):
+    errors = open_page(page, site, "tasks.html", "pocketmindTasks")
+    pick_task(page, "pocketmindTasks", "tasks/support_tickets.json")
+    data = ten_rows()
+    drop_file(page, "tickets.csv", data.encode())
+    page.wait_for_function("() => document.querySelector('#file-info').textContent.includes('tickets.csv')")
+    done = bounded(page, "() => window.pocketmindTasks.run()", timeout_ms=240_000)
+    assert done["n_done"] == done["total"] == 10 and done["stopped"] is False
+    page_labels = page.eval_on_selector_all("#results tbody td.answer", "cells => cells.map(c => c.textContent)")
+
+    service = TaskService(n_ctx=2048)
+    service.add_model(Model.from_file(smollm2, native), "SmolLM2-135M-Instruct.Q4_1")
+    service.load_task(TICKETS.read_text(encoding="utf-8"))
+    service.start_run(json.dumps({"file": "csv"}), data.encode())
+    native_items = []
+    while (event := service.step()) is not None:
+        native_items.append(json.loads(event))
+    assert page_labels == [e["label"] for e in native_items[:-1]]
+    assert done["label_counts"] == native_items[-1]["label_counts"]
+
+    with page.expect_download() as info:
+        page.click("#download-csv")
+    table = list(csv.reader(io.StringIO(Path(info.value.path()).read_text(encoding="utf-8"), newline="")))
+    assert table[0][:3] == ["text", "label", "confidence"] and len(table) == 11
+    assert [row[1] for row in table[1:]] == page_labels
+    assert [row[0] for row in table[1:]] == [e["text"] for e in native_items[:-1]]
+    service.close()
+    assert not errors, errors
+
+
+def test_tasks_page_stops_a_run_and_keeps_what_was_done(page, site):
+    open_page(page, site, "tasks.html", "pocketmindTasks")
+    pick_task(page, "pocketmindTasks", "tasks/review_sentiment.json")
+    page.fill("#items", "\n".join(f"review {i}: fine, but the box was dented" for i in range(40)))
+    done = bounded(page, """() => {
+        const t = window.pocketmindTasks;
+        const run = t.run();
+        const stopper = new MutationObserver(() => { stopper.disconnect(); document.querySelector('#stop').click(); });
+        stopper.observe(document.querySelector('#results tbody'), { childList: true });
+        return run;
+    }""", timeout_ms=240_000)
+    assert done["stopped"] is True and 1 <= done["n_done"] < 40
+    assert page.locator("#results tbody tr").count() == done["n_done"]
+    assert page.locator("#summary").text_content().startswith("Stopped: ")
+    assert not page.locator("#run").is_disabled()  # usable again
+
+
+BAD_TASKS = [
+    ({"name": "one", "instruction": "x", "output": {"labels": ["only"]}}, "a task needs at least 2 labels; this one has 1"),
+    ({"name": "s", "instruction": "x", "output": {"json_schema": {"type": "string", "pattern": "a+"}}}, "pattern"),
+    ("{not json", "the task is not valid JSON"),
+]
+
+
+@pytest.mark.parametrize("doc, message", BAD_TASKS)
+def test_tasks_page_names_what_is_wrong_with_a_pasted_task(page, site, doc, message):
+    open_page(page, site, "tasks.html", "pocketmindTasks")
+    page.click("#task-details summary")
+    page.fill("#task-json", doc if isinstance(doc, str) else json.dumps(doc))
+    page.click("#apply-task")
+    page.wait_for_function("() => !document.querySelector('#error').hidden", timeout=60_000)
+    text = page.locator("#error").text_content()
+    assert text.startswith("The task cannot be used: ") and message in text
+    assert page.locator("#run").is_disabled()
+    pick_task(page, "pocketmindTasks", "tasks/review_sentiment.json")  # the page stays usable
+    assert page.locator("#error").is_hidden()
+
+
+BAD_FILES = [
+    ("latin1.txt", "caf\xe9 au lait\n".encode("latin-1"), "text/plain",
+     "the file is not UTF-8 text: byte 0xe9 at offset 3 (line 1)"),
+    ("no-text.csv", b"review,label\ngood,positive\n", "text/csv",
+     "the file has no column 'text'; its columns are: 'review', 'label'"),
+    ("empty.csv", b"", "text/csv", "the file is empty"),
+    ("huge.csv", b"text\n" + b"x" * 50_000_000, "text/csv", "the file is 50.0 MB; the limit is 50 MB"),
+]
+
+
+@pytest.mark.parametrize("name, data, mime, message", BAD_FILES, ids=[b[0] for b in BAD_FILES])
+def test_tasks_page_refuses_a_bad_file_with_its_message_and_runs_the_next(page, site, name, data, mime, message):
+    open_page(page, site, "tasks.html", "pocketmindTasks")
+    pick_task(page, "pocketmindTasks", "tasks/review_sentiment.json")
+    drop_file(page, name, data, mime)
+    page.wait_for_function(f"() => document.querySelector('#file-info').textContent.includes({json.dumps(name)})")
+    with pytest.raises(Exception):
+        bounded(page, "() => window.pocketmindTasks.run()")
+    assert message in page.locator("#error").text_content()
+    assert page.locator("#results tbody tr").count() == 0  # nothing half-written
+    page.fill("#items", "Great kettle, boils fast.")
+    done = bounded(page, "() => window.pocketmindTasks.run()", timeout_ms=120_000)
+    assert done["n_done"] == 1 and page.locator("#error").is_hidden()
+
+
+# ---- Evaluate page ----
+
+def test_evaluate_page_scores_two_models_ensembles_and_the_cascade_like_the_cli(page, site, native, smollm2, gemma3):
+    errors = open_page(page, site, "evaluate.html", "pocketmindEvaluate")
+    pick_task(page, "pocketmindEvaluate", "tasks/support_tickets.json")
+    data = ten_rows()
+    drop_file(page, "ten.csv", data.encode())
+    page.fill("#shots", "0")
+    report = bounded(page, "() => window.pocketmindEvaluate.evaluate()", timeout_ms=480_000)
+    names = ["SmolLM2-135M-Instruct.Q4_1 0-shot", "gemma-3-270m-q4_k_m 0-shot", "ensemble majority", "ensemble mean",
+             "ensemble weighted", "cascade"]
+    assert [s["name"] for s in report["setups"]] == names and report["n"] == 6 and report["stopped"] is False
+
+    task = Task.load(TICKETS)
+    rows, dev = eval_rows(data.encode(), task.text_column, task.label_column, task.labels)
+    with Model.from_file(smollm2, native) as small, Model.from_file(gemma3, native) as big:
+        lineup = Lineup(task, [("SmolLM2-135M-Instruct.Q4_1", small.context(n_ctx=2048)),
+                               ("gemma-3-270m-q4_k_m", big.context(n_ctx=2048))], [0]).fit(dev)
+        evaluation = lineup.evaluation(rows)
+        for _ in evaluation:
+            pass
+    for mine, theirs in zip(report["setups"], evaluation.report.setups, strict=True):
+        assert mine["predictions"] == list(theirs.predictions), mine["name"]
+        assert mine["accuracy"] == theirs.accuracy and mine["macro_f1"] == theirs.macro_f1
+    assert report["fitted"]["cascade"]["voters"] == lineup.fitted["cascade"]["voters"]
+
+    # the page shows it: a table row per setup, a dot per setup in the chart, three hosted prices, a recommendation
+    assert page.locator("#table tbody tr").count() == 6
+    assert page.locator("#chart svg circle").count() == 6
+    assert page.locator("#hosted tbody tr").count() == 3
+    assert page.locator("#recommendation").text_content().startswith("Recommended for ")
+    assert page.locator("#table tbody tr.recommended").count() == 1
+    memory = page.eval_on_selector_all("#table tbody td:nth-child(6)", "cells => cells.map(c => c.textContent)")
+    assert all(m.endswith("MB") or m.endswith("GB") for m in memory)
+    page.fill("#target", "0")
+    page.dispatch_event("#target", "change")
+    page.wait_for_function("() => document.querySelector('#recommendation').textContent.includes('at least 0.000')")
+    with page.expect_download() as info:
+        page.click("#download-json")
+    saved = json.loads(Path(info.value.path()).read_text(encoding="utf-8"))
+    assert [s["predictions"] for s in saved["setups"]] == [s["predictions"] for s in report["setups"]]
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"id,split,text,label\nt1,test,hello,billing\nt2,test,hi,sales\n",
+     "row 2 (line 3) has the label 'sales', which is not one of: billing, shipping, technical, account, returns"),
+    (b"id,split,text\nt1,test,hello\n", "the file has no column 'label'; its columns are: 'id', 'split', 'text'"),
+    (b"id,split,text,label\nt1,dev,hello,billing\n", "no rows have split 'test'; the splits present are: 'dev'"),
+])
+def test_evaluate_page_refuses_bad_data_with_its_message(page, site, data, message):
+    open_page(page, site, "evaluate.html", "pocketmindEvaluate")
+    pick_task(page, "pocketmindEvaluate", "tasks/support_tickets.json")
+    for box in page.locator("#models input").all()[1:]:
+        box.uncheck()  # one model: quick
+    drop_file(page, "bad.csv", data)
+    page.wait_for_function("() => document.querySelector('#data-name').textContent.startsWith('bad.csv')")
+    with pytest.raises(Exception):
+        bounded(page, "() => window.pocketmindEvaluate.evaluate()", timeout_ms=240_000)
+    assert page.locator("#error").text_content() == message
+    assert page.locator("#results").is_hidden()
+    assert not page.locator("#run").is_disabled()
