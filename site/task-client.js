@@ -67,14 +67,14 @@ export class TaskClient extends WorkerClient {
   }
 
   run(request, options) {
-    return this._stream("run", request, options);
+    return this._job("run", request, options);
   }
 
   evaluate(request, options) {
-    return this._stream("evaluate", request, options);
+    return this._job("evaluate", request, options);
   }
 
-  _stream(type, request, { data = null, onEvent = null } = {}) {
+  _job(type, request, { data = null, onEvent = null } = {}) {
     const ticket = { id: null, cancelled: false };
     const done = this._enqueueStoppable(ticket, type, { request, data }, { onEvent }, () => {
       if (!this.ready) throw new Error("the engine is not running");

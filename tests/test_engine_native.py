@@ -104,6 +104,25 @@ def test_kv_remove_keeps_the_prefix(f16):
         np.testing.assert_allclose(ctx.logits(), expected, atol=1e-4)
 
 
+def test_the_context_knows_which_tokens_its_cache_holds(f16):
+    ctx = f16.context(n_ctx=64)
+    tokens = f16.tokenize("the cat sat on the mat")
+    assert ctx.cached_prefix(tokens) == 0
+    ctx.decode(tokens[:4])
+    ctx.decode(tokens[4:])
+    assert ctx.cached_prefix(tokens) == len(tokens)
+    assert ctx.cached_prefix(list(tokens[:3]) + [int(tokens[3]) + 1]) == 3  # where they differ
+    ctx.kv_remove(2)
+    assert ctx.cached_prefix(tokens) == 2
+    ctx.kv_remove(0, 1)  # a hole in the middle: nothing is trusted
+    assert ctx.cached_prefix(tokens) == 0
+    ctx.kv_clear()
+    ctx.decode(tokens)
+    with pytest.raises(PocketmindError):
+        ctx.decode(tokens, pos=ctx.n_ctx + 5)  # a failed decode: nothing is trusted
+    assert ctx.cached_prefix(tokens) == 0
+
+
 def test_loading_from_bytes_matches_loading_from_file(native, tiny_models):
     tokens = [1, 270, 300, 280]
     results = []

@@ -61,11 +61,34 @@ def test_the_prompt_is_decoded_once_per_call(tiny, ctx):
     first = score_labels(ctx, prompt, LABELS)
     n_tokens = [len(tiny.tokenize(label, add_special=False)) for label in LABELS]
     # the prompt once, then each label of n > 1 tokens once, after the prompt (its last token predicts nothing)
-    assert calls == [(len(prompt), None)] + [(n - 1, len(prompt)) for n in n_tokens if n > 1]
+    assert calls == [(len(prompt), 0)] + [(n - 1, len(prompt)) for n in n_tokens if n > 1]
     assert ctx.n_past == len(prompt)  # the cache holds the shared prompt and no label
     calls.clear()
-    assert score_labels(ctx, prompt, LABELS) == first and calls[0] == (len(prompt), None)
-    assert sum(pos is None for _, pos in calls) == 1
+    assert score_labels(ctx, prompt, LABELS) == first and calls[0] == (len(prompt), 0)
+    assert sum(pos == 0 for _, pos in calls) == 1
+
+
+def test_a_shared_start_is_decoded_once_and_scores_do_not_depend_on_the_item_before(tiny, ctx):
+    prompts = [tiny.tokenize(f"the word is {w}") for w in ("red", "green", "blue")]
+    shared = len(tiny.tokenize("the word is"))
+    assert all((p[:shared] == prompts[0][:shared]).all() for p in prompts)
+    calls = []
+    decode = ctx.decode
+
+    def counting(tokens, pos=None, all_logits=False):
+        calls.append((len(tokens), pos))
+        return decode(tokens, pos, all_logits)
+
+    ctx.decode = counting
+    ctx.kv_clear()
+    forward = [score_labels(ctx, p, LABELS, shared=shared) for p in prompts]
+    assert [c for c in calls if c[1] == 0] == [(shared, 0)]  # the shared start: once, as a batch of its own
+    assert calls[1] == (len(prompts[0]) - shared, shared)
+    ctx.kv_clear()
+    backward = [score_labels(ctx, p, LABELS, shared=shared) for p in reversed(prompts)][::-1]
+    assert forward == backward  # bit for bit: every item's batches are cut the same way, whatever came before
+    ctx.decode(tiny.tokenize(" and more"))  # someone else's tokens after the prompt: kept start, new rest
+    assert score_labels(ctx, prompts[1], LABELS, shared=shared) == forward[1]
 
 
 def test_probs_sum_to_one_and_the_label_is_the_argmax(tiny, ctx):

@@ -339,6 +339,9 @@ class Context(_Handle):
         self.model = model  # keeps the model alive as long as the context
         self.n_ctx = self.backend.call("pm_context_n_ctx", ptr)
         self.n_batch = self.backend.call("pm_context_n_batch", ptr)
+        # the token at each KV position 0.. as decoded through this object, so a caller can keep a shared prefix
+        # (cached_prefix); None once it is unknown (a failed decode, a removed middle range)
+        self._kv_tokens: list[int] | None = []
 
     @property
     def n_past(self) -> int:
@@ -364,7 +367,12 @@ class Context(_Handle):
         if n == 0:
             raise PocketmindError(-1, "decode needs at least one token")
         pos = self.n_past if pos is None else pos
+        known = self._kv_tokens
+        self._kv_tokens = None  # unknown until the decode succeeded
         self._check(self.backend.call("pm_decode", self.ptr, ptr, n, int(pos), int(all_logits)))
+        if known is not None and pos == len(known):
+            known.extend(np.asarray(tokens, dtype=np.int64).ravel().tolist())
+            self._kv_tokens = known
 
     def logits(self, i: int = -1) -> np.ndarray:
         """Logits of position i of the last decode (default its last token): n_vocab float32, valid until the next
@@ -375,10 +383,26 @@ class Context(_Handle):
         return self.backend.float32_array(ptr, self.model.n_vocab)
 
     def kv_remove(self, p0: int, p1: int = -1) -> None:
+        known = self._kv_tokens
+        self._kv_tokens = None
         self._check(self.backend.call("pm_kv_remove", self.ptr, int(p0), int(p1)))
+        if known is not None and (p1 < 0 or p1 >= len(known)):
+            del known[max(int(p0), 0):]
+            self._kv_tokens = known
 
     def kv_clear(self) -> None:
         self.backend.call("pm_kv_clear", self.ptr)
+        self._kv_tokens = []
+
+    def cached_prefix(self, tokens: Sequence[int] | np.ndarray) -> int:
+        """How many leading `tokens` the KV cache already holds at positions 0.. (0 when unknown)."""
+        known = self._kv_tokens
+        if not known or len(known) != self.n_past:
+            return 0
+        want = np.asarray(tokens, dtype=np.int64).ravel()
+        n = min(len(known), want.size)
+        differ = np.flatnonzero(np.asarray(known[:n], dtype=np.int64) != want[:n])
+        return int(differ[0]) if differ.size else n
 
     def embed(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
         """Pooled embedding of one text (the context needs embeddings=True); a copy the caller owns."""

@@ -3,7 +3,8 @@
 Each label is scored by the total log-probability of its tokens right after the prompt,
 log p(label) = sum_j log p(t_j | prompt, t_1 .. t_{j-1}), read from the raw model logits (no sampling settings).
 The prompt is decoded once per call and its KV entries are shared by every label: a label's positions are removed
-after scoring it, and the next label is decoded after the same prompt.
+after scoring it, and the next label is decoded after the same prompt. The prompt stays in the cache afterwards: a
+caller that names the prompt's shared start (a task's instruction and examples) has it decoded once per run.
 
 Tokens of a label: its text tokenized as plain text (no BOS, no special-token parsing), exactly as given. No space
 is added in front: a chat template's answer starts right after "assistant\\n", where a model writes "positive",
@@ -82,11 +83,12 @@ def label_tokens(model, labels: Sequence[str]) -> tuple[list[str], list[np.ndarr
 
 
 def score_labels(ctx, prompt_tokens: Sequence[int] | np.ndarray, labels: Sequence[str], *,
-                 model=None) -> LabelScores:
+                 model=None, shared: int = 0) -> LabelScores:
     """Score every label after the prompt (see the module's docstring) and pick one.
 
-    `model` tokenizes the labels (default: the context's model). The context's KV cache is cleared first; afterwards
-    it holds exactly the prompt. Raises ValueError for a bad label set (empty, a non-string or empty label, a
+    `model` tokenizes the labels (default: the context's model). `shared`: how many leading prompt tokens are the
+    same for many calls (decoded once and kept; see below). Afterwards the context's KV cache holds exactly the
+    prompt. Raises ValueError for a bad label set (empty, a non-string or empty label, a
     duplicate) or when the prompt plus a label does not fit in the context (naming the label).
     """
     model = model or ctx.model
@@ -100,8 +102,16 @@ def score_labels(ctx, prompt_tokens: Sequence[int] | np.ndarray, labels: Sequenc
             raise ValueError(f"the label {label!r} ({ids.size} tokens) does not fit after the prompt "
                              f"({n_prompt} tokens) in the context of {ctx.n_ctx} tokens")
 
-    ctx.kv_clear()
-    ctx.decode(prompt)
+    # The first `shared` tokens (a task's instruction and examples: the same for every item) are decoded as a batch
+    # of their own, or kept from the last call when the cache holds them. Always the same split, because llama.cpp's
+    # logits depend on how a prompt is cut into batches (SmolLM2: up to 0.6): so an item's scores never depend on
+    # which item came before it.
+    shared = min(max(int(shared), 0), n_prompt - 1)
+    keep = shared if shared and ctx.cached_prefix(prompt) >= shared else 0
+    ctx.kv_remove(keep)
+    if shared and not keep:
+        ctx.decode(prompt[:shared], pos=0)
+    ctx.decode(prompt[shared:], pos=shared)
     first = log_softmax(ctx.logits())  # a copy: the next decode overwrites the logits; every label needs it
     totals = []
     try:

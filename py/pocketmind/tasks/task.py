@@ -166,6 +166,16 @@ class Task:
 
         return chat_prompt_tokens(model, self.messages(text, shots))
 
+    def shared_tokens(self, model, shots: int = 0) -> np.ndarray:
+        """The prompt tokens every item shares with `shots` examples on this model: the system prompt, the examples
+        and the opening of the item's turn (what two different items' prompts have in common). Kept on the model."""
+        cache = model.__dict__.setdefault("_task_shared_tokens", {})  # lives and dies with the model
+        key = (self, shots)  # a Task hashes by identity
+        if key not in cache:
+            a, b = self.prompt_tokens(model, "a", shots), self.prompt_tokens(model, "b", shots)
+            cache[key] = a[:_common_length(a, b)]
+        return cache[key]
+
     # ---- running ----
 
     def run(self, model_or_ctx, text: str, shots: int = 0) -> TaskResult | ExtractResult:
@@ -182,10 +192,17 @@ class Task:
             value, out, stats = generate_json(ctx, prompt, dict(self.json_schema), GREEDY, max_tokens=JSON_MAX_TOKENS)
             return ExtractResult(value, out, stats.n_prompt - stats.n_reused + stats.n_generated,
                                  time.perf_counter() - t)
-        scores = score_labels(ctx, prompt, self.labels)
+        shared = _common_length(prompt, self.shared_tokens(ctx.model, shots))
+        scores = score_labels(ctx, prompt, self.labels, shared=shared)
         seconds = time.perf_counter() - t
         n_tokens = int(prompt.size) + sum(n - 1 for n in scores.n_tokens)  # what score_labels decodes
         return TaskResult(scores.label, scores.probs, scores.confidence, scores.labels, n_tokens, seconds, scores)
+
+
+def _common_length(a: np.ndarray, b: np.ndarray) -> int:
+    n = min(a.size, b.size)
+    differ = np.flatnonzero(a[:n] != b[:n])
+    return int(differ[0]) if differ.size else n
 
 
 def context_for(model_or_ctx, n_ctx: int = DEFAULT_N_CTX):
