@@ -120,8 +120,8 @@ async function showResults(done) {
     cell(row, `${m.name} (${m.provider})`);
     cell(row, `$${m.input_per_million}`, true);
     cell(row, `$${m.output_per_million}`, true);
-    cell(row, `$${m.usd.toFixed(4)}`, true);
-    cell(row, `$${Math.round(m.usd_per_million_items)}`, true);
+    cell(row, usd(m.usd), true);
+    cell(row, usd(m.usd_per_million_items), true);
     cell(row, `${m.as_of}: ${m.source}`);
     hosted.append(row);
   }
@@ -157,16 +157,36 @@ function drawChart(setups, recommended) {
   add("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, class: "axis" });
   add("line", { x1: L, x2: L, y1: T, y2: H - B, class: "axis" });
   for (const x of [x0, (x0 + x1) / 2, x1]) {
-    add("text", { x: px(x), y: H - B + 16, "text-anchor": "middle" }, `${(10 ** x / 1e9).toPrecision(2)} G`);
+    add("text", { x: px(x), y: H - B + 16, "text-anchor": "middle" }, `${giga(10 ** x)} G`);
   }
   add("text", { x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle" }, "compute per item: parameters × tokens (log scale)");
   add("text", { x: 12, y: T + (H - T - B) / 2, transform: `rotate(-90 12 ${T + (H - T - B) / 2})`, "text-anchor": "middle" }, "accuracy");
+  // setups at the same point (ensembles that agree on every item) share a dot and a label
+  const points = new Map();
   setups.forEach((s, i) => {
-    const cx = px(xs[i]), cy = py(s.accuracy);
-    add("circle", { cx, cy, r: 5, class: s.name === recommended ? "recommended" : "" });
-    add("text", { x: cx + 7, y: cy - 6 - (i % 2) * 10 }, s.name);
+    const key = `${px(xs[i]).toFixed(0)},${py(s.accuracy).toFixed(0)}`;
+    const point = points.get(key) || { cx: px(xs[i]), cy: py(s.accuracy), names: [] };
+    point.names.push(s.name);
+    points.set(key, point);
+  });
+  [...points.values()].forEach(({ cx, cy, names }, i) => {
+    add("circle", { cx, cy, r: 5, class: names.includes(recommended) ? "recommended" : "" });
+    const right = cx > W / 2; // labels stay inside the chart: left of dots on its right half
+    add("text", { x: right ? cx - 8 : cx + 8, y: cy - 6 - (i % 2) * 11, "text-anchor": right ? "end" : "start" },
+        names.join(", "));
   });
   $("chart").replaceChildren(svg);
+}
+
+// 6994780416 -> "7.0", 1.04e11 -> "104": billions, two significant digits below 100
+function giga(value) {
+  const g = value / 1e9;
+  return g >= 100 ? String(Math.round(g)) : g.toPrecision(2);
+}
+
+// dollars: cents where they matter, two significant digits below a cent
+function usd(value) {
+  return value >= 0.01 ? `$${value.toFixed(2)}` : `$${value.toPrecision(2)}`;
 }
 
 $("run").addEventListener("click", () => evaluate().catch(() => {}));

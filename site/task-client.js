@@ -9,7 +9,8 @@
 //   const job = client.run(request, { data, onEvent });        // job.done -> the done event; job.stop()
 //   const job = client.evaluate(request, { data, onEvent });
 //   const csv = await client.call("results_csv");
-// Events: those of WorkerClient (stage, progress, ready, restart, failed) and state {ready, loading}.
+// Events: those of WorkerClient (stage, progress, ready, restart, failed), loaded {card, fromCache, stored,
+// storeError} and state {ready, loading}.
 import { WorkerClient } from "./worker-client.js";
 
 export class TaskClient extends WorkerClient {
@@ -47,9 +48,10 @@ export class TaskClient extends WorkerClient {
 
   async _load(model) {
     if (!this.ready) throw new Error("the engine is not running");
-    const { card } = await this._send(this._worker, "load", { model }).answer;
-    this.models.set(model.name, { model, card });
-    return card;
+    const reply = await this._send(this._worker, "load", { model }).answer;
+    this.models.set(model.name, { model, card: reply.card });
+    this._emit("loaded", reply);
+    return reply.card;
   }
 
   loadTask(json) {

@@ -40,8 +40,13 @@ export function startPage(client, { onReady = () => {} } = {}) {
     $("runtime").textContent = detail.reloading ? "Restarting the engine…" : "The engine stopped.";
   });
   client.addEventListener("failed", ({ detail }) => showError(detail.message));
+  let stored = null; // how the last model was kept, for the offline line
+  client.addEventListener("loaded", ({ detail }) => {
+    stored = { fromCache: detail.fromCache, stored: detail.stored, storeError: detail.storeError };
+    render();
+  });
   const render = () => {
-    $("offline").textContent = describe(offline.state, null);
+    $("offline").textContent = describe(offline.state, stored);
     showUpdate($("update"), offline.state, () => offline.update());
   };
   const offline = startOffline(render);

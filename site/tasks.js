@@ -77,14 +77,13 @@ function run() {
   $("summary").textContent = "";
   $("run-progress").value = 0;
   finished = false;
-  let total = 0;
   job = client.run(request, {
     data,
     onEvent: (event) => {
       if (event.type !== "item") return;
       addRow(event);
-      total = Math.max(total, event.index + 1);
-      $("run-text").textContent = `${event.index + 1} done`;
+      $("run-progress").value = (event.index + 1) / event.total;
+      $("run-text").textContent = `${event.index + 1} of ${event.total}`;
     },
   });
   render();
