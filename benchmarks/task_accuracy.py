@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 
 TASKS = ("support_tickets", "review_sentiment")
 SHOTS = "0,3"
+STUCK = 0.8  # a voter giving one label to this share of the items or more is called stuck on it
 MEMORY_ITEMS = 5  # test rows the memory probe classifies (3-shot: the longest prompts)
 
 # A child that runs one model alone through the CLI (or, with no model, only imports the package), then prints its
@@ -172,6 +173,21 @@ def analyse(task: dict, result: dict, gold: list[str], seconds: float) -> dict:
     }
 
 
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test: how likely a split at least this uneven is if either side were equally likely."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    k = min(wins, losses)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+
+
+def top_answer(setup: dict) -> tuple[str, float]:
+    """A setup's most frequent answer and its share of the items."""
+    labels, counts = np.unique(setup["predictions"], return_counts=True)
+    return str(labels[np.argmax(counts)]), float(counts.max() / counts.sum())
+
+
 def ensemble_sentence(a: dict, rule: str) -> str:
     s = a["by_name"].get(f"ensemble {rule}")
     if s is None:
@@ -187,8 +203,10 @@ def ensemble_sentence(a: dict, rule: str) -> str:
         head += "ties with its best member"
     else:
         head += f"does not beat its best member: {pts(d)} points"
+    p = sign_test(wins, losses)
     head += (f" (of {n} items it is right on {wins} that {best['name']} misses and wrong on {losses} it gets right; "
-             f"one item is {100 / n:.1f} points here)")
+             f"one item is {100 / n:.1f} points here; sign test on those items p = {p:.2f}"
+             + (", so the difference is within noise" if d != 0 and p >= 0.05 else "") + ")")
     reasons = []
     baseline = a["baseline"]["accuracy"]
     weak = [v for v in a["voters"] if v["accuracy"] <= baseline + 0.05 and v is not best]
@@ -200,7 +218,10 @@ def ensemble_sentence(a: dict, rule: str) -> str:
         if top_w >= 0.9:
             reasons.append(f"the dev fit gave {top_w:.2f} of the weight to {top_name}, so it mostly repeats that "
                            "voter")
-        elif zero:
+        elif top_name:
+            reasons.append(f"the dev fit gave {top_w:.2f} of the weight to {top_name}, so the others mostly break "
+                           "its close calls")
+        if zero:
             reasons.append(f"the dev fit gave no weight to {', '.join(zero)} (no better than chance, 1 in "
                            f"{len(a['labels'])}, on dev)")
         if d <= 0 and top_name and top_name != best["name"] and top_w > 0:
@@ -239,6 +260,12 @@ def cascade_sentence(a: dict) -> str:
             f"member; it decoded {c['n_tokens'] / max(big['n_tokens'], 1):.2f}x the tokens and took "
             f"{c['seconds'] / max(big['seconds'], 1e-9):.2f}x the seconds of {big['name']} alone "
             f"(answered by: {answered}).")
+    if big["accuracy"] < a["best"]["accuracy"]:
+        early = sum(k for name, k in c["answered_by"].items() if name != big["name"])
+        gap = 100 * (a["best"]["accuracy"] - big["accuracy"])
+        text += (f" Its thresholds are fitted to stay within 1 point of the biggest voter's dev accuracy, but here "
+                 f"the biggest voter is {gap:.1f} points behind the best one on test, so the fit lets smaller voters answer {early} of {a['n']} items: the cascade saves "
+                 "compute against a weak reference rather than matching a strong one.")
     fastest = min(a["voters"], key=lambda v: v["ms_per_item"])
     first = a["by_name"][fitted["voters"][0]]
     if fastest["name"] != first["name"] and fastest["ms_per_item"] < first["ms_per_item"]:
@@ -256,19 +283,29 @@ def task_section(a: dict) -> list[str]:
              f"Eval wall time {a['seconds'] / 60:.1f} min (dev and test rows, all setups). Ensembles and the cascade "
              "count the time and tokens of every voter they asked (each voter answers an item once; the others "
              "reuse it).", "",
-             "| setup | accuracy | macro-F1 | ms/item | tokens/s | tokens |", "|---|---|---|---|---|---|"]
+             "| setup | accuracy | macro-F1 | ms/item | tokens/s | tokens | its most frequent answer |",
+             "|---|---|---|---|---|---|---|"]
     for s in res["report"]["setups"]:
         bold = "**" if s is a["best"] else ""
+        label, share = top_answer(s)
         lines.append(f"| {bold}{s['name']}{bold} | {100 * s['accuracy']:.1f} % | {s['macro_f1']:.3f} | "
-                     f"{s['ms_per_item']:.0f} | {s['tokens_per_s']:.0f} | {s['n_tokens']} |")
+                     f"{s['ms_per_item']:.0f} | {s['tokens_per_s']:.0f} | {s['n_tokens']} | "
+                     f"{label} ({100 * share:.0f} %) |")
     lines.append(f"| *majority-class baseline* (always '{base['label']}') | {100 * base['accuracy']:.1f} % | "
-                 f"{base['macro_f1']:.3f} | | | |")
+                 f"{base['macro_f1']:.3f} | | | | {base['label']} (100 %) |")
     lines += ["", f"Best single setup (bold): {a['best']['name']}. At least one of the 4 voters is right on "
               f"{100 * a['oracle']:.1f} % of the items (the ceiling for any vote); voters give the same label on "
               f"{100 * a['pair_agreement']:.0f} % of items, averaged over voter pairs.", ""]
     below = [v for v in a["voters"] if v["accuracy"] <= base["accuracy"]]
     if below:
         lines += [f"At or below the majority baseline: {', '.join(v['name'] for v in below)}.", ""]
+    stuck = [(v["name"], *top_answer(v)) for v in a["voters"] if top_answer(v)[1] >= STUCK]
+    if stuck:
+        listed = "; ".join(f"{name} answers '{label}' on {100 * share:.0f} % of the items" for name, label, share
+                           in stuck)
+        lines += [f"Voters that give one label to at least {100 * STUCK:.0f} % of the items (on the test split "
+                  f"the most common label is {100 * base['accuracy']:.0f} % of the items): {listed}. "
+                  "Such a voter barely reads the text; its accuracy is about the share of that label.", ""]
     lines += [f"- {ensemble_sentence(a, rule)}" for rule in ("majority", "mean", "weighted")
               if f"ensemble {rule}" in by_name]
     if "cascade" in by_name:
