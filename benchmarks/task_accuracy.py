@@ -264,8 +264,9 @@ def cascade_sentence(a: dict) -> str:
         early = sum(k for name, k in c["answered_by"].items() if name != big["name"])
         gap = 100 * (a["best"]["accuracy"] - big["accuracy"])
         text += (f" Its thresholds are fitted to stay within 1 point of the biggest voter's dev accuracy, but here "
-                 f"the biggest voter is {gap:.1f} points behind the best one on test, so the fit lets smaller voters answer {early} of {a['n']} items: the cascade saves "
-                 "compute against a weak reference rather than matching a strong one.")
+                 f"the biggest voter is {gap:.1f} points behind the best one on test, so the fit lets smaller voters "
+                 f"answer {early} of {a['n']} items: the cascade saves compute against a weak reference rather than "
+                 "matching a strong one.")
     fastest = min(a["voters"], key=lambda v: v["ms_per_item"])
     first = a["by_name"][fitted["voters"][0]]
     if fastest["name"] != first["name"] and fastest["ms_per_item"] < first["ms_per_item"]:
