@@ -219,8 +219,7 @@ def ensemble_sentence(a: dict, rule: str) -> str:
             reasons.append(f"the dev fit gave {top_w:.2f} of the weight to {top_name}, so it mostly repeats that "
                            "voter")
         elif top_name:
-            reasons.append(f"the dev fit gave {top_w:.2f} of the weight to {top_name}, so the others mostly break "
-                           "its close calls")
+            reasons.append(f"the dev fit gave the most weight ({top_w:.2f}) to {top_name}")
         if zero:
             reasons.append(f"the dev fit gave no weight to {', '.join(zero)} (no better than chance, 1 in "
                            f"{len(a['labels'])}, on dev)")
@@ -267,14 +266,85 @@ def cascade_sentence(a: dict) -> str:
                  f"the biggest voter is {gap:.1f} points behind the best one on test, so the fit lets smaller voters "
                  f"answer {early} of {a['n']} items: the cascade saves compute against a weak reference rather than "
                  "matching a strong one.")
-    fastest = min(a["voters"], key=lambda v: v["ms_per_item"])
-    first = a["by_name"][fitted["voters"][0]]
-    if fastest["name"] != first["name"] and fastest["ms_per_item"] < first["ms_per_item"]:
+    dev = fitted["dev"]
+    if dev["accuracy"] - dev["biggest_accuracy"] - (c["accuracy"] - big["accuracy"]) >= 0.05:
+        text += (f" On dev it was {pts(dev['accuracy'] - dev['biggest_accuracy'])} points against {big['name']}, "
+                 f"on test {pts(c['accuracy'] - big['accuracy'])}: thresholds fitted on {a['fit_n']} dev items do "
+                 "not carry over to the test items.")
+    speed = model_speed(a)
+    small, large = model_of(fitted["voters"][0]), model_of(big["name"])
+    if speed[small] < speed[large]:
         text += (f" Its thresholds minimise tokens × parameters (the CLI's deterministic cost), but on this machine "
-                 f"{first['name']}, which it asks first, takes {first['ms_per_item']:.0f} ms per item against "
-                 f"{fastest['ms_per_item']:.0f} ms for {fastest['name']}: the smaller model is not the faster one "
-                 "here, so fewer parameter-tokens need not mean fewer seconds.")
+                 f"{small}, which it asks first, processes {speed[small]:.0f} tokens/s against {speed[large]:.0f} "
+                 f"for {large}: the smaller model is not the faster one here, so fewer parameter-tokens need not "
+                 "mean fewer seconds.")
     return text
+
+
+def model_of(voter_name: str) -> str:
+    """The model part of a voter's name ("<model> <k>-shot")."""
+    return voter_name.rsplit(" ", 1)[0]
+
+
+def model_speed(a: dict) -> dict[str, float]:
+    """Tokens per second of each model over all its voters on the test items."""
+    tokens: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    for v in a["voters"]:
+        m = model_of(v["name"])
+        tokens[m] = tokens.get(m, 0) + v["n_tokens"]
+        seconds[m] = seconds.get(m, 0) + v["seconds"]
+    return {m: tokens[m] / seconds[m] if seconds[m] else 0.0 for m in tokens}
+
+
+def verdict(analyses: list[dict]) -> list[str]:
+    """The plain-words answer: does an ensemble beat its best member, by how much, and does the cascade pay."""
+    out = []
+    for a in analyses:
+        best, n = a["best"], a["n"]
+        parts = []
+        for rule in ("majority", "mean", "weighted"):
+            s = a["by_name"].get(f"ensemble {rule}")
+            if s is None:
+                continue
+            d = s["accuracy"] - best["accuracy"]
+            items = round(d * n)
+            wins = int(np.sum(a["right"][s["name"]] & ~a["right"][best["name"]]))
+            losses = int(np.sum(~a["right"][s["name"]] & a["right"][best["name"]]))
+            word = "beats it by" if d > 0 else "ties with it" if d == 0 else "falls below it by"
+            amount = f" {abs(100 * d):.1f} points ({abs(items)} item(s))" if d else ""
+            parts.append(f"{rule} {word}{amount}, sign test p = {sign_test(wins, losses):.2f}")
+        line = (f"**{a['task']['name']}**: the best member is {best['name']} ({100 * best['accuracy']:.1f} %, "
+                f"majority baseline {100 * a['baseline']['accuracy']:.1f} %); " + "; ".join(parts) + ".")
+        c, fit = a["by_name"].get("cascade"), a["fitted"].get("cascade")
+        if c and fit:
+            big = a["by_name"][fit["voters"][-1]]
+            line += (f" The cascade is {pts(c['accuracy'] - best['accuracy'])} points against the best member and "
+                     f"{pts(c['accuracy'] - big['accuracy'])} against {big['name']}, the voter it is fitted to "
+                     f"match, at {c['n_tokens'] / max(big['n_tokens'], 1):.2f}x its tokens and "
+                     f"{c['seconds'] / max(big['seconds'], 1e-9):.2f}x its seconds.")
+        out.append(line)
+    significant = [a for a in analyses for rule in ("majority", "mean", "weighted")
+                   if f"ensemble {rule}" in a["by_name"]
+                   and a["by_name"][f"ensemble {rule}"]["accuracy"] > a["best"]["accuracy"]
+                   and sign_test(int(np.sum(a["right"][f"ensemble {rule}"] & ~a["right"][a["best"]["name"]])),
+                                 int(np.sum(~a["right"][f"ensemble {rule}"] & a["right"][a["best"]["name"]]))) < 0.05]
+    gains = [(a["by_name"][f"ensemble {rule}"]["accuracy"] - a["best"]["accuracy"], rule, a)
+             for a in analyses for rule in ("majority", "mean", "weighted") if f"ensemble {rule}" in a["by_name"]]
+    d, rule, a = max(gains, key=lambda g: g[0])
+    largest = (f"the largest gain is {pts(d)} points ({round(d * a['n'])} item(s) of {a['n']}), {rule} on "
+               f"{a['task']['name']}" if d > 0 else "no rule gains anything")
+    stuck = sum(top_answer(v)[1] >= STUCK for a in analyses for v in a["voters"])
+    margins = ", ".join(f"{pts(a['best']['accuracy'] - a['baseline']['accuracy'])} on {a['task']['name']}"
+                        for a in analyses)
+    why = (f"The members are weak (the best member's margin over the majority baseline: {margins}) and {stuck} of "
+           f"{sum(len(a['voters']) for a in analyses)} voters give one label to at least {100 * STUCK:.0f} % of the "
+           "items, so their votes rarely correct each other.")
+    out.append("In plain words: " + (
+        "at least one ensemble beats its best member by more than noise (sign test p < 0.05) on "
+        + ", ".join(sorted({a["task"]["name"] for a in significant})) + f"; {largest}." if significant else
+        f"no ensemble beats its best member by more than noise (no gain has sign test p < 0.05); {largest}. " + why))
+    return out
 
 
 def task_section(a: dict) -> list[str]:
@@ -367,6 +437,7 @@ def render(run: dict) -> str:
         task = json.loads(task_json.read_text(encoding="utf-8"))
         gold = gold_labels(task, task_data(task_json), "test", run["limit"])
         analyses.append(analyse(task, t["result"], gold, t["seconds"]))
+        analyses[-1]["fit_n"] = len(gold_labels(task, task_data(task_json), "dev", run["limit"]))
     started = datetime.datetime.fromisoformat(run["started"])
     host, total, threads, limit = run["host"], run["seconds"], run["threads"], run["limit"]
     load_before, load_after = run["load"]
@@ -419,7 +490,10 @@ def render(run: dict) -> str:
         b = a["best"]
         lines.append(f"| {a['task']['name']} | {100 * a['baseline']['accuracy']:.1f} % | {b['name']}: "
                      f"{100 * b['accuracy']:.1f} % / {b['macro_f1']:.3f} | {' | '.join(cells)} | {saving} |")
-    lines += ["", "Cells: accuracy / macro-F1 (accuracy points against the best single setup of that task).", ""]
+    lines += ["", "Cells: accuracy / macro-F1 (accuracy points against the best single setup of that task).", "",
+              "Does an ensemble beat its best member?", ""]
+    lines += [f"- {line}" for line in verdict(analyses)]
+    lines += [""]
     for a in analyses:
         lines += task_section(a)
     lines += ["## Models and memory", "",
