@@ -216,7 +216,8 @@ def test_cascade_fit_keeps_accuracy_within_a_point_at_least_cost():
     cascade = two_stage(0.01)
     # accept at 0.55: 0.6 right; at 0.6: 0.9 right (cost 10 + 20); at 0.9: 1.0 right (cost 10 + 40); never: 1.0, 110
     assert cascade.thresholds == (0.9,)
-    assert cascade.dev == {"accuracy": 1.0, "cost": 50.0, "biggest_accuracy": 1.0, "biggest_cost": 100.0}
+    assert cascade.dev == {"accuracy": 1.0, "cost": 50.0, "best_accuracy": 1.0, "biggest_accuracy": 1.0,
+                           "biggest_cost": 100.0}
     assert cascade.classify("x0").answered_by == "small" and cascade.classify("x6").answered_by == "big"
 
 
@@ -243,3 +244,16 @@ def test_cascade_never_worse_than_the_biggest_by_more_than_the_tolerance_when_sm
     big = table("big", {x: sure(0.6) for x in items}, AB, 10.0)
     cascade = Cascade([small, big]).fit(items, ["a"] * 5)
     assert cascade.thresholds == (float("inf"),) and all(cascade.classify(x).answered_by == "big" for x in items)
+
+
+def test_cascade_fit_aims_at_the_best_thresholds_not_at_a_weak_biggest_voter():
+    # the biggest voter is at chance; the small one is right when sure (0.9) and wrong when not (0.6); the middle
+    # one is right on everything. The old bar (the biggest's accuracy) took the small voter alone, at 0.5.
+    items = [f"x{i}" for i in range(10)]
+    small = table("small", {x: sure(0.9) if i < 5 else sure(0.6, "b") for i, x in enumerate(items)}, AB, 1.0)
+    middle = table("middle", {x: sure(0.8) for x in items}, AB, 3.0)
+    big = table("big", {x: sure(0.6) if i % 2 else sure(0.6, "b") for i, x in enumerate(items)}, AB, 10.0)
+    cascade = Cascade([small, middle, big]).fit(items, ["a"] * 10)
+    assert cascade.dev["accuracy"] == 1.0 == cascade.dev["best_accuracy"] and cascade.dev["biggest_accuracy"] == 0.5
+    assert cascade.thresholds[0] == 0.9 and cascade.thresholds[1] <= 0.8  # small when sure, else middle
+    assert [cascade.classify(x).answered_by for x in items] == ["small"] * 5 + ["middle"] * 5

@@ -17,8 +17,9 @@ whose own label is the chosen one.
 
 Cascade: voters from smallest to biggest; voter i answers when its confidence (its probability of its own label)
 is at least thresholds[i], else the next is asked; the last always answers. fit() picks the thresholds on the dev
-split: among the thresholds that keep dev accuracy within `tolerance` (1 point) of the biggest voter alone, those
-with the least compute (then the highest accuracy). Compute per call is the voter's `cost` when given (e.g. its
+split: among the thresholds whose dev accuracy is within `tolerance` (1 point) of the best any thresholds reach
+(never below the biggest voter alone: small models are not always worse), those with the least compute (then the
+highest accuracy). Compute per call is the voter's `cost` when given (e.g. its
 parameter count times tokens), else the seconds the call took. Every voter before the one that answers is asked
 (a middle voter cannot be skipped; leave it out of the cascade instead).
 """
@@ -281,7 +282,6 @@ class Cascade:
         correct = np.array([[self.labels.index(v.label) == gi for v, gi in zip(row, g)] for row in votes])
         cost = np.array([[v.cost for v in row] for row in votes])
         spent = np.cumsum(cost, axis=0)  # compute when voter i answers: every voter up to i was asked
-        target = correct[-1].mean() - tolerance - 1e-12
         candidates = []
         for row in conf[:-1]:
             values = np.unique(row)  # "accept when conf >= value" for each seen value, and never (inf)
@@ -289,19 +289,22 @@ class Cascade:
             if values.size + 1 > per_stage:
                 values = np.unique(np.quantile(row, np.linspace(0, 1, max(per_stage - 1, 2))))
             candidates.append(list(values) + [math.inf])
-        best = None
         items = np.arange(len(texts))
+        combos, accuracies, totals = [], [], []
         for combo in itertools.product(*candidates):
             accept = np.vstack([conf[:-1] >= np.array(combo)[:, None], np.ones((1, len(texts)), dtype=bool)])
             answered = np.argmax(accept, axis=0)  # the first voter that accepts
-            accuracy = correct[answered, items].mean()
-            total = spent[answered, items].sum()
-            if accuracy >= target and (best is None or (total, -accuracy) < (best[0], -best[1])):
-                best = (total, accuracy, combo)
-        total, accuracy, combo = best  # the biggest alone (every threshold inf) always qualifies
-        self.thresholds = tuple(float(x) for x in combo)
-        self.dev = {"accuracy": float(accuracy), "cost": float(total), "biggest_accuracy": float(correct[-1].mean()),
-                    "biggest_cost": float(cost[-1].sum())}
+            combos.append(combo)
+            accuracies.append(correct[answered, items].mean())
+            totals.append(spent[answered, items].sum())
+        accuracies, totals = np.array(accuracies), np.array(totals)
+        # the bar: the best any choice of thresholds reaches (at least the biggest voter alone, every threshold inf)
+        qualifies = accuracies >= accuracies.max() - tolerance - 1e-12
+        best = min(np.flatnonzero(qualifies), key=lambda i: (totals[i], -accuracies[i]))
+        self.thresholds = tuple(float(x) for x in combos[best])
+        self.dev = {"accuracy": float(accuracies[best]), "cost": float(totals[best]),
+                    "best_accuracy": float(accuracies.max()),
+                    "biggest_accuracy": float(correct[-1].mean()), "biggest_cost": float(cost[-1].sum())}
         return self
 
     def classify(self, text: str) -> CascadeResult:
