@@ -72,7 +72,8 @@ async function evaluate() {
   render();
   for (const model of models) await client.load(model); // kept loaded: the ensembles ask them all
   const data = file ? file.bytes : new Uint8Array(await (await fetch(shipped.data)).arrayBuffer());
-  const request = { file: "csv", shots: $("shots").value, models: models.map((m) => m.name) };
+  const request = { file: "csv", models: models.map((m) => m.name) };
+  if ($("shots").value.trim()) request.shots = $("shots").value; // empty: the task's own voters, else 0-shot
   if ($("max-items").value) request.max_items = Number($("max-items").value);
   job = client.evaluate(request, { data, onEvent: (event) => event.type === "progress" && showProgress(event) });
   render();

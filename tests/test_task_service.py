@@ -302,6 +302,18 @@ def test_several_models_stay_loaded_and_each_is_asked_by_name(native, tiny_path,
     assert not service.contexts
 
 
+def test_an_eval_without_shot_counts_takes_the_tasks_own_voters(service):
+    doc = json.loads(TASK_JSON) | {"voters": [{"model": "tiny", "shots": 2}, {"model": "tiny"}]}
+    service.load_task(json.dumps(doc))
+    service.start_eval(json.dumps({"csv": first_test_rows(3)}))
+    assert [s["name"] for s in events(service)[-1]["setups"]][:2] == ["tiny 2-shot", "tiny 0-shot"]
+    service.load_task(json.dumps(doc | {"voters": [{"model": "gemma"}]}))
+    with pytest.raises(ValueError, match="^the task's voter 'gemma' is not loaded; the models are: tiny$"):
+        service.start_eval(json.dumps({"csv": first_test_rows(3)}))
+    service.start_eval(json.dumps({"csv": first_test_rows(3), "shots": "1"}))  # counts given: every model, those
+    assert [s["name"] for s in events(service)[-1]["setups"]] == ["tiny 1-shot"]
+
+
 def test_recommend_picks_the_least_compute_reaching_the_target(service):
     with pytest.raises(ValueError, match="^there is no finished evaluation to recommend from$"):
         service.recommend("0.5")

@@ -85,6 +85,12 @@ def test_five_hundred_labels_are_fine_and_messages_stay_short():
     (changed(output={"json_schema": {"type": "object", "properties": {}, "required": ["x"]}}),
      "json_schema.required: 'x' is not among the properties"),
     ([1, 2], "a task is a JSON object, not list"),
+    (changed(voters={"model": "x"}), "'voters' must be a list of {\"model\", \"shots\"} objects"),
+    (changed(voters=[{"shots": 1}]), "voter 1 must be an object with \"model\" (a model's name) and optionally"),
+    (changed(voters=[{"model": "m", "shots": 2, "weight": 1}]), "voter 1 must be an object with \"model\""),
+    (changed(voters=[{"model": "m", "shots": 9}]), "voter 1 asks for 9 shots; the task has 2 examples"),
+    (changed(voters=[{"model": "m"}, {"model": "m", "shots": 0}]),
+     "the same voter (model and shots) appears more than once"),
 ])
 def test_bad_documents_are_named(doc, message):
     with pytest.raises(TaskError, match=re.escape(message)):
@@ -99,6 +105,16 @@ def test_bad_files_are_named(tmp_path):
         Task.load(tmp_path / "latin1.json")
     with pytest.raises(TaskError, match="no task file at"):
         Task.load(tmp_path / "missing.json")
+
+
+def test_the_shipped_extraction_task_gives_values_that_fit_its_schema(native, tiny_models):
+    import jsonschema
+
+    task = Task.load(REPO / "data" / "tasks" / "ticket_fields.json")
+    assert task.labels is None and task.data is None and len(task.examples) == 1
+    with Model.from_file(tiny_models["F16"], native) as model:
+        for text in ("Where is order 88213? It said two days.", "Refund me now", "app crashes"):
+            jsonschema.validate(task.run(model, text, shots=1).value, task.json_schema)
 
 
 def test_json_schema_tasks_run_and_always_give_a_valid_value(native, tiny_models):

@@ -45,7 +45,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("task", type=Path, help="the task document (JSON)")
     e.add_argument("data", type=Path, help="a labelled CSV (UTF-8)")
     e.add_argument("--model", type=Path, action="append", required=True, help="a GGUF model; repeat for more")
-    e.add_argument("--shots", type=_shots, default=[0], help="few-shot counts, comma-separated (default 0)")
+    e.add_argument("--shots", type=_shots, default=None,
+                   help="few-shot counts, comma-separated (default: the task's voters, else 0)")
     e.add_argument("--split", default="test", help="rows to evaluate, by the split column ('all': every row)")
     e.add_argument("--dev-split", default="dev", help="rows that fit ensemble weights and cascade thresholds")
     e.add_argument("--limit", type=int, default=None, help="only the first N rows of each split")

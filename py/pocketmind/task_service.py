@@ -20,7 +20,7 @@ The contract with the page:
   (default 0), "max_items": n (optional: only the first n).
 - `start_eval(request_json, data=None)`: {"csv": text, or `data` bytes, with the task's text and label columns;
   "split": "test" (default; "all" takes every row and fits nothing), "dev_split": "dev" (the rows that fit ensemble
-  weights, calibration and cascade thresholds; a file without them: majority and mean only, uncalibrated), "shots": [k, ...] or "k,k" (default [0]), "models": [name, ...] (default:
+  weights, calibration and cascade thresholds; a file without them: majority and mean only, uncalibrated), "shots": [k, ...] or "k,k" (default: the task's "voters", else [0]), "models": [name, ...] (default:
   every loaded model), "max_items": n (the first n rows of each split)}. Bad CSV raises tasks.DataError with the
   CLI's messages (row and line numbers).
 - `step()`: the next event as JSON, None once the run or evaluation is over:
@@ -140,10 +140,11 @@ class TaskService:
         task, request = self._begin(request_json)
         if task.labels is None:
             raise ValueError("evaluation needs a task with labels; JSON-output tasks are not supported yet")
-        shots = request.get("shots", [0])
-        if not isinstance(shots, (list, str)) or not shots:
-            raise ValueError(f"shots must be a non-empty list of counts, e.g. [0, 3] or \"0,3\"; got {shots!r}")
-        shots = parse_shots(shots)
+        shots = request.get("shots")
+        if shots is not None:
+            if not isinstance(shots, (list, str)) or not shots:
+                raise ValueError(f"shots must be a non-empty list of counts, e.g. [0, 3] or \"0,3\"; got {shots!r}")
+            shots = parse_shots(shots)
         split, dev_split = request.get("split", "test"), request.get("dev_split", "dev")
         for key, value in (("split", split), ("dev_split", dev_split)):
             if not isinstance(value, str):

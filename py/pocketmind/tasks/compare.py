@@ -1,7 +1,8 @@
 """Every model with every prompt variant, every ensemble rule and a cascade, on one label task: what `python -m
 pocketmind eval` and the Evaluate page run, so the two give the same numbers on the same rows.
 
-Lineup(task, models, shots): one voter per model and shot count, named "<model> <k>-shot". A voter's cost is its
+Lineup(task, models, shots): one voter per model and shot count, named "<model> <k>-shot" (or the task's own
+"voters" when no shot counts are given). A voter's cost is its
 model's parameters times the tokens it decoded: a deterministic measure of compute (the cascade minimises it, the
 recommendation compares it). With two or more voters, `fit(dev_rows)` (or stepping through `fitting(dev_rows)`)
 asks every voter every dev row (voters cache their answers, so nothing is asked twice), then fits the ensembles
@@ -35,8 +36,9 @@ class LineupModel:
 
 
 class Lineup:
-    def __init__(self, task, models: Sequence[tuple[str, object]], shots: Sequence[int] = (0,)):
-        """models: (name, Context) pairs, one per model; shots: the few-shot counts each model is asked with."""
+    def __init__(self, task, models: Sequence[tuple[str, object]], shots: Sequence[int] | None = None):
+        """models: (name, Context) pairs, one per model; shots: the few-shot counts each model is asked with. With
+        shots None: the task's own "voters" (each a model by name and a shot count), else every model 0-shot."""
         if task.labels is None:
             raise ValueError("evaluation needs a task with labels; JSON-output tasks are not supported yet")
         if not models:
@@ -50,13 +52,22 @@ class Lineup:
         self.voters: list[Voter] = []
         self._order: dict[str, tuple[int, int]] = {}  # voter name -> (parameters, shots): the cascade's order
         self._uses: dict[str, tuple[LineupModel, ...]] = {}  # setup name -> the models it runs
-        for model, ctx in zip(self.models, self._contexts):
-            for k in sorted(set(shots)):
-                voter = Voter.from_task(task, ctx, k, name=f"{model.name} {k}-shot",
-                                        cost=lambda n, s, p=model.n_params: n * p)
-                self._order[voter.name] = (model.n_params, k)
-                self.voters.append(voter)
-                self._uses[voter.name] = (model,)
+        by_name = dict(zip(names, zip(self.models, self._contexts)))
+        if shots is None and task.voters:
+            pairs = []
+            for v in task.voters:
+                if v["model"] not in by_name:
+                    raise ValueError(f"the task's voter {v['model']!r} is not loaded; the models are: "
+                                     f"{', '.join(names)}")
+                pairs.append((by_name[v["model"]], v["shots"]))
+        else:
+            pairs = [(entry, k) for entry in by_name.values() for k in sorted(set(shots or [0]))]
+        for (model, ctx), k in pairs:
+            voter = Voter.from_task(task, ctx, k, name=f"{model.name} {k}-shot",
+                                    cost=lambda n, s, p=model.n_params: n * p)
+            self._order[voter.name] = (model.n_params, k)
+            self.voters.append(voter)
+            self._uses[voter.name] = (model,)
         self.setups: dict[str, object] = {v.name: v for v in self.voters}
         self.fitted: dict[str, dict] = {}
 

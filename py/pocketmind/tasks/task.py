@@ -6,7 +6,8 @@ The document's shape (data/tasks/*.json):
      "output": {"labels": [str, ...]} or {"json_schema": {...}},
      "examples": [{"text": str, "label": str}, ...],          optional: few-shot examples
      "data": str, "text_column": str, "label_column": str,    optional: a labelled CSV, relative to the JSON file
-     "voters": [...],                                          optional: kept as given, for ensembles
+     "voters": [{"model": str, "shots": int}, ...],           optional: the ensemble's voters (a model by its
+                                                               name, the file name without .gguf; few-shot count)
      "description": str}                                       optional
 Anything else is refused by name, so a typo ("example") does not silently drop the few-shot examples.
 
@@ -134,9 +135,7 @@ class Task:
         data = doc.get("data")
         if data is not None:
             data = Path(base or ".") / _string(doc, "data")
-        voters = doc.get("voters", [])
-        if not isinstance(voters, list):
-            raise TaskError("'voters' must be a list")
+        voters = _voters(doc.get("voters", []), len(examples))
         return cls(name, instruction, labels, schema, examples, data,
                    _string(doc, "text_column", "text"), _string(doc, "label_column", "label"), tuple(voters),
                    _string(doc, "description", "", allow_empty=True))
@@ -248,6 +247,24 @@ def _output(output: Any) -> tuple[tuple[str, ...] | None, Mapping[str, Any] | No
             raise TaskError(f"the label {label!r} appears more than once")
         seen.add(label)
     return tuple(labels), None
+
+
+def _voters(voters: Any, n_examples: int) -> tuple[dict, ...]:
+    if not isinstance(voters, list):
+        raise TaskError("'voters' must be a list of {\"model\", \"shots\"} objects")
+    out = []
+    for i, voter in enumerate(voters, 1):
+        if not isinstance(voter, Mapping) or "model" not in voter or not set(voter) <= {"model", "shots"}:
+            raise TaskError(f"voter {i} must be an object with \"model\" (a model's name) and optionally \"shots\"")
+        model, shots = voter["model"], voter.get("shots", 0)
+        if not isinstance(model, str) or not model.strip():
+            raise TaskError(f"voter {i} has an empty or non-string model name")
+        if isinstance(shots, bool) or not isinstance(shots, int) or not 0 <= shots <= n_examples:
+            raise TaskError(f"voter {i} asks for {shots!r} shots; the task has {n_examples} examples")
+        out.append({"model": model, "shots": shots})
+    if len({(v["model"], v["shots"]) for v in out}) != len(out):
+        raise TaskError("the same voter (model and shots) appears more than once")
+    return tuple(out)
 
 
 def _examples(examples: Any, labels: tuple[str, ...] | None) -> tuple[Example, ...]:
