@@ -107,14 +107,13 @@ def test_bad_files_are_named(tmp_path):
         Task.load(tmp_path / "missing.json")
 
 
-def test_the_shipped_extraction_task_gives_values_that_fit_its_schema(native, tiny_models):
+def test_the_shipped_extraction_task_gives_values_that_fit_its_schema(tiny):
     import jsonschema
 
     task = Task.load(REPO / "data" / "tasks" / "ticket_fields.json")
     assert task.labels is None and task.data is None and len(task.examples) == 1
-    with Model.from_file(tiny_models["F16"], native) as model:
-        for text in ("Where is order 88213? It said two days.", "Refund me now", "app crashes"):
-            jsonschema.validate(task.run(model, text, shots=1).value, task.json_schema)
+    for text in ("Where is order 88213? It said two days.", "Refund me now", "app crashes"):
+        jsonschema.validate(task.run(tiny, text, shots=1).value, task.json_schema)
 
 
 def test_json_schema_tasks_run_and_always_give_a_valid_value(native, tiny_models):
