@@ -38,8 +38,28 @@ def test_site_holds_engine_runtime_glue_and_pages(site):
         assert (site / wheel).is_file()
     with zipfile.ZipFile(site / config["wheels"][-1]) as zf:
         names = zf.namelist()
-    for module in ("engine", "pyodide_backend", "chat_service", "generate", "sampling", "chat_template"):
-        assert f"pocketmind/{module}.py" in names
+    for module in ("engine", "pyodide_backend", "chat_service", "generate", "sampling", "chat_template",
+                   "task_service", "tasks/compare", "tasks/hosted_prices.json"):
+        assert f"pocketmind/{module}" + ("" if module.endswith(".json") else ".py") in names
+
+
+def test_example_tasks_and_their_data_ship_with_the_task_pages(site):
+    for name in ("tasks.html", "evaluate.html", "task-worker.js", "task-client.js", "tasks.js", "evaluate.js"):
+        assert (site / name).is_file(), name
+    config = json.loads((site / "tasks.html").read_text().split('<script id="config" type="application/json">')[1]
+                        .split("</script>")[0])
+    by_name = {t["name"]: t for t in config["tasks"]}
+    assert set(by_name) == {"review_sentiment", "support_tickets", "ticket_fields"}
+    assert by_name["support_tickets"]["labels"] == ["billing", "shipping", "technical", "account", "returns"]
+    assert by_name["ticket_fields"]["labels"] == [] and by_name["ticket_fields"]["data"] is None
+    for name in ("review_sentiment", "support_tickets"):
+        entry = by_name[name]
+        assert (site / entry["file"]).read_bytes() == (REPO / "data" / "tasks" / f"{name}.json").read_bytes()
+        assert (site / entry["data"]).read_bytes() == (REPO / "data" / f"{name}.csv").read_bytes()
+    menu = (site / "evaluate.html").read_text().split('<select id="task">')[1].split("</select>")[0]
+    assert "support_tickets" in menu and "ticket_fields" not in menu  # label tasks only
+    precached = (site / "sw.js").read_text()
+    assert '"tasks/support_tickets.csv"' in precached and '"evaluate.html"' in precached  # offline too
 
 
 def test_model_cards(site, native, tiny_models):
