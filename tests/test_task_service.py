@@ -314,6 +314,43 @@ def test_an_eval_without_shot_counts_takes_the_tasks_own_voters(service):
     assert [s["name"] for s in events(service)[-1]["setups"]] == ["tiny 1-shot"]
 
 
+def test_answers_from_another_worker_give_the_same_evaluation(native, tiny_path, tmp_path):
+    """Two workers in parallel: one answers for model "b", the other evaluates with "a" loaded and b's answers."""
+    lines = CSV.splitlines()
+    data = "\n".join([lines[0]] + [ln for ln in lines[1:] if ",dev," in ln][:4]
+                     + [ln for ln in lines[1:] if ",test," in ln][:5]) + "\n"
+    request = {"csv": data, "shots": [0, 1], "models": ["a", "b"]}
+
+    def worker(*names):
+        service = TaskService(n_ctx=1024)
+        other = write_tiny_llama(tmp_path / "other.gguf", "F16", seed=7, n_ctx=2048)  # a second, different model
+        for name in names:
+            path = tiny_path if name == "a" else other
+            service.add_model(Model.from_file(path, native), name)
+        service.load_task(TASK_JSON)
+        return service
+
+    alone = worker("a", "b")
+    alone.start_eval(json.dumps(request))
+    expected = events(alone)[-1]
+    helper, main = worker("b"), worker("a")
+    helper.start_answers(json.dumps(request | {"models": ["b"]}))
+    got = events(helper)
+    assert {e["setup"] for e in got[:-1]} == {"b 0-shot", "b 1-shot"} and len(got) == 2 * 9 + 1
+    answers = json.loads(json.dumps(got[-1]["answers"]))  # as it crosses to the page and back
+    main.start_eval(json.dumps(request | {"answers": answers}))
+    report = events(main)[-1]
+    for mine, theirs in zip(report["setups"], expected["setups"], strict=True):
+        assert (mine["name"], mine["predictions"], mine["accuracy"]) == (theirs["name"], theirs["predictions"],
+                                                                         theirs["accuracy"])
+        assert mine["n_tokens"] == theirs["n_tokens"] and mine["cost_per_item"] == theirs["cost_per_item"]
+    assert report["fitted"] == expected["fitted"]
+    with pytest.raises(ValueError, match="^the answers of model 'b' are malformed"):
+        main.start_eval(json.dumps(request | {"answers": {"b": {"size": 1}}}))
+    for service in (alone, helper, main):
+        service.close()
+
+
 def test_recommend_picks_the_least_compute_reaching_the_target(service):
     with pytest.raises(ValueError, match="^there is no finished evaluation to recommend from$"):
         service.recommend("0.5")

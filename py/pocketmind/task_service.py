@@ -30,6 +30,11 @@ The contract with the page:
   eval: {"type": "progress", "phase": "dev" or "test", "setup", "done", "total"} per item, then {"type": "done",
   "stopped", ...Lineup.summary: task, labels, n, setups (accuracy, macro_f1, ms_per_item, tokens_per_s,
   cost_per_item, models, model_bytes, predictions, confusion, ...), models, fitted, hosted, recommendation}.
+- `start_answers(request_json, data=None)`: the same request, for a worker that answers in parallel for its own
+  "models": {"type": "progress", "phase": "answers", ...} per item, then {"type": "done", "stopped", "answers":
+  {model: {n_params, size, by_shots: {k: {text: [probs, n_tokens, seconds]}}}}}. The evaluating worker's
+  start_eval takes that as "answers" (merged over the workers) for models it has not loaded: the same labels,
+  accuracy, ensembles and cascade as if it had asked them itself.
 - `stop()`: the run or evaluation ends before its next item; its done event says "stopped": true and holds what
   was finished (a stopped evaluation reports each started setup on the rows it answered; stopped while fitting on
   the dev rows, it has no setups).
@@ -49,7 +54,7 @@ from .capi import Backend
 from .engine import Context, Model, load_service
 from .tasks import Task, parse_rows
 from .tasks.data import eval_rows, read_lines
-from .tasks.compare import Lineup, parse_shots, recommend
+from .tasks.compare import Answers, Lineup, parse_shots, recommend
 from .tasks.task import DEFAULT_N_CTX
 
 
@@ -137,6 +142,18 @@ class TaskService:
 
     def start_eval(self, request_json: str, data=None) -> None:
         """Begin an evaluation (see the module's docstring)."""
+        lineup, rows, dev = self._lineup(request_json, data, partial=False)
+        self._summary = None
+        self._events = self._eval(lineup, rows, dev)
+
+    def start_answers(self, request_json: str, data=None) -> None:
+        """Begin answering every dev and test row with this worker's models, for an evaluation in another worker
+        (the request of start_eval; "models": the ones this worker answers for)."""
+        lineup, rows, dev = self._lineup(request_json, data, partial=True)
+        texts = list(dict.fromkeys([r.text for r in (dev or [])] + [r.text for r in rows]))  # once each, in order
+        self._events = self._answer(lineup, texts)
+
+    def _lineup(self, request_json: str, data, partial: bool) -> tuple[Lineup, list, list | None]:
         task, request = self._begin(request_json)
         if task.labels is None:
             raise ValueError("evaluation needs a task with labels; JSON-output tasks are not supported yet")
@@ -152,13 +169,24 @@ class TaskService:
         names = request.get("models", list(self.contexts))
         if not isinstance(names, list) or not names:
             raise ValueError(f"models must be a non-empty list of loaded models' names; got {names!r}")
-        models = [(name, self._context(name)) for name in names]
+        answers = request.get("answers") or {}  # models answered by other workers (start_answers' results)
+        if not isinstance(answers, dict):
+            raise ValueError("answers must be an object: model name -> the answers another worker sent")
+        models = [(name, Answers.from_json(name, answers[name]) if name in answers else self._context(name))
+                  for name in names]
         raw = _file_bytes(request, data, "an evaluation", ("csv",))
         rows, dev = eval_rows(raw, task.text_column, task.label_column, task.labels, split, dev_split,
                               _max_items(request))
-        lineup = Lineup(task, models, shots)  # refuses an impossible shot count now, not on the first step
-        self._summary = None
-        self._events = self._eval(lineup, rows, dev)
+        # refuses an impossible shot count now, not on the first step
+        return Lineup(task, models, shots, partial=partial), rows, dev
+
+    def _answer(self, lineup: Lineup, texts: list[str]) -> Iterator[dict]:
+        for setup, done, total in lineup.answering(texts):
+            yield {"type": "progress", "phase": "answers", "setup": setup, "done": done, "total": total}
+            if self._stop:
+                yield {"type": "done", "stopped": True, "answers": None}
+                return
+        yield {"type": "done", "stopped": False, "answers": lineup.answers(texts)}
 
     def _begin(self, request_json: str) -> tuple[Task, dict]:
         if self.task is None:

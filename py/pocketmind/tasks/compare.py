@@ -15,8 +15,9 @@ less is preferred over a hair's better one). Ties: fewer model bytes, then the h
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from .ensemble import Cascade, Ensemble, Voter
 from .evaluate import Evaluation, Report
@@ -24,6 +25,36 @@ from .hosted import hosted_costs
 
 RULES = ("majority", "mean", "weighted")
 NEAR_BEST = 0.01  # with no target accuracy: "as good as the best" means within one point
+
+
+@dataclass(frozen=True)
+class Answers:
+    """A model's answers computed elsewhere (another worker, in parallel): its size, and for each shot count each
+    text's label probabilities, tokens and seconds. In a Lineup it stands where a model's Context would."""
+
+    n_params: int
+    size: int
+    by_shots: Mapping[int, Mapping[str, Sequence]]  # shots -> text -> (probs, n_tokens, seconds)
+
+    @classmethod
+    def from_json(cls, name: str, doc: Mapping) -> Answers:
+        try:
+            return cls(int(doc["n_params"]), int(doc["size"]),
+                       {int(k): dict(table) for k, table in doc["by_shots"].items()})
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"the answers of model {name!r} are malformed: {e}") from None
+
+    def answer(self, name: str, shots: int):
+        table = self.by_shots.get(shots)
+        if table is None:
+            raise ValueError(f"model {name!r} sent no {shots}-shot answers")
+
+        def look_up(text: str) -> SimpleNamespace:
+            if text not in table:
+                raise ValueError(f"model {name!r} sent no {shots}-shot answer for {text[:60]!r}")
+            probs, n_tokens, seconds = table[text]
+            return SimpleNamespace(probs=probs, n_tokens=n_tokens, seconds=seconds)
+        return look_up
 
 
 @dataclass(frozen=True)
@@ -36,9 +67,11 @@ class LineupModel:
 
 
 class Lineup:
-    def __init__(self, task, models: Sequence[tuple[str, object]], shots: Sequence[int] | None = None):
-        """models: (name, Context) pairs, one per model; shots: the few-shot counts each model is asked with. With
-        shots None: the task's own "voters" (each a model by name and a shot count), else every model 0-shot."""
+    def __init__(self, task, models: Sequence[tuple[str, object]], shots: Sequence[int] | None = None,
+                 partial: bool = False):
+        """models: (name, Context or Answers) pairs, one per model; shots: the few-shot counts each model is asked
+        with. With shots None: the task's own "voters" (each a model by name and a shot count), else every model
+        0-shot. partial: the task's voters of models not given are left out (a worker answering for its models)."""
         if task.labels is None:
             raise ValueError("evaluation needs a task with labels; JSON-output tasks are not supported yet")
         if not models:
@@ -47,7 +80,8 @@ class Lineup:
         if len(set(names)) != len(names):
             raise ValueError(f"model names must differ: {names}")
         self.task = task
-        self.models = [LineupModel(name, ctx.model.n_params, ctx.model.size) for name, ctx in models]
+        self.models = [LineupModel(name, ctx.n_params, ctx.size) if isinstance(ctx, Answers)
+                       else LineupModel(name, ctx.model.n_params, ctx.model.size) for name, ctx in models]
         self._contexts = [ctx for _, ctx in models]
         self.voters: list[Voter] = []
         self._order: dict[str, tuple[int, int]] = {}  # voter name -> (parameters, shots): the cascade's order
@@ -56,16 +90,23 @@ class Lineup:
         if shots is None and task.voters:
             pairs = []
             for v in task.voters:
+                if v["model"] not in by_name and partial:
+                    continue
                 if v["model"] not in by_name:
                     raise ValueError(f"the task's voter {v['model']!r} is not loaded; the models are: "
                                      f"{', '.join(names)}")
                 pairs.append((by_name[v["model"]], v["shots"]))
         else:
             pairs = [(entry, k) for entry in by_name.values() for k in sorted(set(shots or [0]))]
+        self.shots: dict[str, int] = {}  # voter name -> its shot count
         for (model, ctx), k in pairs:
-            voter = Voter.from_task(task, ctx, k, name=f"{model.name} {k}-shot",
-                                    cost=lambda n, s, p=model.n_params: n * p)
+            name, cost = f"{model.name} {k}-shot", (lambda n, s, p=model.n_params: n * p)
+            if isinstance(ctx, Answers):
+                voter = Voter(name, ctx.answer(model.name, k), task.labels, cost, cache=True)
+            else:
+                voter = Voter.from_task(task, ctx, k, name=name, cost=cost)
             self._order[voter.name] = (model.n_params, k)
+            self.shots[voter.name] = k
             self.voters.append(voter)
             self._uses[voter.name] = (model,)
         self.setups: dict[str, object] = {v.name: v for v in self.voters}
@@ -129,10 +170,30 @@ class Lineup:
         out["notes"] = {"cascade": cascade_text(out), "hosted": hosted_text(out)}
         return out
 
+    def answering(self, texts: Sequence[str]) -> Iterator[tuple[str, int, int]]:
+        """Ask every voter every text (for another worker's Lineup: see answers()), yielding (voter, done, total)."""
+        for voter in self.voters:
+            for done, text in enumerate(texts, 1):
+                voter(text)
+                yield voter.name, done, len(texts)
+
+    def answers(self, texts: Sequence[str]) -> dict:
+        """What answering() found, as JSON-ready Answers per model (Answers.from_json reads it back)."""
+        out = {m.name: {"n_params": m.n_params, "size": m.size, "by_shots": {}} for m in self.models}
+        for voter in self.voters:
+            table = out[self._uses[voter.name][0].name]["by_shots"].setdefault(str(self.shots[voter.name]), {})
+            for text in texts:
+                vote = voter(text)  # cached
+                table[text] = [list(vote.probs), vote.n_tokens, vote.seconds]
+        return out
+
     def hosted_tokens(self, rows: Sequence) -> tuple[int, int]:
-        """(input, output) tokens the rows would take hosted, counted with the first model's tokenizer: each
+        """(input, output) tokens the rows would take hosted, counted with the first loaded model's tokenizer: each
         zero-shot prompt, and the longest label per item."""
-        model = self._contexts[0].model
+        local = [ctx for ctx in self._contexts if not isinstance(ctx, Answers)]
+        if not local:
+            raise ValueError("at least one model must be loaded here: its tokenizer counts the hosted tokens")
+        model = local[0].model
         n_input = sum(int(self.task.prompt_tokens(model, r.text, 0).size) for r in rows)
         longest = max(len(model.tokenize(label, add_special=False)) for label in self.task.labels)
         return n_input, longest * len(rows)

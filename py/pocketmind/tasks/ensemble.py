@@ -116,7 +116,9 @@ class Voter:
             raise ValueError(f"voter {self.name!r} gave {probs.size} probabilities for {len(self.labels)} labels")
         if not np.all(np.isfinite(probs)) or np.any(probs < 0) or probs.sum() <= 0:
             raise ValueError(f"voter {self.name!r} gave invalid probabilities: {probs.tolist()}")
-        return probs / probs.sum()
+        # already a distribution (a TaskResult's, or a vote sent by another worker): kept bit for bit, so a vote
+        # that crossed a worker boundary gives the same ensemble and cascade as one computed here
+        return probs if abs(probs.sum() - 1.0) < 1e-9 else probs / probs.sum()
 
 
 def _labels_of(voters: Sequence[Voter]) -> tuple[str, ...]:
