@@ -3,19 +3,20 @@
 
 const BOOT_TIMEOUT_MS = 60000;
 
-// Threads need SharedArrayBuffer, which browsers give only to cross-origin isolated pages.
-function engineChoice() {
+// Threads need SharedArrayBuffer, which browsers give only to cross-origin isolated pages. maxThreads: a page that
+// runs several engines side by side gives each its share of the cores.
+function engineChoice(maxThreads = 4) {
   const threaded = self.crossOriginIsolated && typeof SharedArrayBuffer !== "undefined";
   // leave a core for the page where there are many; two threads even on two cores (the page is idle meanwhile)
   const cores = self.navigator.hardwareConcurrency || 2;
-  const threads = threaded && cores >= 2 ? Math.max(2, Math.min(4, cores - 1)) : 1;
+  const threads = threaded && cores >= 2 ? Math.max(1, Math.min(maxThreads, 4, Math.max(2, cores - 1))) : 1;
   return { variant: threaded ? "mt" : "st", threads };
 }
 
 // onCrash(message): the module aborted after it started (a failed assert on one of its threads, say); it is
 // unusable from then on.
-async function bootEngine({ onCrash = () => {} } = {}) {
-  const { variant, threads } = engineChoice();
+async function bootEngine({ onCrash = () => {}, maxThreads = 4 } = {}) {
+  const { variant, threads } = engineChoice(maxThreads);
   const script = new URL(`wasm/pocketmind-${variant}.js`, self.location.href).href;
   importScripts(script, new URL("wasm/pocketmind_api.js", self.location.href).href);
   let abort;

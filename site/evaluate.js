@@ -10,6 +10,9 @@ let file = null; // a dropped CSV: {name, size, kind, bytes}; null: the shipped 
 let job = null;
 let summary = null; // the last evaluation's done event
 let peak = {}; // setup -> the most wasm memory seen while it ran
+let helpers = []; // extra TaskClients that answer for some models in parallel
+let helperJobs = []; // their answer jobs in flight
+const WORKER_OVERHEAD = 300 * 1048576; // Pyodide, the glue and the engine in one worker, before any model
 
 const picker = taskPicker(client, config.tasks, () => render());
 
@@ -60,6 +63,29 @@ function showProgress(event) {
   }
 }
 
+// How many workers answer side by side: one per model where the device has two cores for each and the memory
+// (a quarter of what the browser reports) for each extra worker with its models; "1" on a small device.
+function workerCount(models) {
+  const asked = $("workers").value;
+  if (asked) return Math.max(1, Math.min(models.length, Number(asked)));
+  const cores = navigator.hardwareConcurrency || 2;
+  const budget = ((navigator.deviceMemory || 4) * 2 ** 30) / 4;
+  const extra = models.slice(1).map((m) => WORKER_OVERHEAD + 3 * m.bytes).sort((a, b) => a - b);
+  let n = 1;
+  for (let used = 0; n < models.length && n < Math.floor(cores / 2) && used + extra[n - 1] <= budget; n++) {
+    used += extra[n - 1];
+  }
+  return n;
+}
+
+// Start (once) the extra workers, each with its share of the cores.
+async function startHelpers(count) {
+  const threads = Math.max(1, Math.floor((navigator.hardwareConcurrency || 2) / (count + 1)));
+  while (helpers.length < count) helpers.push(new TaskClient({ wheels: config.wheels, maxThreads: threads }));
+  await Promise.all(helpers.slice(0, count).map((h) => (h.ready ? null : h.start())));
+  return helpers.slice(0, count);
+}
+
 async function evaluate() {
   if (job) throw new Error("an evaluation is already running");
   showError("");
@@ -69,27 +95,57 @@ async function evaluate() {
   $("setup-progress").textContent = "";
   const { shipped } = picker.current();
   const models = checkedModels();
-  render();
-  for (const model of models) await client.load(model); // kept loaded: the ensembles ask them all
-  const data = file ? file.bytes : new Uint8Array(await (await fetch(shipped.data)).arrayBuffer());
-  const request = { file: "csv", models: models.map((m) => m.name) };
-  if ($("shots").value.trim()) request.shots = $("shots").value; // empty: the task's own voters, else 0-shot
-  if ($("max-items").value) request.max_items = Number($("max-items").value);
-  job = client.evaluate(request, { data, onEvent: (event) => event.type === "progress" && showProgress(event) });
+  const onEvent = (event) => event.type === "progress" && showProgress(event);
+  const started = performance.now();
+  job = { stopped: false, stop: () => { job.stopped = true; helperJobs.forEach((j) => j.stop()); } };
   render();
   try {
-    summary = await job.done;
+    const data = file ? file.bytes : new Uint8Array(await (await fetch(shipped.data)).arrayBuffer());
+    const request = { file: "csv", models: models.map((m) => m.name) };
+    if ($("shots").value.trim()) request.shots = $("shots").value; // empty: the task's own voters, else 0-shot
+    if ($("max-items").value) request.max_items = Number($("max-items").value);
+    const count = workerCount(models);
+    // the models dealt round-robin: this page's worker takes the first, each helper its share
+    const groups = Array.from({ length: count }, (_, i) => models.filter((_, j) => j % count === i));
+    for (const model of groups[0]) await client.load(model); // kept loaded: the ensembles ask them all
+    if (count > 1) {
+      request.answers = Object.assign({}, ...await answerInParallel(await startHelpers(count - 1), groups, request, data, onEvent));
+    }
+    if (job.stopped) {
+      summary = { stopped: true, setups: [] };
+    } else {
+      const evaluation = client.evaluate(request, { data, onEvent });
+      job.stop = evaluation.stop;
+      summary = await evaluation.done;
+      summary.workers = count;
+      summary.wall_seconds = (performance.now() - started) / 1000;
+    }
   } catch (e) {
     showError(e.message);
     throw e;
   } finally {
     job = null;
+    helperJobs = [];
     render();
   }
   window.pocketmindEvaluate.lastDone = summary;
   if (summary.setups.length) await showResults(summary);
   else showError("Stopped before any setup was scored on the test rows.");
   return summary;
+}
+
+// Every worker answers for its models at once (this page's worker too); resolves with their answers.
+async function answerInParallel(extra, groups, request, data, onEvent) {
+  const workers = [client, ...extra];
+  await Promise.all(workers.map(async (worker, i) => {
+    for (const model of groups[i]) await worker.load(model);
+    if (worker !== client) await worker.loadTask(client.taskJson);
+  }));
+  helperJobs = workers.map((worker, i) => worker.answers({ ...request, models: groups[i].map((m) => m.name) },
+                                                         { data, onEvent }));
+  const done = await Promise.all(helperJobs.map((j) => j.done));
+  if (done.some((d) => d.stopped || d.cancelled)) job.stopped = true;
+  return done.map((d) => d.answers || {});
 }
 
 async function showResults(done) {
@@ -127,7 +183,8 @@ async function showResults(done) {
     hosted.append(row);
   }
   const fastest = Math.max(...done.setups.map((s) => s.tokens_per_s));
-  $("here").textContent = `Here: $0 per item, on this device at up to ${Math.round(fastest)} tokens/s (${client.engine ? client.engine.variant : "engine"}), and nothing leaves it.`;
+  const how = done.workers > 1 ? `${done.workers} workers side by side` : "one worker";
+  $("here").textContent = `Here: $0 per item, on this device at up to ${Math.round(fastest)} tokens/s (${client.engine ? client.engine.variant : "engine"}), and nothing leaves it. This evaluation took ${done.wall_seconds.toFixed(1)} s with ${how}.`;
 }
 
 // Accuracy (up) against compute per item (right, log scale: parameters × tokens), a dot per setup.

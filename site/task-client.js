@@ -8,15 +8,17 @@
 //   const info = await client.loadTask(json);  // {name, labels, json_schema, n_examples} or a clear error
 //   const job = client.run(request, { data, onEvent });        // job.done -> the done event; job.stop()
 //   const job = client.evaluate(request, { data, onEvent });
+//   const job = client.answers(request, { data, onEvent });   // done.answers: for another client's evaluate()
 //   const csv = await client.call("results_csv");
 // Events: those of WorkerClient (stage, progress, ready, restart, failed), loaded {card, fromCache, stored,
 // storeError} and state {ready, loading}.
 import { WorkerClient } from "./worker-client.js";
 
 export class TaskClient extends WorkerClient {
-  constructor({ wheels, workerUrl = "task-worker.js", ...options }) {
+  constructor({ wheels, maxThreads = 4, workerUrl = "task-worker.js", ...options }) {
     super({ workerUrl, ...options });
     this.wheels = wheels;
+    this.maxThreads = maxThreads; // several clients side by side share the cores
     this.ready = false; // the engine and Python run
     this.loading = false; // a model is being loaded
     this.models = new Map(); // name -> {model, card}
@@ -29,7 +31,7 @@ export class TaskClient extends WorkerClient {
 
   _boot() {
     const worker = this._worker || this._spawn();
-    return this._send(worker, "boot", { config: { wheels: this.wheels } }).answer.then(() => {
+    return this._send(worker, "boot", { config: { wheels: this.wheels, maxThreads: this.maxThreads } }).answer.then(() => {
       this.ready = true;
       this._state();
     });
@@ -74,6 +76,11 @@ export class TaskClient extends WorkerClient {
 
   evaluate(request, options) {
     return this._job("evaluate", request, options);
+  }
+
+  // Answer the rows of an evaluation with this worker's models, for an evaluate() in another worker (parallel).
+  answers(request, options) {
+    return this._job("answers", request, options);
   }
 
   _job(type, request, { data = null, onEvent = null } = {}) {

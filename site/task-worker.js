@@ -2,8 +2,9 @@
 // TaskService (task_service.py) with every model the page loaded. task-client.js drives it; the message loop and
 // the streaming are worker-common.js's. Requests, each with an id (final replies in brackets):
 //   boot {config: {wheels}} [booted] | load {model: {url, bytes, sha256, name}} [loaded {card}] | unload {name}
-//   [result] | call {method, args} [result {value}] | run {request, data} and evaluate {request, data}: streamed
-//   item / progress events, then [done]. data: a dropped file's bytes (Uint8Array) or null.
+//   [result] | call {method, args} [result {value}] | run, evaluate and answers {request, data}: streamed item /
+//   progress events, then [done]. data: a dropped file's bytes (Uint8Array) or null. boot's config.maxThreads
+//   caps the engine's threads (a page running several of these workers side by side shares the cores).
 "use strict";
 importScripts("model-store.js", "engine-boot.js", "worker-common.js");
 
@@ -21,7 +22,8 @@ async function boot(id, { config }) {
   if (engine) throw new Error("the engine is already running");
   python = bootPython(config.wheels, "pocketmind.task_service"); // the runtime and the engine start at once
   python.catch(() => {}); // reported below, once awaited
-  engine = await bootEngine({ onCrash: (message) => postMessage({ type: "crashed", message }) });
+  engine = await bootEngine({ onCrash: (message) => postMessage({ type: "crashed", message }),
+                              maxThreads: config.maxThreads || 4 });
   stage("engine");
   postMessage({ type: "ready", variant: engine.variant, threads: engine.threads });
   let py;
@@ -87,4 +89,5 @@ serve({
   },
   run: (id, { request, data }) => stream(id, () => service.start_run(JSON.stringify(request), data || null)),
   evaluate: (id, { request, data }) => stream(id, () => service.start_eval(JSON.stringify(request), data || null)),
+  answers: (id, { request, data }) => stream(id, () => service.start_answers(JSON.stringify(request), data || null)),
 });

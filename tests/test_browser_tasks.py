@@ -182,7 +182,9 @@ def test_evaluate_page_scores_two_models_ensembles_and_the_cascade_like_the_cli(
 
     # the page shows it: a table row per setup, a dot per setup in the chart, three hosted prices, a recommendation
     assert page.locator("#table tbody tr").count() == 6
-    assert page.locator("#chart svg circle").count() == 6
+    labels = ", ".join(page.eval_on_selector_all("#chart svg text", "ts => ts.map(t => t.textContent)"))
+    assert all(name in labels for name in names)  # a dot per setup; setups at the same point share one
+    assert 1 <= page.locator("#chart svg circle").count() <= 6
     assert page.locator("#hosted tbody tr").count() == 3
     assert page.locator("#recommendation").text_content().startswith("Recommended for ")
     assert page.locator("#table tbody tr.recommended").count() == 1
@@ -195,6 +197,16 @@ def test_evaluate_page_scores_two_models_ensembles_and_the_cascade_like_the_cli(
         page.click("#download-json")
     saved = json.loads(Path(info.value.path()).read_text(encoding="utf-8"))
     assert [s["predictions"] for s in saved["setups"]] == [s["predictions"] for s in report["setups"]]
+
+    # two workers side by side (each answers for one model, the page's worker evaluates): the same results
+    page.fill("#workers", "2")
+    parallel = bounded(page, "() => window.pocketmindEvaluate.evaluate()", timeout_ms=480_000)
+    assert parallel["workers"] == 2 and len([w for w in page.workers if w.url.endswith("/task-worker.js")]) == 2
+    for mine, theirs in zip(parallel["setups"], report["setups"], strict=True):
+        assert (mine["name"], mine["predictions"], mine["accuracy"]) == (theirs["name"], theirs["predictions"],
+                                                                         theirs["accuracy"])
+    assert parallel["fitted"] == report["fitted"]
+    assert "with 2 workers side by side" in page.locator("#here").text_content()
     assert not errors, errors
 
 

@@ -177,8 +177,12 @@ class TaskService:
         raw = _file_bytes(request, data, "an evaluation", ("csv",))
         rows, dev = eval_rows(raw, task.text_column, task.label_column, task.labels, split, dev_split,
                               _max_items(request))
+        # hosted tokens are counted with the first requested model loaded here, so with the same tokenizer however
+        # the models were spread over workers (the page gives this worker the first model)
+        loaded = [self.contexts[n].model for n in names if n in self.contexts]
+        tokenizer = loaded[0] if loaded else None
         # refuses an impossible shot count now, not on the first step
-        return Lineup(task, models, shots, partial=partial), rows, dev
+        return Lineup(task, models, shots, partial=partial, tokenizer=tokenizer), rows, dev
 
     def _answer(self, lineup: Lineup, texts: list[str]) -> Iterator[dict]:
         for setup, done, total in lineup.answering(texts):

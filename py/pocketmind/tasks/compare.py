@@ -68,10 +68,11 @@ class LineupModel:
 
 class Lineup:
     def __init__(self, task, models: Sequence[tuple[str, object]], shots: Sequence[int] | None = None,
-                 partial: bool = False):
+                 partial: bool = False, tokenizer=None):
         """models: (name, Context or Answers) pairs, one per model; shots: the few-shot counts each model is asked
         with. With shots None: the task's own "voters" (each a model by name and a shot count), else every model
-        0-shot. partial: the task's voters of models not given are left out (a worker answering for its models)."""
+        0-shot. partial: the task's voters of models not given are left out (a worker answering for its models).
+        tokenizer: the Model whose tokenizer counts the hosted tokens (default: the first model given here)."""
         if task.labels is None:
             raise ValueError("evaluation needs a task with labels; JSON-output tasks are not supported yet")
         if not models:
@@ -80,6 +81,7 @@ class Lineup:
         if len(set(names)) != len(names):
             raise ValueError(f"model names must differ: {names}")
         self.task = task
+        self.tokenizer = tokenizer
         self.models = [LineupModel(name, ctx.n_params, ctx.size) if isinstance(ctx, Answers)
                        else LineupModel(name, ctx.model.n_params, ctx.model.size) for name, ctx in models]
         self._contexts = [ctx for _, ctx in models]
@@ -190,10 +192,10 @@ class Lineup:
     def hosted_tokens(self, rows: Sequence) -> tuple[int, int]:
         """(input, output) tokens the rows would take hosted, counted with the first loaded model's tokenizer: each
         zero-shot prompt, and the longest label per item."""
-        local = [ctx for ctx in self._contexts if not isinstance(ctx, Answers)]
-        if not local:
+        local = [ctx.model for ctx in self._contexts if not isinstance(ctx, Answers)]
+        model = self.tokenizer or (local[0] if local else None)
+        if model is None:
             raise ValueError("at least one model must be loaded here: its tokenizer counts the hosted tokens")
-        model = local[0].model
         n_input = sum(int(self.task.prompt_tokens(model, r.text, 0).size) for r in rows)
         longest = max(len(model.tokenize(label, add_special=False)) for label in self.task.labels)
         return n_input, longest * len(rows)
