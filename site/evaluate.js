@@ -184,7 +184,9 @@ async function showResults(done) {
   }
   const fastest = Math.max(...done.setups.map((s) => s.tokens_per_s));
   const how = done.workers > 1 ? `${done.workers} workers side by side` : "one worker";
-  $("here").textContent = `Here: $0 per item, on this device at up to ${Math.round(fastest)} tokens/s (${client.engine ? client.engine.variant : "engine"}), and nothing leaves it. This evaluation took ${done.wall_seconds.toFixed(1)} s with ${how}.`;
+  const engine = client.engine ? client.engine.variant : "engine";
+  $("here").textContent = `Here: $0 per item, on this device at up to ${Math.round(fastest)} tokens/s (${engine}), `
+    + `and nothing leaves it. This evaluation took ${done.wall_seconds.toFixed(1)} s with ${how}.`;
 }
 
 // Accuracy (up) against compute per item (right, log scale: parameters × tokens), a dot per setup.

@@ -108,6 +108,24 @@ def test_tasks_page_stops_a_run_and_keeps_what_was_done(page, site):
     assert not page.locator("#run").is_disabled()  # usable again
 
 
+def test_tasks_page_extracts_json_that_fits_the_schema(page, site):
+    import jsonschema
+
+    open_page(page, site, "tasks.html", "pocketmindTasks")
+    pick_task(page, "pocketmindTasks", "tasks/ticket_fields.json")
+    page.fill("#items", "Order 55120 never arrived, I want my money back.\nThe app crashes when I open my basket.")
+    done = bounded(page, "() => window.pocketmindTasks.run()", timeout_ms=240_000)
+    assert done["n_done"] == 2 and done["label_counts"] is None
+    schema = json.loads((REPO / "data" / "tasks" / "ticket_fields.json").read_text())["output"]["json_schema"]
+    answers = page.eval_on_selector_all("#results tbody td.answer", "cells => cells.map(c => c.textContent)")
+    for answer in answers:
+        jsonschema.validate(json.loads(answer), schema)
+    with page.expect_download() as info:
+        page.click("#download-json")
+    saved = json.loads(Path(info.value.path()).read_text(encoding="utf-8"))
+    assert [item["value"] for item in saved["items"]] == [json.loads(a) for a in answers]
+
+
 BAD_TASKS = [
     ({"name": "one", "instruction": "x", "output": {"labels": ["only"]}}, "a task needs at least 2 labels; this one has 1"),
     ({"name": "s", "instruction": "x", "output": {"json_schema": {"type": "string", "pattern": "a+"}}}, "pattern"),

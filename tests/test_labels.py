@@ -48,8 +48,8 @@ def test_logprobs_equal_a_token_by_token_reference(tiny, ctx):
     assert scores.mean_logprobs == tuple(lp / n for lp, n in zip(scores.logprobs, scores.n_tokens))
 
 
-def test_the_prompt_is_decoded_once_per_call(tiny, ctx):
-    prompt = tiny.tokenize("the word is")
+def count_decodes(ctx) -> list[tuple[int, int | None]]:
+    """From now on, every ctx.decode call appends (number of tokens, pos) to the returned list."""
     calls = []
     decode = ctx.decode
 
@@ -58,6 +58,12 @@ def test_the_prompt_is_decoded_once_per_call(tiny, ctx):
         return decode(tokens, pos, all_logits)
 
     ctx.decode = counting
+    return calls
+
+
+def test_the_prompt_is_decoded_once_per_call(tiny, ctx):
+    prompt = tiny.tokenize("the word is")
+    calls = count_decodes(ctx)
     first = score_labels(ctx, prompt, LABELS)
     n_tokens = [len(tiny.tokenize(label, add_special=False)) for label in LABELS]
     # the prompt once, then each label of n > 1 tokens once, after the prompt (its last token predicts nothing)
@@ -72,14 +78,7 @@ def test_a_shared_start_is_decoded_once_and_scores_do_not_depend_on_the_item_bef
     prompts = [tiny.tokenize(f"the word is {w}") for w in ("red", "green", "blue")]
     shared = len(tiny.tokenize("the word is"))
     assert all((p[:shared] == prompts[0][:shared]).all() for p in prompts)
-    calls = []
-    decode = ctx.decode
-
-    def counting(tokens, pos=None, all_logits=False):
-        calls.append((len(tokens), pos))
-        return decode(tokens, pos, all_logits)
-
-    ctx.decode = counting
+    calls = count_decodes(ctx)
     ctx.kv_clear()
     forward = [score_labels(ctx, p, LABELS, shared=shared) for p in prompts]
     assert [c for c in calls if c[1] == 0] == [(shared, 0)]  # the shared start: once, as a batch of its own

@@ -4,8 +4,8 @@ eval runs every model with every few-shot count as a voter on the test rows; wit
 ensembles (majority, mean, and weighted with weights from the dev rows) and a cascade (voters from the smallest
 model up, thresholds from the dev rows): tasks.compare.Lineup, which the Evaluate page's worker runs too. It prints
 a table (accuracy, macro-F1, ms per item, tokens/s), the cascade's savings, the recommended setup (--target) and
-what the same items would cost through hosted models, and can write the whole report as JSON. CLI-only packages (tqdm, the `cli` extra) are imported here and only when
-present: the package itself also runs in Pyodide.
+what the same items would cost through hosted models, and can write the whole report as JSON. CLI-only packages
+(tqdm, the `cli` extra) are imported here and only when present: the package itself also runs in Pyodide.
 """
 from __future__ import annotations
 

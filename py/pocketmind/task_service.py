@@ -19,14 +19,15 @@ The contract with the page:
   bytes, with "file": "csv" or "txt". Also "model": a loaded model's name (default: the first loaded), "shots": k
   (default 0), "max_items": n (optional: only the first n).
 - `start_eval(request_json, data=None)`: {"csv": text, or `data` bytes, with the task's text and label columns;
-  "split": "test" (default; "all" takes every row and fits nothing), "dev_split": "dev" (the rows that fit ensemble
-  weights, calibration and cascade thresholds; a file without them: majority and mean only, uncalibrated), "shots": [k, ...] or "k,k" (default: the task's "voters", else [0]), "models": [name, ...] (default:
-  every loaded model), "max_items": n (the first n rows of each split)}. Bad CSV raises tasks.DataError with the
-  CLI's messages (row and line numbers).
+  "split": "test" (default; "all" takes every row and fits nothing), "dev_split": "dev" (the rows that fit
+  ensemble weights, calibration and cascade thresholds; a file without them: majority and mean only,
+  uncalibrated), "shots": [k, ...] or "k,k" (default: the task's "voters", else [0]), "models": [name, ...]
+  (default: every loaded model), "max_items": n (the first n rows of each split)}. Bad CSV raises
+  tasks.DataError with the CLI's messages (row and line numbers).
 - `step()`: the next event as JSON, None once the run or evaluation is over:
-  run: {"type": "item", "index", "total", "text", "label", "confidence", "probs": {label: p}, "n_tokens", "seconds"} per
-  item (a JSON task: "value" in place of "label", confidence and probs null), then {"type": "done", "stopped",
-  "n_done", "total", "n_tokens", "seconds", "label_counts" (label tasks) or null};
+  run: {"type": "item", "index", "total", "text", "label", "confidence", "probs": {label: p}, "n_tokens",
+  "seconds"} per item (a JSON task: "value" in place of "label", confidence and probs null), then {"type": "done",
+  "stopped", "n_done", "total", "n_tokens", "seconds", "label_counts" (label tasks) or null};
   eval: {"type": "progress", "phase": "dev" or "test", "setup", "done", "total"} per item, then {"type": "done",
   "stopped", ...Lineup.summary: task, labels, n, setups (accuracy, macro_f1, ms_per_item, tokens_per_s,
   cost_per_item, models, model_bytes, predictions, confusion, ...), models, fitted, hosted, recommendation}.

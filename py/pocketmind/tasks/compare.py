@@ -237,7 +237,8 @@ def parse_shots(text: str | Sequence[int]) -> list[int]:
 # ---- the sentences under the table (the CLI prints them, the page shows them) ----
 
 def recommendation_text(rec: dict) -> str:
-    aim = "accuracy within a point of the best" if rec["target"] is None else f"accuracy of at least {rec['target']:.3f}"
+    target = rec["target"]
+    aim = "accuracy within a point of the best" if target is None else f"accuracy of at least {target:.3f}"
     if not rec["reached"]:
         return f"No setup reaches {aim}; the best is {rec['best']} at {rec['accuracy']:.3f}."
     mb = f", {rec['model_bytes'] / 1e6:.1f} MB of models" if rec.get("model_bytes") else ""
