@@ -381,7 +381,7 @@ def task_section(a: dict) -> list[str]:
     lines += ["", "Fitted on the dev split:", "", "| setup | temperature | weights / thresholds |", "|---|---|---|"]
     for name, fit in a["fitted"].items():
         if name == "cascade":
-            th = ", ".join(f"{v}: {'never answers' if t == math.inf else f'answers at confidence >= {t:.3f}'}"
+            th = ", ".join(f"{v}: {'never answers' if t is None or t == math.inf else f'answers at confidence >= {t:.3f}'}"
                            for v, t in zip(fit["voters"], fit["thresholds"]))
             dev = fit["dev"]
             lines.append(f"| cascade | | order {' → '.join(fit['voters'])}; {th}; last always answers. Dev: "

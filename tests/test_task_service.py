@@ -14,7 +14,7 @@ from tiny_gguf import write_tiny_llama
 
 from pocketmind import Model
 from pocketmind.tasks import DataError, Ensemble, Task, TaskError, Voter, evaluate, parse_rows
-from pocketmind.tasks.compare import Lineup
+from pocketmind.tasks.compare import Answers, Lineup
 from pocketmind.tasks.data import eval_rows
 from pocketmind.task_service import TaskService
 
@@ -349,6 +349,26 @@ def test_answers_from_another_worker_give_the_same_evaluation(native, tiny_path,
         main.start_eval(json.dumps(request | {"answers": {"b": {"size": 1}}}))
     for service in (alone, helper, main):
         service.close()
+
+
+def test_a_stage_that_never_answers_is_null_in_strict_json(native, tiny_path):
+    """A cascade threshold of inf (the small voter is sure and always wrong) must not reach the page as Infinity,
+    which JSON.parse refuses."""
+    task = Task.parse(TASK_JSON)
+    rows, dev = eval_rows(CSV.encode(), "text", "label", task.labels)
+    rows, dev = rows[:6], dev[:6]
+    wrong = {r.text: [[0.0, 0.0, 1.0] if r.label != "neutral" else [1.0, 0.0, 0.0], 10, 0.01] for r in rows + dev}
+    right = {r.text: [[float(r.label == lab) * 0.8 + 0.1 for lab in LABELS], 30, 0.1] for r in rows + dev}
+    models = [("small", Answers(1, 1, {0: wrong})), ("big", Answers(2, 2, {0: right}))]
+    with Model.from_file(tiny_path, native) as model:
+        lineup = Lineup(task, models, [0], tokenizer=model).fit(dev)
+        evaluation = lineup.evaluation(rows)
+        for _ in evaluation:
+            pass
+        summary = lineup.summary(evaluation.report, rows)
+    assert lineup.setups["cascade"].thresholds == (float("inf"),)
+    assert summary["fitted"]["cascade"]["thresholds"] == [None]
+    json.dumps(summary, allow_nan=False)  # strict JSON: what the service sends
 
 
 def test_recommend_picks_the_least_compute_reaching_the_target(service):

@@ -216,7 +216,8 @@ class TaskService:
         event = next(self._events, None)
         if event is None or event["type"] == "done":
             self._events = None
-        return None if event is None else json.dumps(event, ensure_ascii=False)
+        # allow_nan=False: strict JSON, which the page's JSON.parse reads (a non-finite number fails here, loudly)
+        return None if event is None else json.dumps(event, ensure_ascii=False, allow_nan=False)
 
     def _run(self, task: Task, ctx: Context, texts: list[str], shots: int) -> Iterator[dict]:
         for index, text in enumerate(texts):

@@ -15,6 +15,7 @@ less is preferred over a hair's better one). Ties: fewer model bytes, then the h
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -142,7 +143,9 @@ class Lineup:
             by_size = sorted(self.voters, key=lambda v: self._order[v.name])
             cascade = Cascade(by_size).fit(texts, gold)
             self.setups["cascade"], self._uses["cascade"] = cascade, everyone
-            self.fitted["cascade"] = {"voters": [v.name for v in by_size], "thresholds": list(cascade.thresholds),
+            # a stage that never answers has threshold inf: null in JSON (JSON has no Infinity; JSON.parse refuses it)
+            thresholds = [None if math.isinf(t) else t for t in cascade.thresholds]
+            self.fitted["cascade"] = {"voters": [v.name for v in by_size], "thresholds": thresholds,
                                       "dev": cascade.dev}
 
     def fit(self, dev_rows: Sequence | None) -> Lineup:
