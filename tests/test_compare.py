@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from pocketmind.tasks.compare import parse_shots, recommend
+from pocketmind.tasks.compare import _usd, parse_shots, recommend
 from pocketmind.tasks.hosted import hosted_costs, prices
 
 
@@ -74,3 +74,9 @@ def test_hosted_costs_are_tokens_times_prices():
     assert costs["Gemini 1.5 Flash"]["usd_per_million_items"] == pytest.approx((2 * 0.075 + 0.1 * 0.30) / 4 * 1e6)
     with pytest.raises(ValueError, match="^no items to price$"):
         hosted_costs(0, 1, 1)
+
+
+@pytest.mark.parametrize("value, text", [(0.00004, "$0.000040"), (0.000123, "$0.00012"), (0.009, "$0.0090"),
+                                         (0.0123, "$0.01"), (4.2, "$4.20"), (12345.6, "$12,345.60"), (0, "$0.00")])
+def test_dollars_keep_two_significant_digits_below_a_cent(value, text):
+    assert _usd(value) == text
