@@ -229,12 +229,19 @@ function drawChart(setups, recommended) {
     point.names.push(s.name);
     points.set(key, point);
   });
-  [...points.values()].forEach(({ cx, cy, names }, i) => {
+  const placed = []; // label boxes drawn so far: a label that would overlap one moves down a line
+  const overlaps = (a) => placed.some((b) => a.x0 < b.x1 && b.x0 < a.x1 && a.y0 < b.y1 && b.y0 < a.y1);
+  for (const { cx, cy, names } of points.values()) {
     add("circle", { cx, cy, r: 5, class: names.includes(recommended) ? "recommended" : "" });
+    const text = names.join(", ");
+    const width = 6 * text.length; // about 6 px a character at 11 px
     const right = cx > W / 2; // labels stay inside the chart: left of dots on its right half
-    add("text", { x: right ? cx - 8 : cx + 8, y: cy - 6 - (i % 2) * 11, "text-anchor": right ? "end" : "start" },
-        names.join(", "));
-  });
+    const x0 = right ? cx - 8 - width : cx + 8;
+    let y = cy - 6;
+    while (overlaps({ x0, x1: x0 + width, y0: y - 11, y1: y }) && y < H - B) y += 12;
+    placed.push({ x0, x1: x0 + width, y0: y - 11, y1: y });
+    add("text", { x: right ? cx - 8 : cx + 8, y, "text-anchor": right ? "end" : "start" }, text);
+  }
   $("chart").replaceChildren(svg);
 }
 
