@@ -94,7 +94,7 @@ class Index:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 vectors = np.array(npz["vectors"])
                 meta = json.loads(npz["meta"].tobytes().decode("utf-8"))
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as e:
             raise SearchError(f"{name}: not a pocketmind index ({e})") from None
         if meta.get("format") != FORMAT or meta.get("version") != VERSION:
             raise SearchError(f"{name}: not a version-{VERSION} pocketmind index")
