@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 import build_site
@@ -96,7 +97,7 @@ def info(page) -> dict:
     return json.loads(bounded(page, "() => window.pocketmindSearch.client.call('info_json')"))
 
 
-def test_dropped_files_rank_like_cpython_and_a_reload_searches_without_embedding(page, site, cpython):
+def test_dropped_files_rank_like_cpython_and_an_offline_reload_searches_without_embedding(page, site, cpython):
     errors = open_page(page, site)
     done = drop(page, FILES)
     assert not done["stopped"] and done["files"] == list(FILES) and not done["skipped"]
@@ -108,8 +109,12 @@ def test_dropped_files_rank_like_cpython_and_a_reload_searches_without_embedding
     assert page.locator("#hits li").count() == 3
     assert info(page)["n_chunks_embedded"] == done["total"] > 0
 
+    # offline: the page, the engine and the glue from the service worker's cache, the model from model-store's
+    page.wait_for_function("() => document.querySelector('#offline').textContent.startsWith('Available offline')",
+                           timeout=240_000)
     requests = []
     page.context.on("request", lambda r: requests.append(r.url))
+    page.context.set_offline(True)
     page.reload()
     bounded(page, "() => window.pocketmindSearch.ready", timeout_ms=240_000)
     restored = page.evaluate("window.pocketmindSearch.state.restored")
@@ -160,6 +165,28 @@ def test_a_quota_error_keeps_the_stored_index(page, site):
     assert restored["sources"] == ["first.txt"] and restored["n_chunks"] == first["n_chunks"]
 
 
+def test_an_index_kept_with_another_model_is_refused_and_the_page_stays_usable(page, site):
+    from pocketmind.search.chunk import Chunk
+    from pocketmind.search.index import Index
+
+    open_page(page, site)
+    text = "An index made by some other model."
+    other = Index("f" * 64, 384, "other-model", [Chunk("old.txt", 0, len(text), text)],
+                  np.full((1, 384), 1 / np.sqrt(384), dtype=np.float32))
+    bounded(page, """async (bytes) => {
+        const { saveIndex } = await import('./search-store.js');
+        await saveIndex(new Uint8Array(bytes), { sha256: 'f'.repeat(64), n_chunks: 1, sources: ['old.txt'] });
+    }""", list(other.to_bytes()))
+    page.reload()
+    bounded(page, "() => window.pocketmindSearch.ready", timeout_ms=240_000)
+    restored = page.evaluate("window.pocketmindSearch.state.restored")
+    assert "another embedding model" in restored["error"] and "add the documents again" in restored["error"]
+    assert "another embedding model" in page.locator("#stored").text_content()
+    assert info(page)["n_chunks"] == 0
+    done = drop(page, {"new.txt": "Fresh documents are embedded with the model this page has."})
+    assert done["n_chunks"] == 1 and page.evaluate("window.pocketmindSearch.state.stored.ok") is True
+
+
 def test_an_answer_from_a_hand_written_corpus_matches_cpython_and_holds_the_passages(page, site, cpython, native,
                                                                                       smollm2):
     errors = open_page(page, site)
@@ -181,5 +208,10 @@ def test_an_answer_from_a_hand_written_corpus_matches_cpython_and_holds_the_pass
         cpython.set_chat_model(Model.from_file(smollm2, native), "SmolLM2-135M-Instruct.Q4_1")
     events = cpython.run(lambda: cpython.start_answer(json.dumps({"question": question, "top": 3})))
     assert events[-1]["text"] == done["text"] and events[-1]["cited"] == done["cited"]
-    assert "green" in done["text"].lower()  # SmolLM2 answers this one; whether it writes [n] is not reliable
+    # greedy SmolLM2 answers this one and cites passage 1, which holds the fact; the worked examples in the prompt
+    # (answer.EXAMPLES) are what make it write [n] at all (5 right citations in 7 questions, see docs/embeddings.md)
+    assert "green" in done["text"].lower()
+    assert done["cited"] and all("painted green" in passages[n - 1]["text"] for n in done["cited"])
+    assert page.eval_on_selector_all("#passages li.cited .hit-text", "items => items.map(i => i.textContent)") == \
+        [passages[n - 1]["text"] for n in sorted(done["cited"])]
     assert not errors, errors
