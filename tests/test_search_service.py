@@ -170,3 +170,22 @@ def test_an_answer_streams_and_cites_valid_passages(service, native, smollm2):
     assert done["type"] == "done" and done["text"] == text and text.strip()
     assert done["cited"] == citations(text, 3) and all(1 <= n <= 3 for n in done["cited"])
     assert {"prompt"} <= {e["type"] for e in events}
+
+
+def test_an_answer_in_a_small_context_trims_passages_and_says_so(native, minilm, smollm2):
+    service = SearchService(n_ctx=512)
+    service.set_embedder(Model.from_file(minilm, native), file_sha256(minilm), "all-MiniLM-L6-v2.Q8_0")
+    service.set_chat_model(Model.from_file(smollm2, native), "SmolLM2-135M-Instruct.Q4_1")
+    long = {f"notes{i}.txt": "\n\n".join(f"Note {i}.{j}: the harbour master logs ships, tides and storms "
+                                         "in a paper book every evening." for j in range(12)) for i in range(4)}
+    add(service, long)
+    events = service.run(lambda: service.start_answer(json.dumps({"question": "What does the harbour master log?",
+                                                                  "top": 4, "max_tokens": 32})))
+    passages = events[0]
+    assert passages["n_trimmed"] + passages["n_left_out"] >= 1
+    assert len(passages["passages"]) + passages["n_left_out"] == 4
+    assert passages["n_prompt_tokens"] <= 512 - 32
+    done = events[-1]
+    assert done["type"] == "done" and done["n_trimmed"] == passages["n_trimmed"]
+    assert done["n_left_out"] == passages["n_left_out"]
+    service.close()
