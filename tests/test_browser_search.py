@@ -215,3 +215,33 @@ def test_an_answer_from_a_hand_written_corpus_matches_cpython_and_holds_the_pass
     assert page.eval_on_selector_all("#passages li.cited .hit-text", "items => items.map(i => i.textContent)") == \
         [passages[n - 1]["text"] for n in sorted(done["cited"])]
     assert not errors, errors
+
+
+def test_embedding_shows_progress_with_an_eta_and_a_stop_keeps_what_was_embedded(page, site):
+    errors = open_page(page, site)
+    text = "\n\n".join(f"Section {i}: the harbour master logs ships, tides and storms in a paper book. " * 12
+                       for i in range(20))
+    page.fill("#paste", text)
+    done = bounded(page, """() => new Promise((resolve, reject) => {
+        const seen = [];
+        const watcher = new MutationObserver(() => {
+            const line = document.querySelector('#embed-text').textContent;
+            seen.push(line);
+            if (/^2 of \\d+ passages, about \\d+ (s|min) left$/.test(line)) {
+                watcher.disconnect();
+                document.querySelector('#stop').click();
+            }
+        });
+        watcher.observe(document.querySelector('#embed-text'), { childList: true, characterData: true, subtree: true });
+        document.querySelector('#add-text').click();
+        window.pocketmindSearch.state.adding.then((d) => resolve({ ...d, seen }), reject);
+    })""", timeout_ms=240_000)
+    assert done["stopped"] and 2 <= done["added"] < done["total"], done
+    assert any(" left" in line for line in done["seen"])  # the ETA was shown while embedding
+    assert page.locator("#embed-text").text_content().startswith("Stopped: ")
+    assert info(page)["n_chunks"] == done["added"]  # what was embedded before the stop is kept and searchable
+    assert page.evaluate("window.pocketmindSearch.state.stored.ok") is True
+    found = bounded(page, "() => window.pocketmindSearch.search('harbour logbook', 1)")
+    assert found["hits"][0]["source"] == "pasted text 1"
+    assert not page.locator("#add-text").is_disabled()
+    assert not errors, errors
