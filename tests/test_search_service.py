@@ -65,6 +65,24 @@ def test_add_reports_each_file_embeds_with_progress_and_skips_bad_files(service)
     assert json.loads(service.info_json())["n_chunks_embedded"] == total
 
 
+class Huge:
+    """A 200 MB file's stand-in: it has a size, and copying its bytes fails the test."""
+
+    def __len__(self):
+        return 200 * 1024 * 1024
+
+    def to_bytes(self):
+        raise AssertionError("an over-size file was copied")
+
+
+def test_an_over_size_file_is_refused_by_its_size_and_the_others_are_kept(service):
+    names = ["huge.txt", "small.txt"]
+    events = service.run(lambda: service.start_add(json.dumps({"files": names}), [Huge(), b"A small note."]))
+    files = [e for e in events if e["type"] == "file"]
+    assert not files[0]["ok"] and "209,715,200 bytes is over the" in files[0]["message"] and files[1]["ok"]
+    assert events[-1]["files"] == ["small.txt"] and len(service.index) == 1
+
+
 def test_search_ranks_like_the_cli_modules(service, native, minilm):
     add(service, FILES)
     found = json.loads(service.search(json.dumps({"query": "an eruption in Italy", "top": 3})))

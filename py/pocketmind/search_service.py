@@ -48,7 +48,7 @@ from .search import SearchError
 from .search.answer import citations, fit_prompt
 from .search.chunk import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP, chunk_text
 from .search.embed import Embedder
-from .search.extract import extract_text
+from .search.extract import check_size, extract_text
 from .search.index import Index
 
 DEFAULT_TOP = 5
@@ -136,7 +136,7 @@ class SearchService:
         texts = request.get("texts", [])
         if not isinstance(names, list) or not isinstance(texts, list):
             raise ValueError('"files" must be a list of file names and "texts" a list of {"name", "text"}')
-        blobs = [] if data is None else [_bytes(d) for d in data]
+        blobs = [] if data is None else list(data)  # copied one at a time, once their size is checked
         if len(blobs) != len(names):
             raise ValueError(f"{len(names)} file names but {len(blobs)} files' bytes")
         if not names and not texts:
@@ -155,7 +155,8 @@ class SearchService:
         for name, blob, text in documents:
             try:
                 if text is None:
-                    text = extract_text(name, blob)
+                    check_size(name, len(blob))
+                    text = extract_text(name, _bytes(blob))
                 elif not text.strip():
                     raise SearchError(f"{name}: the text is empty")
                 mine = chunk_text(text, name, DEFAULT_MAX_CHARS, DEFAULT_OVERLAP)

@@ -24,14 +24,19 @@ def supported(name: str) -> bool:
     return PurePath(name).suffix.lower() in SUFFIXES
 
 
+def check_size(name: str, size: int, max_bytes: int = MAX_BYTES) -> None:
+    """Refuse a document over max_bytes by its size alone (before its bytes are read or copied)."""
+    if size > max_bytes:
+        raise SearchError(f"{name}: {size:,} bytes is over the {max_bytes:,}-byte limit for one document; "
+                          "split it into smaller files")
+
+
 def extract_text(name: str, data: bytes, max_bytes: int = MAX_BYTES) -> str:
     """The readable text of file `name` with contents `data`; paragraphs separated by blank lines."""
     suffix = PurePath(name).suffix.lower()
     if suffix not in SUFFIXES:
         raise SearchError(f"{name}: unsupported file type {suffix or '(none)'}; use {', '.join(SUFFIXES)}")
-    if len(data) > max_bytes:
-        raise SearchError(f"{name}: {len(data):,} bytes is over the {max_bytes:,}-byte limit for one document; "
-                          "split it into smaller files")
+    check_size(name, len(data), max_bytes)
     if not data.strip():
         raise SearchError(f"{name}: the file is empty")
     if b"\0" in data[:8192]:
