@@ -245,3 +245,17 @@ def test_embedding_shows_progress_with_an_eta_and_a_stop_keeps_what_was_embedded
     assert found["hits"][0]["source"] == "pasted text 1"
     assert not page.locator("#add-text").is_disabled()
     assert not errors, errors
+
+
+def test_the_embedder_ships_apart_from_the_chat_models(tmp_path_factory, smollm2):
+    out = tmp_path_factory.mktemp("search-build")
+    build_site.build_site(out, [smollm2])
+    html = (out / "search.html").read_text()
+    config = json.loads(html.split('<script id="config" type="application/json">')[1].split("</script>")[0])
+    [embedder] = config["embedders"]
+    assert embedder["file"] == f"models/{deps.minilm_gguf('Q8_0').name}" and embedder["architecture"] == "bert"
+    assert embedder["sha256"] == file_sha256(out / embedder["file"])
+    assert [m["file"] for m in config["models"]] == [f"models/{smollm2.name}"]  # the chat pages never list it
+    assert embedder["file"] not in (out / "models" / "index.json").read_text()
+    assert embedder["file"] not in (out / "sw.js").read_text()  # stored by model-store.js, not precached
+    assert 'href="search.html"' in (out / "tasks.html").read_text()
