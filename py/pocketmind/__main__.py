@@ -1,24 +1,39 @@
-"""The command line: `python -m pocketmind eval TASK.json DATA.csv --model M.gguf [...]`.
+"""The command line:
+
+    python -m pocketmind eval TASK.json DATA.csv --model M.gguf [...]
+    python -m pocketmind index DIR --model M.gguf --out index.npz
+    python -m pocketmind search index.npz "query" [--top 5]
 
 eval runs every model with every few-shot count as a voter on the test rows; with two or more voters, also the
 ensembles (majority, mean, and weighted with weights from the dev rows) and a cascade (voters from the smallest
 model up, thresholds from the dev rows): tasks.compare.Lineup, which the Evaluate page's worker runs too. It prints
 a table (accuracy, macro-F1, ms per item, tokens/s), the cascade's savings, the recommended setup (--target) and
-what the same items would cost through hosted models, and can write the whole report as JSON. CLI-only packages
-(tqdm, the `cli` extra) are imported here and only when present: the package itself also runs in Pyodide.
+what the same items would cost through hosted models, and can write the whole report as JSON.
+
+index reads the .txt/.md/.csv/.html files under DIR (skipping, with the reason, those it cannot use), cuts them into
+overlapping paragraph chunks, embeds them with an embedding GGUF and saves the index; search embeds the query with
+the same model (checked by sha256; the index remembers its path) and prints the best chunks with their scores,
+files and character offsets. CLI-only packages (tqdm, the `cli` extra) are imported here and only when present: the
+package itself also runs in Pyodide.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from .engine import PocketmindError
+from .search import SearchError
 from .tasks import TaskError
 from .tasks.data import eval_rows, read_bytes
 from .tasks.compare import Lineup, parse_shots, recommend
 from .tasks.task import DEFAULT_N_CTX, Task
+from .search.chunk import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP
+from .search.embed import Embedder
+from .search.index import Hit, Index, file_sha256
+from .search.indexer import IndexBuild, folder_files, read_documents
 
 
 def _shots(text: str) -> list[int]:
@@ -55,14 +70,31 @@ def parser() -> argparse.ArgumentParser:
                    help="recommend the least compute reaching this accuracy (default: within a point of the best)")
     e.add_argument("--json", type=Path, default=None, help="write the report here")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    i = sub.add_parser("index", help="embed the text files of a folder into a search index")
+    i.add_argument("folder", type=Path, help="a folder of .txt, .md, .csv and .html files (searched recursively)")
+    i.add_argument("--model", type=Path, required=True, help="an embedding GGUF (e.g. all-MiniLM-L6-v2)")
+    i.add_argument("--out", type=Path, required=True, help="the index file to write (.npz)")
+    i.add_argument("--max-chars", type=int, default=DEFAULT_MAX_CHARS, help="largest chunk, in characters")
+    i.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="characters shared by neighbouring chunks")
+    i.add_argument("--threads", type=int, default=1, help="CPU threads")
+    i.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("search", help="find the chunks of an index closest in meaning to a query")
+    s.add_argument("index", type=Path, help="an index written by `index`")
+    s.add_argument("query", help="what to look for")
+    s.add_argument("--top", type=int, default=5, help="how many results")
+    s.add_argument("--model", type=Path, default=None, help="the index's model (default: the path it was built with)")
+    s.add_argument("--threads", type=int, default=1, help="CPU threads")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
     return p
 
 
 class Progress:
     """A tqdm bar per setup when tqdm is installed (the `cli` extra), else nothing."""
 
-    def __init__(self, enabled: bool):
-        self.bar, self.name = None, None
+    def __init__(self, enabled: bool, unit: str = "item"):
+        self.bar, self.name, self.unit = None, None, unit
         self.tqdm = None
         if enabled:
             try:
@@ -76,7 +108,7 @@ class Progress:
             return
         if name != self.name:
             self.close()
-            self.bar, self.name = self.tqdm(total=total, desc=name, unit="item", file=sys.stderr, leave=False), name
+            self.bar, self.name = self.tqdm(total=total, desc=name, unit=self.unit, file=sys.stderr, leave=False), name
         self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
@@ -124,8 +156,8 @@ def run_eval(args: argparse.Namespace) -> dict:
     return out
 
 
-def _with_progress(steps, enabled: bool) -> None:
-    progress = Progress(enabled)
+def _with_progress(steps, enabled: bool, unit: str = "item") -> None:
+    progress = Progress(enabled, unit)
     try:
         for name, done, total in steps:
             progress(name, done, total)
@@ -133,12 +165,80 @@ def _with_progress(steps, enabled: bool) -> None:
         progress.close()
 
 
+def run_index(args: argparse.Namespace) -> Index:
+    from .engine import Model
+
+    files, skipped = folder_files(args.folder)
+    documents, unreadable = read_documents(files)
+    skipped += unreadable
+    for s in skipped:
+        print(f"skipped {s.message}", file=sys.stderr)
+    if not documents:
+        raise SearchError(f"{args.folder}: no file to index ({len(skipped)} skipped)")
+    model = Model.from_file(args.model)
+    try:
+        with Embedder(model, n_threads=args.threads) as embedder:
+            build = IndexBuild(embedder, file_sha256(args.model), _model_ref(args.model), args.max_chars,
+                               args.overlap)
+            t0 = time.perf_counter()
+            _with_progress(build.add(documents), not args.no_progress, unit="chunk")
+            seconds = time.perf_counter() - t0
+    finally:
+        model.close()
+    for t in build.truncated:
+        print(f"note: {t.chunk.source} [{t.chunk.start}:{t.chunk.end}] has {t.full_tokens} tokens; the model saw "
+              f"the first {t.n_tokens} (lower --max-chars to avoid this)", file=sys.stderr)
+    build.index.save(args.out)
+    n = len(build.index)
+    print(f"indexed {n} chunks from {len(documents)} files in {seconds:.1f} s ({n / max(seconds, 1e-9):.1f} chunks/s)"
+          f"{f', skipped {len(skipped)} files' if skipped else ''}; wrote {args.out}")
+    return build.index
+
+
+def _model_ref(path: Path) -> str:
+    """How the index names its model: the absolute path, so `search` finds it again from any folder."""
+    return str(path.resolve())
+
+
+def run_search(args: argparse.Namespace) -> list[Hit]:
+    from .engine import Model
+
+    index = Index.load(args.index)
+    model_path = args.model or Path(index.model_name)
+    if not model_path.is_file():
+        raise SearchError(f"the index's model {model_path} is not there; pass it with --model")
+    index.check_model(file_sha256(model_path))
+    model = Model.from_file(model_path)
+    try:
+        with Embedder(model, n_threads=args.threads) as embedder:
+            query = embedder.embed_one(args.query)
+    finally:
+        model.close()
+    if query.truncated_from is not None:
+        print(f"note: the query has {query.truncated_from} tokens; the model saw the first {query.n_tokens}",
+              file=sys.stderr)
+    hits = index.search(query.vector, args.top)
+    if args.json:
+        print(json.dumps([{"rank": h.rank, "score": round(h.score, 6), **h.chunk.to_json()} for h in hits],
+                         indent=2, ensure_ascii=False))
+    else:
+        for h in hits:
+            snippet = " ".join(h.chunk.text.split())
+            snippet = snippet if len(snippet) <= 200 else snippet[:199] + "…"
+            print(f"{h.rank}. {h.score:.4f}  {h.chunk.source} [{h.chunk.start}:{h.chunk.end}]\n   {snippet}")
+    return hits
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.command == "eval":
             run_eval(args)
-    except (ValueError, FileNotFoundError, PocketmindError) as e:  # TaskError and DataError are ValueErrors
+        elif args.command == "index":
+            run_index(args)
+        elif args.command == "search":
+            run_search(args)
+    except (ValueError, FileNotFoundError, PocketmindError) as e:  # TaskError, DataError, SearchError: ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
