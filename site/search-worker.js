@@ -18,24 +18,12 @@ const CALLS = new Set(["search", "info_json", "clear", "import_index"]);
 
 async function boot(id, { config }) {
   if (engine) throw new Error("the engine is already running");
-  python = bootPython(config.wheels, "pocketmind.search_service");
-  python.catch(() => {}); // reported below, once awaited
-  engine = await bootEngine({ onCrash: (message) => postMessage({ type: "crashed", message }),
-                              maxThreads: config.maxThreads || 4 });
-  stage("engine");
-  postMessage({ type: "ready", variant: engine.variant, threads: engine.threads });
-  let py;
-  try {
-    py = await python;
-  } catch (e) {
-    throw new Error(`Python did not start: ${pythonMessage(e)}`);
-  }
-  service = py.pyimport("pocketmind.search_service").SearchService(2048, engine.threads);
+  ({ engine, python } = await startEngineAndPython(config, "pocketmind.search_service"));
+  service = (await pythonReady(python)).pyimport("pocketmind.search_service").SearchService(2048, engine.threads);
   postMessage({ type: "booted", id });
 }
 
-// Download a model into wasm memory and give it to the service in its role. Until the service takes it, the
-// buffer is ours to free.
+// Download a model and give it to the service in its role (Python takes the buffer only when the model loaded).
 async function load(id, { model, role }) {
   if (!service) throw new Error("the engine is not running");
   if (role !== "embedder" && role !== "chat") throw new Error(`unknown model role ${role}`);
@@ -44,37 +32,21 @@ async function load(id, { model, role }) {
     postMessage({ type: "loaded", id, card: known.card, fromCache: true, stored: true });
     return;
   }
-  const { M, A, threads } = engine;
-  const { buffer, size, fromCache, stored, storeError } = await downloadModel(M, A, model, (loaded, total, how) =>
-    postMessage({ type: "progress", id, what: "model", loaded, total, fromCache: !!(how && how.fromCache) }));
-  const backend = (await python).pyimport("pocketmind.pyodide_backend").PyodideBackend(M, threads);
-  let card;
-  try {
-    card = JSON.parse(role === "embedder"
-      ? service.add_embedder_buffer(backend, buffer, size, model.sha256, model.name)
-      : service.add_chat_buffer(backend, buffer, size, model.name));
-  } catch (e) {
-    M._pm_buffer_free(buffer);
-    throw new Error(pythonMessage(e));
-  } finally {
-    backend.destroy();
-  }
-  cards.set(role, { name: model.name, card });
-  postMessage({ type: "loaded", id, card, fromCache, stored, storeError });
+  const loaded = await downloadInto(id, engine, python, model, (backend, buffer, size) => (role === "embedder"
+    ? service.add_embedder_buffer(backend, buffer, size, model.sha256, model.name)
+    : service.add_chat_buffer(backend, buffer, size, model.name)));
+  cards.set(role, { name: model.name, card: loaded.card });
+  postMessage({ type: "loaded", id, ...loaded });
 }
 
-function pythonCall(fn) {
+function serviceCall(fn) {
   if (!service) throw new Error("the engine is not running");
-  try {
-    return fn();
-  } catch (e) {
-    throw new Error(pythonMessage(e));
-  }
+  return pythonCall(fn);
 }
 
 // The index's bytes, copied out of Python and handed to the page (transferred, not copied again).
 function exportIndex(id) {
-  const proxy = pythonCall(() => service.export_index());
+  const proxy = serviceCall(() => service.export_index());
   try {
     const view = proxy.getBuffer("u8");
     const bytes = view.data.slice();
@@ -95,7 +67,7 @@ serve({
   load,
   call: (id, { method, args = [] }) => {
     if (!CALLS.has(method)) throw new Error(`unknown call ${method}`);
-    postMessage({ type: "result", id, value: pythonCall(() => service[method](...args)) });
+    postMessage({ type: "result", id, value: serviceCall(() => service[method](...args)) });
   },
   export: (id) => exportIndex(id),
   add: (id, { request, data }) => stream(id, () => service.start_add(JSON.stringify(request), data || null)),

@@ -20,54 +20,28 @@ const withMemory = (event) => ({ ...event, wasm_memory_bytes: engine.M.HEAPU8.le
 
 async function boot(id, { config }) {
   if (engine) throw new Error("the engine is already running");
-  python = bootPython(config.wheels, "pocketmind.task_service"); // the runtime and the engine start at once
-  python.catch(() => {}); // reported below, once awaited
-  engine = await bootEngine({ onCrash: (message) => postMessage({ type: "crashed", message }),
-                              maxThreads: config.maxThreads || 4 });
-  stage("engine");
-  postMessage({ type: "ready", variant: engine.variant, threads: engine.threads });
-  let py;
-  try {
-    py = await python;
-  } catch (e) {
-    throw new Error(`Python did not start: ${pythonMessage(e)}`);
-  }
-  service = py.pyimport("pocketmind.task_service").TaskService(2048, engine.threads);
+  ({ engine, python } = await startEngineAndPython(config, "pocketmind.task_service"));
+  service = (await pythonReady(python)).pyimport("pocketmind.task_service").TaskService(2048, engine.threads);
   postMessage({ type: "booted", id });
 }
 
-// Download a model into wasm memory and add it to the service, next to the others. Until add_buffer returns the
-// buffer is ours: Python takes it only when the model, its context and its chat template all succeeded.
+// Download a model and add it to the service, next to the others (Python takes the buffer only when the model,
+// its context and its chat template all succeeded).
 async function load(id, { model }) {
   if (!service) throw new Error("the engine is not running");
   if (cards.has(model.name)) {
     postMessage({ type: "loaded", id, card: cards.get(model.name), fromCache: true, stored: true });
     return;
   }
-  const { M, A, threads } = engine;
-  const { buffer, size, fromCache, stored, storeError } = await downloadModel(M, A, model, (loaded, total, how) =>
-    postMessage({ type: "progress", id, what: "model", loaded, total, fromCache: !!(how && how.fromCache) }));
-  const backend = (await python).pyimport("pocketmind.pyodide_backend").PyodideBackend(M, threads);
-  let card;
-  try {
-    card = JSON.parse(service.add_buffer(backend, buffer, size, model.name));
-  } catch (e) {
-    M._pm_buffer_free(buffer);
-    throw new Error(pythonMessage(e));
-  } finally {
-    backend.destroy();
-  }
-  cards.set(model.name, card);
-  postMessage({ type: "loaded", id, card, fromCache, stored, storeError });
+  const loaded = await downloadInto(id, engine, python, model,
+                                    (backend, buffer, size) => service.add_buffer(backend, buffer, size, model.name));
+  cards.set(model.name, loaded.card);
+  postMessage({ type: "loaded", id, ...loaded });
 }
 
-function pythonCall(fn) {
+function serviceCall(fn) {
   if (!service) throw new Error("the engine is not running");
-  try {
-    return fn();
-  } catch (e) {
-    throw new Error(pythonMessage(e));
-  }
+  return pythonCall(fn);
 }
 
 function stream(id, start) {
@@ -79,13 +53,13 @@ serve({
   boot,
   load,
   unload: (id, { name }) => {
-    pythonCall(() => service.remove_model(name));
+    serviceCall(() => service.remove_model(name));
     cards.delete(name);
     postMessage({ type: "result", id, value: null });
   },
   call: (id, { method, args = [] }) => {
     if (!CALLS.has(method)) throw new Error(`unknown call ${method}`);
-    postMessage({ type: "result", id, value: pythonCall(() => service[method](...args)) });
+    postMessage({ type: "result", id, value: serviceCall(() => service[method](...args)) });
   },
   run: (id, { request, data }) => stream(id, () => service.start_run(JSON.stringify(request), data || null)),
   evaluate: (id, { request, data }) => stream(id, () => service.start_eval(JSON.stringify(request), data || null)),

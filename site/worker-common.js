@@ -84,3 +84,51 @@ function serve(handlers) {
     }
   };
 }
+
+// Python (with `module` imported) and the engine, started at once: {engine, python (a promise of Pyodide)}. Posts
+// the "engine" stage and "ready"; an abort after start-up is posted as "crashed". config: {wheels, maxThreads}.
+async function startEngineAndPython(config, module) {
+  const python = bootPython(config.wheels, module);
+  python.catch(() => {}); // reported by whoever awaits it (pythonReady)
+  const engine = await bootEngine({ onCrash: (message) => postMessage({ type: "crashed", message }),
+                                    maxThreads: config.maxThreads || 4 });
+  stage("engine");
+  postMessage({ type: "ready", variant: engine.variant, threads: engine.threads });
+  return { engine, python };
+}
+
+async function pythonReady(python) {
+  try {
+    return await python;
+  } catch (e) {
+    throw new Error(`Python did not start: ${pythonMessage(e)}`);
+  }
+}
+
+// Download `model` into a fresh wasm buffer (its progress posted for request `id`) and hand it to
+// take(backend, buffer, size), a Python call that returns the model's card as JSON. Until take returns, the buffer
+// is ours: freed here when anything fails. Resolves {card, fromCache, stored, storeError}.
+async function downloadInto(id, engine, python, model, take) {
+  const { M, A, threads } = engine;
+  const { buffer, size, fromCache, stored, storeError } = await downloadModel(M, A, model, (loaded, total, how) =>
+    postMessage({ type: "progress", id, what: "model", loaded, total, fromCache: !!(how && how.fromCache) }));
+  let backend = null;
+  try {
+    backend = (await pythonReady(python)).pyimport("pocketmind.pyodide_backend").PyodideBackend(M, threads);
+    return { card: JSON.parse(take(backend, buffer, size)), fromCache, stored, storeError };
+  } catch (e) {
+    M._pm_buffer_free(buffer);
+    throw new Error(pythonMessage(e));
+  } finally {
+    if (backend) backend.destroy();
+  }
+}
+
+// fn(), with a Python exception turned into an Error carrying only its message.
+function pythonCall(fn) {
+  try {
+    return fn();
+  } catch (e) {
+    throw new Error(pythonMessage(e));
+  }
+}

@@ -15,17 +15,11 @@ from browser_wait import bounded
 from pocketmind import Model
 from pocketmind.search.index import file_sha256
 from pocketmind.search_service import SearchService
+from search_corpus import FILES
 
 pytestmark = pytest.mark.browser
 EMBEDDER = "all-MiniLM-L6-v2.Q8_0"
 
-FILES = {
-    "volcanoes.md": "# Volcanoes\n\nMount Etna in Sicily is one of the most active volcanoes in the world.\n\n"
-                    "Lava flows from Etna have reached the town of Catania several times.\n",
-    "bread.txt": "To bake bread, mix flour, water, salt and yeast.\n\nLet the dough rise for two hours, then bake "
-                 "it at 230 degrees for forty minutes.\n",
-    "trains.csv": "line,city,opened\nMetro Line 1,Paris,1900\nU-Bahn U1,Berlin,1902\nTube Central line,London,1900\n",
-}
 CORPUS = {
     "lighthouse.txt": "The old lighthouse on Kerrow Point was painted green in 1931.\n\n"
                       "Its keeper, Mara Lind, kept a diary of every storm.",

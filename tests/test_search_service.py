@@ -17,14 +17,8 @@ from pocketmind.search.index import file_sha256
 from pocketmind.search.indexer import IndexBuild
 from pocketmind.search.extract import extract_text
 from pocketmind.search_service import SearchService
+from search_corpus import FILES
 
-FILES = {
-    "volcanoes.md": "# Volcanoes\n\nMount Etna in Sicily is one of the most active volcanoes in the world.\n\n"
-                    "Lava flows from Etna have reached the town of Catania several times.\n",
-    "bread.txt": "To bake bread, mix flour, water, salt and yeast.\n\nLet the dough rise for two hours, then bake "
-                 "it at 230 degrees for forty minutes.\n",
-    "trains.csv": "line,city,opened\nMetro Line 1,Paris,1900\nU-Bahn U1,Berlin,1902\nTube Central line,London,1900\n",
-}
 BAD = {"image.txt": b"\x89PNG\r\n\x1a\n\0\0\0", "latin1.md": "café".encode("latin-1"), "empty.txt": b"  \n"}
 
 
