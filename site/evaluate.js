@@ -234,7 +234,7 @@ function drawChart(setups, recommended) {
   for (const { cx, cy, names } of points.values()) {
     add("circle", { cx, cy, r: 5, class: names.includes(recommended) ? "recommended" : "" });
     const text = names.join(", ");
-    const width = 6 * text.length; // about 6 px a character at 11 px
+    const width = 7 * text.length + 6; // at most about 7 px a character at 11 px, and a gap
     const right = cx > W / 2; // labels stay inside the chart: left of dots on its right half
     const x0 = right ? cx - 8 - width : cx + 8;
     let y = cy - 6;
