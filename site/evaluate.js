@@ -129,6 +129,7 @@ async function evaluate() {
     render();
   }
   window.pocketmindEvaluate.lastDone = summary;
+  window.pocketmindEvaluate.lastPeak = { ...peak }; // setup -> wasm memory bytes (benchmarks read it)
   if (summary.setups.length) await showResults(summary);
   else showError("Stopped before any setup was scored on the test rows.");
   return summary;
