@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -22,17 +20,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "wasm"))
 
-import build_site  # noqa: E402
+from browser_site import CHROMIUM, CHROMIUM_ARGS, bounded, served_site  # noqa: E402
 import deps  # noqa: E402
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 QUESTION = "What is the capital of France?"
-
-
-def bounded(page, expression: str, arg=None, ms: int = 300_000):
-    return page.evaluate(f"""async (arg) => Promise.race([({expression})(arg),
-        new Promise((_, reject) => setTimeout(() => reject(new Error('timed out')), {ms}))])""", arg)
 
 
 def first_token(context, url: str, model_file: str) -> dict:
@@ -87,14 +78,9 @@ def main() -> int:
     args = parser.parse_args()
 
     model = deps.smollm2()
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "site"
-        build_site.build_site(out, [model])
-        server = build_site.make_server(out)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        url = f"http://127.0.0.1:{server.server_address[1]}/"
+    with served_site([model]) as url:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             context = browser.new_context()
             cold = first_token(context, url, model.name)
             warm = first_token(context, url, model.name)
@@ -112,7 +98,6 @@ def main() -> int:
                                       [args.prompt, args.gen]))
             threads = glue_page.evaluate("window.pocketmindChat.engine.threads")
             browser.close()
-        server.shutdown()
 
     med = lambda runs, key: statistics.median(r[key] for r in runs)  # noqa: E731
     print(f"\nheadless Chromium, SmolLM2-135M-Instruct Q4_1, wasm-mt with {threads} threads, "

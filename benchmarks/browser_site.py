@@ -1,0 +1,42 @@
+"""What the browser benchmarks share: a freshly built site served on loopback, headless Debian Chromium's flags,
+and a bounded wait on a page's promise."""
+from __future__ import annotations
+
+import contextlib
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+for sub in ("", "wasm"):
+    if str(REPO / sub) not in sys.path:
+        sys.path.insert(0, str(REPO / sub))
+
+import build_site  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@contextlib.contextmanager
+def served_site(models: list[Path]) -> Iterator[str]:
+    """Build the site with `models` into a temporary folder and serve it (COOP/COEP): yields its base URL."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "site"
+        build_site.build_site(out, models)
+        server = build_site.make_server(out)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/"
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+def bounded(page, expression: str, arg=None, ms: int = 300_000):
+    """Await a JS function's promise in the page, failing after `ms` instead of hanging."""
+    return page.evaluate(f"""async (arg) => Promise.race([({expression})(arg),
+        new Promise((_, reject) => setTimeout(() => reject(new Error('timed out')), {ms}))])""", arg)
