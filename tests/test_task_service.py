@@ -371,6 +371,15 @@ def test_a_stage_that_never_answers_is_null_in_strict_json(native, tiny_path):
     json.dumps(summary, allow_nan=False)  # strict JSON: what the service sends
 
 
+def test_a_dev_row_too_long_for_the_context_is_named(service):
+    long_row = "d1,dev," + " ".join(["lovely"] * 3000) + ",positive"
+    data = "\n".join([CSV.splitlines()[0], long_row] + first_test_rows(2).splitlines()[1:]) + "\n"
+    service.start_eval(json.dumps({"csv": data, "shots": [0, 1]}))
+    with pytest.raises(ValueError, match="^voter 'tiny 0-shot', dev row 1: "):
+        events(service)
+    assert service.step() is None  # the page's next step finds nothing half-run
+
+
 def test_recommend_picks_the_least_compute_reaching_the_target(service):
     with pytest.raises(ValueError, match="^there is no finished evaluation to recommend from$"):
         service.recommend("0.5")

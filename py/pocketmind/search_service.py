@@ -45,6 +45,7 @@ import numpy as np
 
 from .capi import Backend
 from .engine import Context, Model, load_service
+from .stepped_service import SteppedService
 from .search import SearchError
 from .search.answer import citations, fit_prompt
 from .search.chunk import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP, chunk_text
@@ -57,8 +58,9 @@ DEFAULT_ANSWER_TOKENS = 256
 MAX_TOP = 50
 
 
-class SearchService:
+class SearchService(SteppedService):
     def __init__(self, n_ctx: int = 2048, n_threads: int = 1):
+        super().__init__()
         self.n_ctx, self.n_threads = n_ctx, n_threads
         self.embedder: Embedder | None = None
         self.embedder_card: dict | None = None
@@ -66,8 +68,6 @@ class SearchService:
         self.chat_ctx: Context | None = None
         self.chat_card: dict | None = None
         self.n_chunks_embedded = 0
-        self._events: Iterator[dict] | None = None
-        self._stop = False
 
     # ---- models ----
 
@@ -277,22 +277,6 @@ class SearchService:
                        "n_generated": event.n_generated, "generation_tokens_per_s": event.generation_tokens_per_s}
 
     # ---- running ----
-
-    def stop(self) -> None:
-        self._stop = True
-
-    def step(self) -> str | None:
-        """The next event as JSON (see the module's docstring); None once it is over."""
-        if self._events is None:
-            return None
-        try:
-            event = next(self._events, None)
-        except BaseException:
-            self._events = None
-            raise
-        if event is None or event["type"] == "done":
-            self._events = None
-        return None if event is None else json.dumps(event, ensure_ascii=False)
 
     def run(self, start) -> list[dict]:
         """Every event of a started add or answer (for tests and non-streaming callers)."""

@@ -53,19 +53,19 @@ from collections.abc import Iterator
 
 from .capi import Backend
 from .engine import Context, Model, load_service
+from .stepped_service import SteppedService
 from .tasks import Task, parse_rows
 from .tasks.data import eval_rows, read_lines
 from .tasks.compare import Answers, Lineup, parse_shots, recommend
 from .tasks.task import DEFAULT_N_CTX
 
 
-class TaskService:
+class TaskService(SteppedService):
     def __init__(self, n_ctx: int = DEFAULT_N_CTX, n_threads: int = 1):
+        super().__init__()
         self.n_ctx, self.n_threads = n_ctx, n_threads
         self.contexts: dict[str, Context] = {}  # model name -> its context, in loading order
         self.task: Task | None = None
-        self._events: Iterator[dict] | None = None
-        self._stop = False
         self._results: list[dict] | None = None
         self._summary: dict | None = None  # the last evaluation's
 
@@ -205,20 +205,6 @@ class TaskService:
 
     # ---- running ----
 
-    def stop(self) -> None:
-        """Ask the run or evaluation to end before its next item."""
-        self._stop = True
-
-    def step(self) -> str | None:
-        """The next event as JSON (see the module's docstring); None once it is over."""
-        if self._events is None:
-            return None
-        event = next(self._events, None)
-        if event is None or event["type"] == "done":
-            self._events = None
-        # allow_nan=False: strict JSON, which the page's JSON.parse reads (a non-finite number fails here, loudly)
-        return None if event is None else json.dumps(event, ensure_ascii=False, allow_nan=False)
-
     def _run(self, task: Task, ctx: Context, texts: list[str], shots: int) -> Iterator[dict]:
         for index, text in enumerate(texts):
             if self._stop:
@@ -239,36 +225,25 @@ class TaskService:
                "label_counts": None if counts is None else {label: counts[label] for label in task.labels}}
 
     def _eval(self, lineup: Lineup, rows: list, dev: list | None) -> Iterator[dict]:
-        evaluation = None
-        try:
-            for setup, done, total in lineup.fitting(dev):
-                yield {"type": "progress", "phase": "dev", "setup": setup, "done": done, "total": total}
+        report = None
+        for setup, done, total in lineup.fitting(dev):
+            yield {"type": "progress", "phase": "dev", "setup": setup, "done": done, "total": total}
+            if self._stop:
+                break
+        else:
+            evaluation = lineup.evaluation(rows)
+            for setup, done, total in evaluation:
+                yield {"type": "progress", "phase": "test", "setup": setup, "done": done, "total": total}
                 if self._stop:
                     break
-            else:
-                evaluation = lineup.evaluation(rows)
-                for setup, done, total in evaluation:
-                    yield {"type": "progress", "phase": "test", "setup": setup, "done": done, "total": total}
-                    if self._stop:
-                        break
-        except ValueError as e:
-            if "row" in str(e):
-                raise
-            raise ValueError(f"while fitting on the {lineup.task.name!r} dev rows: {e}") from e
-        if evaluation is None:  # stopped while fitting: nothing measured on the test rows
-            yield {"type": "done", "stopped": True, "task": lineup.task.name, "labels": list(lineup.task.labels),
-                   "n": len(rows), "setups": [], "models": [vars(m) for m in lineup.models], "fitted": {},
-                   "hosted": None, "recommendation": None}
-            return
-        stopped = evaluation.report is None
-        report = evaluation.partial() if stopped else evaluation.report
-        if not report.setups:
+            report = evaluation.partial() if evaluation.report is None else evaluation.report
+        if report is None or not report.setups:  # stopped before any setup was measured on the test rows
             yield {"type": "done", "stopped": True, "task": lineup.task.name, "labels": list(lineup.task.labels),
                    "n": len(rows), "setups": [], "models": [vars(m) for m in lineup.models], "fitted": lineup.fitted,
                    "hosted": None, "recommendation": None}
             return
         self._summary = lineup.summary(report, rows)
-        yield {"type": "done", "stopped": stopped, **self._summary}
+        yield {"type": "done", "stopped": evaluation.report is None, **self._summary}
 
     def recommend(self, target_json: str) -> str:
         """The last evaluation's recommendation for a target accuracy (JSON number or null)."""

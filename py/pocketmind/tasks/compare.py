@@ -87,7 +87,6 @@ class Lineup:
                        else LineupModel(name, ctx.model.n_params, ctx.model.size) for name, ctx in models]
         self._contexts = [ctx for _, ctx in models]
         self.voters: list[Voter] = []
-        self._order: dict[str, tuple[int, int]] = {}  # voter name -> (parameters, shots): the cascade's order
         self._uses: dict[str, tuple[LineupModel, ...]] = {}  # setup name -> the models it runs
         by_name = dict(zip(names, zip(self.models, self._contexts)))
         if shots is None and task.voters:
@@ -108,7 +107,6 @@ class Lineup:
                 voter = Voter(name, ctx.answer(model.name, k), task.labels, cost, cache=True)
             else:
                 voter = Voter.from_task(task, ctx, k, name=name, cost=cost)
-            self._order[voter.name] = (model.n_params, k)
             self.shots[voter.name] = k
             self.voters.append(voter)
             self._uses[voter.name] = (model,)
@@ -123,11 +121,9 @@ class Lineup:
         if len(self.voters) < 2:
             return
         if dev_rows:
-            for voter in self.voters:
-                for done, row in enumerate(dev_rows, 1):
-                    voter(row.text)
-                    yield f"dev: {voter.name}", done, len(dev_rows)
             texts, gold = [r.text for r in dev_rows], [r.label for r in dev_rows]
+            for name, done, total in self.answering(texts, [f"dev row {r.number}" for r in dev_rows]):
+                yield f"dev: {name}", done, total
         everyone = tuple(self.models)
         for rule in RULES:
             if not dev_rows and rule == "weighted":
@@ -140,7 +136,8 @@ class Lineup:
             self.fitted[name] = {"temperature": ensemble.temperature,
                                  "weights": None if ensemble.weights is None else ensemble.weights.tolist()}
         if dev_rows:
-            by_size = sorted(self.voters, key=lambda v: self._order[v.name])
+            # smallest model first, fewer shots first
+            by_size = sorted(self.voters, key=lambda v: (self._uses[v.name][0].n_params, self.shots[v.name]))
             cascade = Cascade(by_size).fit(texts, gold)
             self.setups["cascade"], self._uses["cascade"] = cascade, everyone
             # a stage that never answers has threshold inf: null in JSON (JSON has no Infinity; JSON.parse refuses it)
@@ -175,11 +172,16 @@ class Lineup:
         out["notes"] = {"cascade": cascade_text(out), "hosted": hosted_text(out)}
         return out
 
-    def answering(self, texts: Sequence[str]) -> Iterator[tuple[str, int, int]]:
-        """Ask every voter every text (for another worker's Lineup: see answers()), yielding (voter, done, total)."""
+    def answering(self, texts: Sequence[str], where: Sequence[str] | None = None) -> Iterator[tuple[str, int, int]]:
+        """Ask every voter every text (the dev rows before fitting; another worker's Lineup: see answers()),
+        yielding (voter, done, total). where: each text's place for an error message (default "text N")."""
         for voter in self.voters:
             for done, text in enumerate(texts, 1):
-                voter(text)
+                try:
+                    voter(text)
+                except ValueError as e:  # e.g. a text too long for the context: say which voter and where
+                    place = where[done - 1] if where else f"text {done}"
+                    raise ValueError(f"voter {voter.name!r}, {place}: {e}") from e
                 yield voter.name, done, len(texts)
 
     def answers(self, texts: Sequence[str]) -> dict:
