@@ -399,10 +399,7 @@ class Context(_Handle):
         known = self._kv_tokens
         if not known or len(known) != self.n_past:
             return 0
-        want = np.asarray(tokens, dtype=np.int64).ravel()
-        n = min(len(known), want.size)
-        differ = np.flatnonzero(np.asarray(known[:n], dtype=np.int64) != want[:n])
-        return int(differ[0]) if differ.size else n
+        return common_prefix(known, tokens)
 
     def embed(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
         """Pooled embedding of one text (the context needs embeddings=True); a copy the caller owns."""
@@ -427,3 +424,12 @@ def load_service(make, backend: Backend, buffer: int, size: int):
 
 def _read_pointer(backend: Backend, ptr: int) -> int:
     return int.from_bytes(backend.read(ptr, backend.pointer_size), "little")
+
+
+def common_prefix(a: Sequence[int] | np.ndarray, b: Sequence[int] | np.ndarray) -> int:
+    """How many leading token ids two sequences share."""
+    a = np.asarray(a, dtype=np.int64).ravel()
+    b = np.asarray(b, dtype=np.int64).ravel()
+    n = min(a.size, b.size)
+    differ = np.flatnonzero(a[:n] != b[:n])
+    return int(differ[0]) if differ.size else n

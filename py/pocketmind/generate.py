@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .engine import common_prefix
 from .sampling import Sampler, SamplingParams, log_softmax
 
 if TYPE_CHECKING:
@@ -168,10 +169,7 @@ class Generator:
         """Keep the longest common prefix of the cache and the prompt; returns how many prompt tokens it holds."""
         if self.ctx.n_past != len(self.tokens):  # someone else used the context: trust nothing
             self.reset()
-        n = min(len(self.tokens), len(prompt))
-        differ = np.flatnonzero(np.asarray(self.tokens[:n]) != np.asarray(prompt[:n]))
-        common = int(differ[0]) if differ.size else n
-        keep = min(common, len(prompt) - 1)  # the last prompt token is always decoded: we need its logits
+        keep = min(common_prefix(self.tokens, prompt), len(prompt) - 1)  # the last prompt token is always decoded: we need its logits
         if keep < len(self.tokens):
             self.ctx.kv_remove(keep)
             del self.tokens[keep:]

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engine import common_prefix
 from ..labels import LabelScores, score_labels
 
 KEYS = {"name", "instruction", "output", "examples", "data", "text_column", "label_column", "voters", "description"}
@@ -172,7 +173,7 @@ class Task:
         key = (self, shots)  # a Task hashes by identity
         if key not in cache:
             a, b = self.prompt_tokens(model, "a", shots), self.prompt_tokens(model, "b", shots)
-            cache[key] = a[:_common_length(a, b)]
+            cache[key] = a[:common_prefix(a, b)]
         return cache[key]
 
     # ---- running ----
@@ -191,17 +192,11 @@ class Task:
             value, out, stats = generate_json(ctx, prompt, dict(self.json_schema), GREEDY, max_tokens=JSON_MAX_TOKENS)
             return ExtractResult(value, out, stats.n_prompt - stats.n_reused + stats.n_generated,
                                  time.perf_counter() - t)
-        shared = _common_length(prompt, self.shared_tokens(ctx.model, shots))
+        shared = common_prefix(prompt, self.shared_tokens(ctx.model, shots))
         scores = score_labels(ctx, prompt, self.labels, shared=shared)
         seconds = time.perf_counter() - t
         n_tokens = int(prompt.size) + sum(n - 1 for n in scores.n_tokens)  # what score_labels decodes
         return TaskResult(scores.label, scores.probs, scores.confidence, scores.labels, n_tokens, seconds, scores)
-
-
-def _common_length(a: np.ndarray, b: np.ndarray) -> int:
-    n = min(a.size, b.size)
-    differ = np.flatnonzero(a[:n] != b[:n])
-    return int(differ[0]) if differ.size else n
 
 
 def context_for(model_or_ctx, n_ctx: int = DEFAULT_N_CTX):
