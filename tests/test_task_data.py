@@ -90,3 +90,18 @@ def test_the_limit_is_a_parameter_and_applies_to_bytes(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="no data file at"):
         read_rows(tmp_path / "nope.csv")
+
+
+def test_eval_rows_splits_once_and_names_a_missing_split():
+    from pocketmind.tasks.data import eval_rows
+
+    data = b"id,split,text,label\nr1,dev,nice,positive\nr2,test,awful,negative\nr3,test,fine,neutral\n"
+    rows, dev = eval_rows(data, "text", "label", LABELS)
+    assert [r.text for r in rows] == ["awful", "fine"] and [r.text for r in dev] == ["nice"]
+    assert eval_rows(data, "text", "label", LABELS, split="all")[1] is None
+    assert eval_rows(data, "text", "label", LABELS, limit=1)[0][0].text == "awful"
+    assert eval_rows(data.replace(b",dev,", b",test,"), "text", "label", LABELS)[1] is None  # nothing to fit on
+    with pytest.raises(DataError, match="^no rows have split 'valid'; the splits present are: 'dev', 'test'$"):
+        eval_rows(data, "text", "label", LABELS, split="valid")
+    with pytest.raises(DataError, match="^the file has no column 'split'; its columns are: 'text', 'label'$"):
+        eval_rows(b"text,label\nnice,positive\n", "text", "label", LABELS)

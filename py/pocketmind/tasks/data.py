@@ -58,10 +58,13 @@ def eval_rows(data: bytes, text_column: str, label_column: str, labels: Sequence
     """(the rows to evaluate, the dev rows that fit ensembles and cascades), the first `limit` of each. split "all"
     takes every row and no dev rows; a file without dev rows gives None (nothing is fitted)."""
     columns = dict(text_column=text_column, label_column=label_column, labels=labels)
-    rows = parse_rows(data, split=None if split == "all" else split, **columns)[:limit]
+    every = parse_rows(data, **columns)  # once: a file of 50 MB is not parsed twice
     if split == "all":
-        return rows, None
-    dev = [r for r in parse_rows(data, **columns) if r.split == dev_split][:limit]
+        return every[:limit], None
+    rows = [r for r in every if r.split == split][:limit]
+    if not rows:
+        parse_rows(data, split=split, **columns)  # raises parse_rows' own message (no split column, or no such split)
+    dev = [r for r in every if r.split == dev_split][:limit]
     return rows, dev or None
 
 
