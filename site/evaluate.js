@@ -178,8 +178,8 @@ async function showResults(done) {
     cell(row, `${m.name} (${m.provider})`);
     cell(row, `$${m.input_per_million}`, true);
     cell(row, `$${m.output_per_million}`, true);
-    cell(row, usd(m.usd), true);
-    cell(row, usd(m.usd_per_million_items), true);
+    cell(row, m.usd_text, true);
+    cell(row, m.per_million_items_text, true);
     cell(row, `${m.as_of}: ${m.source}`);
     hosted.append(row);
   }
@@ -250,11 +250,6 @@ function drawChart(setups, recommended) {
 function giga(value) {
   const g = value / 1e9;
   return g >= 100 ? String(Math.round(g)) : g.toPrecision(2);
-}
-
-// dollars: cents where they matter, two significant digits below a cent
-function usd(value) {
-  return value >= 0.01 ? `$${value.toFixed(2)}` : `$${value.toPrecision(2)}`;
 }
 
 $("run").addEventListener("click", () => evaluate().catch(() => {}));

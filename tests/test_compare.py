@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from pocketmind.tasks.compare import _usd, parse_shots, recommend
-from pocketmind.tasks.hosted import hosted_costs, prices
+from pocketmind.tasks.compare import parse_shots, recommend
+from pocketmind.tasks.hosted import dollars, hosted_costs, prices
 
 
 def setup(name, accuracy, cost, model_bytes=100):
@@ -72,6 +72,7 @@ def test_hosted_costs_are_tokens_times_prices():
     costs = {c["name"]: c for c in hosted_costs(n_items=4, input_tokens=2_000_000, output_tokens=100_000)}
     assert costs["GPT-4o mini"]["usd"] == pytest.approx(2 * 0.15 + 0.1 * 0.60)
     assert costs["Gemini 1.5 Flash"]["usd_per_million_items"] == pytest.approx((2 * 0.075 + 0.1 * 0.30) / 4 * 1e6)
+    assert costs["GPT-4o mini"]["usd_text"] == "$0.36" and costs["Gemini 1.5 Flash"]["per_million_items_text"] == "$45,000.00"
     with pytest.raises(ValueError, match="^no items to price$"):
         hosted_costs(0, 1, 1)
 
@@ -79,4 +80,4 @@ def test_hosted_costs_are_tokens_times_prices():
 @pytest.mark.parametrize("value, text", [(0.00004, "$0.000040"), (0.000123, "$0.00012"), (0.009, "$0.0090"),
                                          (0.0123, "$0.01"), (4.2, "$4.20"), (12345.6, "$12,345.60"), (0, "$0.00")])
 def test_dollars_keep_two_significant_digits_below_a_cent(value, text):
-    assert _usd(value) == text
+    assert dollars(value) == text

@@ -267,13 +267,7 @@ def hosted_text(summary: dict) -> str:
     hosted = summary["hosted"]
     return (f"The same {summary['n']} items hosted ({hosted['input_tokens']} input and {hosted['output_tokens']} "
             "output tokens, counted with the first model's tokenizer; hosted tokenizers differ): "
-            + "; ".join(f"{m['name']} {_usd(m['usd'])} ({_usd(m['usd_per_million_items'])} per million items, "
+            + "; ".join(f"{m['name']} {m['usd_text']} ({m['per_million_items_text']} per million items, "
                         f"prices of {m['as_of']})" for m in hosted["models"])
             + ". Here: no charge per item beyond the device's own power.")
 
-
-def _usd(value: float) -> str:
-    """Dollars: cents where they matter, two significant digits below a cent."""
-    if value >= 0.01 or value <= 0:
-        return f"${value:,.2f}"
-    return f"${value:.{1 - math.floor(math.log10(value))}f}"

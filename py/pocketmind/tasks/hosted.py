@@ -8,6 +8,7 @@ some tens of percent; the page and the CLI say so next to the figures.
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 from importlib import resources
 
@@ -19,11 +20,21 @@ def prices() -> dict:
 
 
 def hosted_costs(n_items: int, input_tokens: int, output_tokens: int) -> list[dict]:
-    """Each hosted model's cost in dollars for these items, and per million items at the same sizes."""
+    """Each hosted model's cost in dollars for these items, and per million items at the same sizes (as numbers and
+    as the text the page and the CLI show)."""
     if n_items <= 0:
         raise ValueError("no items to price")
     out = []
     for m in prices()["models"]:
         usd = (input_tokens * m["input_per_million"] + output_tokens * m["output_per_million"]) / 1e6
-        out.append({**m, "usd": usd, "usd_per_million_items": usd / n_items * 1e6})
+        per_million = usd / n_items * 1e6
+        out.append({**m, "usd": usd, "usd_per_million_items": per_million, "usd_text": dollars(usd),
+                    "per_million_items_text": dollars(per_million)})
     return out
+
+
+def dollars(value: float) -> str:
+    """Dollars: cents where they matter, two significant digits below a cent."""
+    if value >= 0.01 or value <= 0:
+        return f"${value:,.2f}"
+    return f"${value:.{1 - math.floor(math.log10(value))}f}"
