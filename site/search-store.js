@@ -29,6 +29,16 @@ function open() {
   return request(req);
 }
 
+// use(db) with the database open, closed again however use ends.
+async function withDb(use) {
+  const db = await open();
+  try {
+    return await use(db);
+  } finally {
+    db.close();
+  }
+}
+
 // Why a save failed, in words a person can act on.
 function storageMessage(e) {
   const quota = e && (e.name === "QuotaExceededError" || /quota/i.test(String(e.message)));
@@ -38,9 +48,8 @@ function storageMessage(e) {
 }
 
 // Keep `bytes` (a Uint8Array) with its facts; resolves {key} once the new index is the current one.
-export async function saveIndex(bytes, { sha256, n_chunks, sources }) {
-  const db = await open();
-  try {
+export function saveIndex(bytes, { sha256, n_chunks, sources }) {
+  return withDb(async (db) => {
     const key = `index-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
     try {
       const write = db.transaction(STORE, "readwrite");
@@ -56,31 +65,22 @@ export async function saveIndex(bytes, { sha256, n_chunks, sources }) {
     if (old && old !== key) store.delete(old);
     await finished(swap);
     return { key };
-  } finally {
-    db.close();
-  }
+  });
 }
 
 // The current index record, or null.
-export async function loadIndex() {
-  const db = await open();
-  try {
-    const tx = db.transaction(STORE, "readonly");
-    const store = tx.objectStore(STORE);
+export function loadIndex() {
+  return withDb(async (db) => {
+    const store = db.transaction(STORE, "readonly").objectStore(STORE);
     const key = await request(store.get(CURRENT));
     return key ? (await request(store.get(key))) || null : null;
-  } finally {
-    db.close();
-  }
+  });
 }
 
-export async function forgetIndex() {
-  const db = await open();
-  try {
+export function forgetIndex() {
+  return withDb(async (db) => {
     const tx = db.transaction(STORE, "readwrite");
     tx.objectStore(STORE).clear();
     await finished(tx);
-  } finally {
-    db.close();
-  }
+  });
 }
