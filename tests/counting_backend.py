@@ -43,3 +43,15 @@ def load_like_the_worker(service_cls, backend: CountingBackend, path: Path, **kw
         message = str(e)  # the exception (and the frames its traceback holds) must not outlive this block
     backend.call("pm_buffer_free", buffer)
     return None, message
+
+
+def refused_load(service_cls, backend: CountingBackend, path: Path, **kwargs) -> str:
+    """A load the worker's way that must fail: its message, once it is clear that the buffer was freed exactly once
+    (by the caller) and nothing leaked."""
+    import gc
+
+    service, error = load_like_the_worker(service_cls, backend, path, **kwargs)
+    assert service is None and error
+    gc.collect()  # an orphaned Model would free the buffer again here
+    assert backend.bad_frees == [] and backend.live == set()
+    return error
