@@ -57,6 +57,12 @@ function exportIndex(id) {
   }
 }
 
+// A dropped File as the service reads documents: its size at once, its bytes only when Python asks (a worker may
+// read a Blob synchronously), so a file over the size limit is never read and 10 000 files are not all in memory.
+const lazyFile = (data) => (data instanceof Blob
+  ? { size: data.size, read: () => new Uint8Array(new FileReaderSync().readAsArrayBuffer(data)) }
+  : data);
+
 function stream(id, start) {
   if (!service) throw new Error("the engine is not running");
   return streamSteps(id, service, start);
@@ -70,6 +76,7 @@ serve({
     postMessage({ type: "result", id, value: serviceCall(() => service[method](...args)) });
   },
   export: (id) => exportIndex(id),
-  add: (id, { request, data }) => stream(id, () => service.start_add(JSON.stringify(request), data || null)),
+  add: (id, { request, data }) => stream(id, () => service.start_add(JSON.stringify(request),
+                                                                     data ? data.map(lazyFile) : null)),
   answer: (id, { request }) => stream(id, () => service.start_answer(JSON.stringify(request))),
 });

@@ -64,7 +64,8 @@ async function keep() {
   return state.stored;
 }
 
-// Add files ([{name, bytes}]) and texts ([{name, text}]); resolves with the done event once the index is kept.
+// Add files (File objects, read by the worker one at a time and only when their size is within the limit) and
+// texts ([{name, text}]); resolves with the done event once the index is kept.
 function add(files, texts = []) {
   if (state.job) return Promise.reject(new Error("documents are being added already"));
   showError("");
@@ -72,7 +73,7 @@ function add(files, texts = []) {
   $("embed-progress").value = 0;
   $("embed-text").textContent = "";
   const job = client.add({ files: files.map((f) => f.name), texts }, {
-    data: files.length ? files.map((f) => f.bytes) : null,
+    data: files.length ? files : null,
     onEvent: (event) => {
       if (event.type === "file") fileLine(event);
       else if (event.type === "progress" && event.what === "embedding") onProgress(event);
@@ -191,7 +192,7 @@ async function restore() {
 fileDrop($("drop"), $("file"), (files) => {
   state.adding = add(files);
   state.adding.catch(() => {});
-}, { multiple: true });
+}, { multiple: true, readBytes: false });
 $("add-text").addEventListener("click", () => {
   if (!$("paste").value.trim()) return showError("Paste a text first.");
   state.pasted += 1;

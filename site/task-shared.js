@@ -108,7 +108,8 @@ export function taskPicker(client, tasks, onTask) {
 // A file dropped on `zone` or chosen with `input`: onFile({name, size, kind: "csv"|"txt", bytes: Uint8Array}).
 // With {multiple: true}, every file dropped or chosen at once: onFile([{name, size, kind, bytes}, ...]).
 // The bytes go to Python unread: it checks the encoding, the size and the columns, with row numbers.
-export function fileDrop(zone, input, onFile, { multiple = false } = {}) {
+// readBytes: false hands over the File objects themselves, for a worker that reads each only when it needs it.
+export function fileDrop(zone, input, onFile, { multiple = false, readBytes = true } = {}) {
   const read = async (file) => {
     const kind = /\.txt$/i.test(file.name) || file.type === "text/plain" ? "txt" : "csv";
     return { name: file.name, size: file.size, kind, bytes: new Uint8Array(await file.arrayBuffer()) };
@@ -116,6 +117,7 @@ export function fileDrop(zone, input, onFile, { multiple = false } = {}) {
   const take = async (files) => {
     files = [...(files || [])];
     if (!files.length) return;
+    if (!readBytes) return onFile(multiple ? files : files[0]);
     if (multiple) onFile(await Promise.all(files.map(read)));
     else onFile(await read(files[0]));
   };

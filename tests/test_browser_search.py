@@ -156,6 +156,62 @@ def test_bad_files_get_their_message_while_the_others_are_indexed(page, site):
     assert not errors, errors
 
 
+def drop_generated(page, n_notes: int, huge_bytes: int = 0) -> None:
+    """Drop n_notes small generated files (and a huge one first, when asked) on the page's drop zone at once, as a
+    person dragging a folder's files would; the page hands the File objects to the worker unread."""
+    started = page.evaluate("""({ n, huge }) => {
+        window.pocketmindSearch.state.adding = null;
+        const files = new DataTransfer();
+        if (huge) files.items.add(new File([new Uint8Array(huge)], 'huge.txt', { type: 'text/plain' }));
+        for (let i = 0; i < n; i++) {
+            files.items.add(new File([`Note ${i}: parcel ${i} left the depot on day ${i % 28 + 1}.`], `note-${i}.txt`,
+                                     { type: 'text/plain' }));
+        }
+        document.querySelector('#drop').dispatchEvent(new DragEvent('drop', { dataTransfer: files, cancelable: true }));
+        return Boolean(window.pocketmindSearch.state.adding);  // the drop handler starts the add at once
+    }""", {"n": n_notes, "huge": huge_bytes})
+    assert started
+
+
+def test_a_200_mb_file_is_refused_by_its_size_and_the_others_are_indexed(page, site):
+    errors = open_page(page, site)
+    drop_generated(page, 2, huge_bytes=200 * 1024 * 1024)
+    done = bounded(page, "() => window.pocketmindSearch.state.adding", timeout_ms=240_000)
+    assert done["files"] == ["note-0.txt", "note-1.txt"] and [s["name"] for s in done["skipped"]] == ["huge.txt"]
+    assert "209,715,200 bytes is over the" in page.locator("#files li.bad").text_content()
+    assert info(page)["n_chunks"] == 2
+    assert not errors, errors
+
+
+def test_ten_thousand_small_files_are_listed_and_a_stop_keeps_what_was_embedded(page, site):
+    """10 000 files: each gets its line, embedding shows progress, Stop keeps what was embedded (stored, searchable)
+    and the page stays usable."""
+    errors = open_page(page, site)
+    drop_generated(page, 10_000)
+    bounded(page, """() => new Promise((resolve) => {
+        const line = document.querySelector('#embed-text');
+        const watcher = new MutationObserver(() => {
+            const progress = /^(\\d+) of 10000 passages/.exec(line.textContent);
+            if (progress && Number(progress[1]) >= 100) {
+                watcher.disconnect();
+                document.querySelector('#stop').click();
+                resolve(true);
+            }
+        });
+        watcher.observe(line, { childList: true, characterData: true, subtree: true });
+    })""", timeout_ms=300_000)
+    done = bounded(page, "() => window.pocketmindSearch.state.adding", timeout_ms=240_000)
+    assert done["stopped"] and 100 <= done["added"] < done["total"] == 10_000 and not done["skipped"], \
+        {k: v for k, v in done.items() if k != "files"}
+    assert page.locator("#files li.ok").count() == 10_000
+    assert info(page)["n_chunks"] == done["added"]
+    assert page.evaluate("window.pocketmindSearch.state.stored") == {"ok": True, "n_chunks": done["added"]}
+    found = bounded(page, "() => window.pocketmindSearch.search('parcel 7 left the depot', 1)")
+    assert found["hits"][0]["source"].startswith("note-")
+    assert not page.locator("#add-text").is_disabled() and not page.locator("#search").is_disabled()
+    assert not errors, errors
+
+
 def test_a_quota_error_keeps_the_stored_index(page, site):
     open_page(page, site)
     first = drop(page, {"first.txt": "The first document is about rivers."})
@@ -239,7 +295,8 @@ def test_embedding_shows_progress_with_an_eta_and_a_stop_keeps_what_was_embedded
         const watcher = new MutationObserver(() => {
             const line = document.querySelector('#embed-text').textContent;
             seen.push(line);
-            if (/^2 of \\d+ passages, about \\d+ (s|min) left$/.test(line)) {
+            const done = /^(\\d+) of \\d+ passages, about \\d+ (s|min) left$/.exec(line);
+            if (done && Number(done[1]) >= 2) {
                 watcher.disconnect();
                 document.querySelector('#stop').click();
             }

@@ -63,3 +63,11 @@ def test_js_uses_only_what_the_module_exports():
     assert len(used) > 20
     missing = sorted((m, f) for m, f in used if m not in exported)
     assert not missing, missing
+
+
+def test_constants_agree_with_the_header():
+    from pocketmind import capi
+    header = HEADER.read_text()
+    assert re.search(rf"PM_EMBEDDINGS_MAX_SEQS\s*=\s*{capi.EMBEDDINGS_MAX_SEQS}\b", header)
+    assert re.search(rf"PM_CONTEXT_EMBEDDINGS\s*=\s*{capi.CONTEXT_EMBEDDINGS},", header)
+    assert re.search(rf"PM_CONTEXT_KV_F32\s*=\s*{capi.CONTEXT_KV_F32},", header)

@@ -50,7 +50,9 @@ def test_add_reports_each_file_embeds_with_progress_and_skips_bad_files(service)
     assert "binary" in messages["image.txt"] and "not UTF-8" in messages["latin1.md"] and "empty" in messages["empty.txt"]
     progress = [e for e in events if e["type"] == "progress"]
     total = sum(f["n_chunks"] for f in files)
-    assert [p["done"] for p in progress] == list(range(total + 1)) and {p["total"] for p in progress} == {total}
+    steps = [p["done"] for p in progress]  # one event per batch of chunks the embedder decodes together
+    assert steps[0] == 0 and steps[-1] == total and steps == sorted(set(steps))
+    assert {p["total"] for p in progress} == {total}
     assert progress[0]["eta"] is None and progress[-1]["eta"] == 0
     assert all(p["eta"] >= 0 and p["elapsed"] >= 0 for p in progress[1:])
     done = events[-1]
@@ -59,22 +61,53 @@ def test_add_reports_each_file_embeds_with_progress_and_skips_bad_files(service)
     assert json.loads(service.info_json())["n_chunks_embedded"] == total
 
 
-class Huge:
-    """A 200 MB file's stand-in: it has a size, and copying its bytes fails the test."""
+class DroppedFile:
+    """A file as the page's worker hands it over: a size at once, the bytes when read() is called (counted)."""
 
-    def __len__(self):
-        return 200 * 1024 * 1024
+    def __init__(self, data: bytes, size: int | None = None):
+        self.data, self.size, self.reads = data, len(data) if size is None else size, 0
 
-    def to_bytes(self):
-        raise AssertionError("an over-size file was copied")
+    def read(self) -> bytes:
+        self.reads += 1
+        if self.size != len(self.data):
+            raise AssertionError("an over-size file was read")
+        return self.data
 
 
 def test_an_over_size_file_is_refused_by_its_size_and_the_others_are_kept(service):
     names = ["huge.txt", "small.txt"]
-    events = service.run(lambda: service.start_add(json.dumps({"files": names}), [Huge(), b"A small note."]))
+    huge, small = DroppedFile(b"", size=200 * 1024 * 1024), DroppedFile(b"A small note.")
+    events = service.run(lambda: service.start_add(json.dumps({"files": names}), [huge, small]))
     files = [e for e in events if e["type"] == "file"]
     assert not files[0]["ok"] and "209,715,200 bytes is over the" in files[0]["message"] and files[1]["ok"]
     assert events[-1]["files"] == ["small.txt"] and len(service.index) == 1
+    assert (huge.reads, small.reads) == (0, 1)
+
+
+def test_ten_thousand_small_files_each_get_their_event_and_a_stop_keeps_the_first_batches(service):
+    notes = [DroppedFile(f"Note {i}: parcel {i} left the depot on day {i % 28 + 1}.".encode()) for i in range(10_000)]
+    service.start_add(json.dumps({"files": [f"note-{i}.txt" for i in range(10_000)]}), notes)
+    events = []
+    while (event := service.step()) is not None:
+        events.append(json.loads(event))
+        if events[-1]["type"] == "progress" and events[-1]["done"] >= 128:
+            service.stop()
+    done = events[-1]
+    assert sum(e["type"] == "file" and e["ok"] for e in events) == 10_000 and {n.reads for n in notes} == {1}
+    assert done["stopped"] and 128 <= done["added"] < done["total"] == 10_000 and len(service.index) == done["added"]
+    assert service.index.chunks[0].source == "note-0.txt"
+
+
+def test_a_stop_while_files_are_read_reads_no_more_and_embeds_nothing(service):
+    notes = [DroppedFile(f"Note {i}.".encode()) for i in range(50)]
+    service.start_add(json.dumps({"files": [f"note-{i}.txt" for i in range(50)]}), notes)
+    events = []
+    while (event := service.step()) is not None:
+        events.append(json.loads(event))
+        if len(events) == 10:
+            service.stop()
+    assert [n.reads for n in notes] == [1] * 10 + [0] * 40
+    assert events[-1]["stopped"] and events[-1]["added"] == 0 and events[-1]["files"] == [] and not len(service.index)
 
 
 def test_search_ranks_like_the_cli_modules(service, native, minilm):
@@ -121,13 +154,14 @@ def test_a_stop_keeps_what_was_embedded_and_adding_again_replaces(service):
     text = "\n\n".join(f"Paragraph {i} talks about topic number {i} at some length, " * 8 for i in range(30))
     request = json.dumps({"texts": [{"name": "long", "text": text}]})
     service.start_add(request)
-    events = []
+    events, stopped_at = [], None
     while (event := service.step()) is not None:
         events.append(json.loads(event))
-        if event and events[-1]["type"] == "progress" and events[-1]["done"] == 2:
+        if stopped_at is None and events[-1]["type"] == "progress" and events[-1]["done"] > 0:
+            stopped_at = events[-1]["done"]  # after the first batch
             service.stop()
     done = events[-1]
-    assert done["stopped"] and done["added"] == 2 < done["total"] and len(service.index) == 2
+    assert done["stopped"] and done["added"] == stopped_at < done["total"] and len(service.index) == stopped_at
     service.run(lambda: service.start_add(request))
     assert len(service.index) == done["total"]  # the partial chunks were replaced, not kept twice
     with pytest.raises(SearchError, match="query is empty"):

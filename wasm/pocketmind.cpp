@@ -55,7 +55,7 @@ struct pm_context {
     pm_model * owner = nullptr;
     llama_context * ctx = nullptr;
     ggml_threadpool * threadpool = nullptr;
-    // The batch's arrays live in vectors (n_seq_max = 1): unlike llama_batch_init's unchecked mallocs, running
+    // The batch's arrays live in vectors (one sequence id per token): unlike llama_batch_init's unchecked mallocs, running
     // out of memory here throws, and the context is released.
     llama_batch batch{};
     std::vector<llama_token> batch_token;
@@ -65,10 +65,10 @@ struct pm_context {
     std::vector<llama_seq_id *> batch_seq_id;
     std::vector<int8_t> batch_logits;
     int32_t n_batch = 0;
+    bool embeddings = false;        // made with PM_CONTEXT_EMBEDDINGS
     int32_t last_n = 0;             // tokens in the last pm_decode
     bool last_all = false;          // whether it kept every position's logits
     std::vector<float> all_logits;  // every position's logits when the decode took several batches
-    std::vector<float> embd;        // mean-pooled embedding for models without a pooling layer
 
     pm_context() = default;
     pm_context(const pm_context &) = delete;
@@ -489,7 +489,10 @@ int32_t pm_context_new(pm_model * m, int32_t n_ctx, int32_t n_batch, int32_t n_t
         params.n_batch = n_batch == 0 ? 512 : n_batch;
         params.n_batch = params.n_batch < params.n_ctx ? params.n_batch : params.n_ctx;
         params.n_ubatch = params.n_batch;  // embeddings need the whole text in one micro-batch
-        params.n_seq_max = 1;
+        // an embeddings context decodes up to PM_EMBEDDINGS_MAX_SEQS texts at once, each free to use all of n_ctx;
+        // texts have a token each at least, so a batch never holds more texts than n_batch (llama.cpp's limit)
+        params.n_seq_max = (flags & PM_CONTEXT_EMBEDDINGS) ? std::min<uint32_t>(PM_EMBEDDINGS_MAX_SEQS, params.n_batch) : 1;
+        params.kv_unified = true;
         params.n_threads = n_threads;
         params.n_threads_batch = n_threads;
         params.embeddings = (flags & PM_CONTEXT_EMBEDDINGS) != 0;
@@ -507,6 +510,7 @@ int32_t pm_context_new(pm_model * m, int32_t n_ctx, int32_t n_batch, int32_t n_t
             return fail(PM_ERR_CONTEXT, "cannot create a context with n_ctx " + std::to_string(params.n_ctx));
         }
         c->n_batch = (int32_t) llama_n_batch(c->ctx);
+        c->embeddings = params.embeddings;
         c->alloc_batch(c->n_batch);
         if (n_threads > 1) {
             // one pool of threads for the context's life, instead of new threads for every graph
@@ -617,30 +621,46 @@ void pm_kv_clear(pm_context * c) {
 
 int32_t pm_kv_pos_max(pm_context * c) { return c ? llama_memory_seq_pos_max(llama_get_memory(c->ctx), 0) : -1; }
 
-int32_t pm_embeddings(pm_context * c, const int32_t * tokens, int32_t n, const float ** out) {
+int32_t pm_embeddings(pm_context * c, const int32_t * tokens, const int32_t * lengths, int32_t n_seqs,
+                      float * out) {
     return guarded([&]() -> int32_t {
-        if (!c || !tokens || n <= 0 || !out) {
-            return fail(PM_ERR_INVALID_ARGUMENT, "embeddings need a context, at least one token and out");
+        if (!c || !tokens || !lengths || !out) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "embeddings need a context, tokens, lengths and out");
         }
-        *out = nullptr;
+        if (n_seqs < 1 || n_seqs > PM_EMBEDDINGS_MAX_SEQS) {
+            return fail(PM_ERR_INVALID_ARGUMENT, std::to_string(n_seqs) + " texts: a batch holds 1.." +
+                                                     std::to_string(PM_EMBEDDINGS_MAX_SEQS));
+        }
+        if (!c->embeddings) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "the context was not made for embeddings (PM_CONTEXT_EMBEDDINGS)");
+        }
+        int64_t n = 0;
+        for (int32_t s = 0; s < n_seqs; s++) {
+            if (lengths[s] < 1) {
+                return fail(PM_ERR_INVALID_ARGUMENT, "text " + std::to_string(s) + " has no tokens");
+            }
+            n += lengths[s];
+        }
         if (n > c->n_batch) {
             return fail(PM_ERR_INVALID_ARGUMENT, std::to_string(n) + " tokens exceed the batch of " +
-                                                     std::to_string(c->n_batch) + "; split the text");
+                                                     std::to_string(c->n_batch) + "; split the texts");
         }
-        for (int32_t i = 0; i < n; i++) {
+        for (int64_t i = 0; i < n; i++) {
             if (!valid_token(c->owner, tokens[i])) {
                 return fail(PM_ERR_TOKEN, "token id " + std::to_string(tokens[i]) + " is outside the vocabulary");
             }
         }
         llama_memory_clear(llama_get_memory(c->ctx), true);
         llama_batch & b = c->batch;
-        b.n_tokens = n;
-        for (int32_t j = 0; j < n; j++) {
-            b.token[j] = tokens[j];
-            b.pos[j] = j;
-            b.n_seq_id[j] = 1;
-            b.seq_id[j][0] = 0;
-            b.logits[j] = 1;
+        b.n_tokens = (int32_t) n;
+        for (int32_t s = 0, j = 0; s < n_seqs; s++) {
+            for (int32_t p = 0; p < lengths[s]; p++, j++) {
+                b.token[j] = tokens[j];
+                b.pos[j] = p;
+                b.n_seq_id[j] = 1;
+                b.seq_id[j][0] = s;
+                b.logits[j] = 1;
+            }
         }
         const llama_model * model = c->owner->model;
         const int32_t rc = llama_model_has_encoder(model) && !llama_model_has_decoder(model)
@@ -650,23 +670,31 @@ int32_t pm_embeddings(pm_context * c, const int32_t * tokens, int32_t n, const f
             return fail(PM_ERR_DECODE, "computing embeddings failed with code " + std::to_string(rc));
         }
         const int32_t n_embd = llama_model_n_embd(model);
-        if (llama_pooling_type(c->ctx) != LLAMA_POOLING_TYPE_NONE) {
-            *out = llama_get_embeddings_seq(c->ctx, 0);
-        } else {
-            // a model without a pooling layer: average the token embeddings
-            c->embd.assign(n_embd, 0.0f);
-            for (int32_t j = 0; j < n; j++) {
+        const bool pooled = llama_pooling_type(c->ctx) != LLAMA_POOLING_TYPE_NONE;
+        for (int32_t s = 0, j = 0; s < n_seqs; s++) {
+            float * row = out + (size_t) s * n_embd;
+            if (pooled) {
+                const float * e = llama_get_embeddings_seq(c->ctx, s);
+                if (!e) {
+                    return fail(PM_ERR_INTERNAL, "llama.cpp returned no embedding for text " + std::to_string(s));
+                }
+                std::copy(e, e + n_embd, row);
+                j += lengths[s];
+                continue;
+            }
+            // a model without a pooling layer: average the text's token embeddings (its last hidden states)
+            std::fill(row, row + n_embd, 0.0f);
+            for (int32_t p = 0; p < lengths[s]; p++, j++) {
                 const float * e = llama_get_embeddings_ith(c->ctx, j);
                 if (!e) {
                     return fail(PM_ERR_INTERNAL, "no embedding for token " + std::to_string(j));
                 }
                 for (int32_t k = 0; k < n_embd; k++) {
-                    c->embd[k] += e[k] / n;
+                    row[k] += e[k] / lengths[s];
                 }
             }
-            *out = c->embd.data();
         }
-        return *out ? PM_OK : fail(PM_ERR_INTERNAL, "llama.cpp returned no embedding");
+        return PM_OK;
     });
 }
 

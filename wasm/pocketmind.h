@@ -110,9 +110,14 @@ void    pm_kv_clear(pm_context * ctx);
 /* Highest position held in the KV cache, -1 if empty. */
 int32_t pm_kv_pos_max(pm_context * ctx);
 
-/* Pooled embedding of a text given as tokens (context made with PM_CONTEXT_EMBEDDINGS; the cache is cleared first).
- * *out points at n_embd floats owned by the context, valid until the next call. */
-int32_t pm_embeddings(pm_context * ctx, const int32_t * tokens, int32_t n, const float ** out);
+/* Pooled embeddings of n_seqs texts decoded as one batch (context made with PM_CONTEXT_EMBEDDINGS; the cache is
+ * cleared first). tokens holds the texts one after another, lengths[i] tokens for text i; their sum must fit
+ * n_batch and n_seqs <= PM_EMBEDDINGS_MAX_SEQS. out (caller memory) receives n_seqs * n_embd floats, row i for
+ * text i. Each text attends only to itself, but the batch's matrix products are shared: a text's embedding can
+ * differ in the last bits with other texts beside it, so callers that compare runs group texts the same way. */
+enum { PM_EMBEDDINGS_MAX_SEQS = 64 };
+int32_t pm_embeddings(pm_context * ctx, const int32_t * tokens, const int32_t * lengths, int32_t n_seqs,
+                      float * out);
 
 #ifdef __cplusplus
 }

@@ -50,7 +50,7 @@ SIGNATURES: dict[str, tuple[str, str]] = {
     "pm_kv_remove": ("i", "pii"),
     "pm_kv_clear": ("v", "p"),
     "pm_kv_pos_max": ("i", "p"),
-    "pm_embeddings": ("i", "ppip"),
+    "pm_embeddings": ("i", "pppip"),
 }
 
 STATUS_NAMES = {
@@ -69,6 +69,7 @@ BUFFER_TOO_SMALL = -7
 NOT_FOUND = -8
 CONTEXT_EMBEDDINGS = 1
 CONTEXT_KV_F32 = 2
+EMBEDDINGS_MAX_SEQS = 64  # texts one pm_embeddings call takes (the header's PM_EMBEDDINGS_MAX_SEQS)
 
 
 class Backend(Protocol):

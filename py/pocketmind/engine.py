@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from .capi import BUFFER_TOO_SMALL, CONTEXT_EMBEDDINGS, CONTEXT_KV_F32, NOT_FOUND, STATUS_NAMES, Backend
+from .capi import (BUFFER_TOO_SMALL, CONTEXT_EMBEDDINGS, CONTEXT_KV_F32, EMBEDDINGS_MAX_SEQS, NOT_FOUND,
+                   STATUS_NAMES, Backend)
 
 
 class PocketmindError(RuntimeError):
@@ -403,9 +404,29 @@ class Context(_Handle):
 
     def embed(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
         """Pooled embedding of one text (the context needs embeddings=True); a copy the caller owns."""
-        ptr, n, out = self._tokens_arg(tokens)
-        self._check(self.backend.call("pm_embeddings", self.ptr, ptr, n, out))
-        return self.backend.float32_array(_read_pointer(self.backend, out), self.model.n_embd).copy()
+        return self.embed_batch([tokens])[0]
+
+    def embed_batch(self, texts: Sequence[Sequence[int] | np.ndarray]) -> np.ndarray:
+        """Pooled embeddings of several texts' tokens decoded as one batch: a (len(texts), n_embd) float32 matrix.
+        Their tokens together must fit n_batch, and at most EMBEDDINGS_MAX_SEQS texts go in one call."""
+        if not len(texts):
+            return np.empty((0, self.model.n_embd), dtype=np.float32)
+        ids = [np.ascontiguousarray(t, dtype=np.int64) for t in texts]
+        if any(t.ndim != 1 for t in ids):
+            raise ValueError("each text's tokens must be a flat sequence of ids")
+        flat = np.concatenate(ids)
+        if flat.size and (flat.min() < -(2**31) or flat.max() >= 2**31):
+            raise PocketmindError(-5, "token ids must fit in 32 bits")
+        lengths = np.array([len(t) for t in ids], dtype=np.int32)
+        dim = self.model.n_embd
+        # one scratch block: the tokens, the lengths, then the output rows
+        n_tok, n_len = 4 * len(flat), 4 * len(lengths)
+        ptr = self._scratch.get(n_tok + n_len + 4 * dim * len(lengths))
+        self.backend.write(ptr, flat.astype(np.int32))
+        self.backend.write(ptr + n_tok, lengths)
+        out = ptr + n_tok + n_len
+        self._check(self.backend.call("pm_embeddings", self.ptr, ptr, ptr + n_tok, len(lengths), out))
+        return self.backend.float32_array(out, len(lengths) * dim).copy().reshape(len(lengths), dim)
 
 
 def load_service(make, backend: Backend, buffer: int, size: int):

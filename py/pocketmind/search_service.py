@@ -14,7 +14,8 @@ The contract with the page:
   card as JSON. A second embedder replaces the first and empties the index.
 - `add_chat_buffer(backend, buffer, size, name)` / `set_chat_model(model, name)`: the chat model for answers.
 - `start_add(request_json, data=None)`: request {"files": [name, ...], "texts": [{"name", "text"}, ...]}, data
-  the files' bytes in the same order (a list of bytes; from the page, JS Uint8Arrays). step() then gives
+  the files in the same order (bytes, JS Uint8Arrays, or objects with .size and .read() that are read only when
+  their size is within the limit, as the page's worker hands over dropped files). step() then gives
   {"type": "file", "name", "ok", "message", "n_chars", "n_chunks"} per document (a bad file: ok false and the
   extraction's message; the others are kept), {"type": "progress", "what": "embedding", "done", "total",
   "elapsed", "eta"} after each chunk (eta: seconds left at the speed so far, null before the first chunk),
@@ -40,6 +41,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import closing
 
 import numpy as np
 
@@ -52,6 +54,7 @@ from .search.chunk import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP, chunk_text
 from .search.embed import Embedder
 from .search.extract import check_size, extract_text
 from .search.index import Index
+from .search.indexer import embed_into
 
 DEFAULT_TOP = 5
 DEFAULT_ANSWER_TOKENS = 256
@@ -137,7 +140,7 @@ class SearchService(SteppedService):
         texts = request.get("texts", [])
         if not isinstance(names, list) or not isinstance(texts, list):
             raise ValueError('"files" must be a list of file names and "texts" a list of {"name", "text"}')
-        blobs = [] if data is None else list(data)  # copied one at a time, once their size is checked
+        blobs = [] if data is None else list(data)  # read one at a time, once their size is checked
         if len(blobs) != len(names):
             raise ValueError(f"{len(names)} file names but {len(blobs)} files' bytes")
         if not names and not texts:
@@ -152,11 +155,15 @@ class SearchService(SteppedService):
 
     def _add(self, documents) -> Iterator[dict]:
         embedder = self.embedder
-        chunks, files, skipped = [], [], []
+        kept: dict[str, list] = {}  # file name -> its chunks; the same name twice in one add: the last, moved last
+        skipped, cut = [], False
         for name, blob, text in documents:
+            if self._stop:  # a Stop while the files are read ends the add before any embedding
+                cut = True
+                break
             try:
                 if text is None:
-                    check_size(name, len(blob))
+                    check_size(name, _size(blob))
                     text = extract_text(name, _bytes(blob))
                 elif not text.strip():
                     raise SearchError(f"{name}: the text is empty")
@@ -165,29 +172,27 @@ class SearchService(SteppedService):
                 skipped.append({"name": name, "message": str(e)})
                 yield {"type": "file", "name": name, "ok": False, "message": str(e), "n_chars": 0, "n_chunks": 0}
                 continue
-            chunks = [c for c in chunks if c.source != name] + mine  # the same name twice in one add: the last
-            files = [f for f in files if f != name] + [name]
+            kept.pop(name, None)
+            kept[name] = mine
             yield {"type": "file", "name": name, "ok": True, "message": "", "n_chars": len(text),
                    "n_chunks": len(mine)}
+        files = [] if cut else list(kept)
+        chunks = [c for name in files for c in kept[name]]
         self._drop_sources(set(files))  # added again: the new text replaces the old chunks
-        index = self.index
-        total, done, vectors = len(chunks), 0, []
+        done_before = self.n_chunks_embedded
+        total, done = len(chunks), 0
         t0 = time.perf_counter()
         yield {"type": "progress", "what": "embedding", "done": 0, "total": total, "elapsed": 0.0, "eta": None}
-        try:
-            for chunk in chunks:
-                if self._stop:
-                    break
-                vectors.append(embedder.embed_one(chunk.text).vector)
-                self.n_chunks_embedded += 1
-                done += 1
+        with closing(embed_into(self.index, embedder, chunks, [])) as steps:  # a Stop closes it: the done stay
+            for done in steps:
+                self.n_chunks_embedded = done_before + done
                 elapsed = time.perf_counter() - t0
                 yield {"type": "progress", "what": "embedding", "done": done, "total": total,
                        "elapsed": elapsed, "eta": elapsed / done * (total - done)}
-        finally:  # stopped, failed or finished: what was embedded stays
-            if vectors:
-                index.add(chunks[:len(vectors)], np.stack(vectors))
-        yield {"type": "done", "stopped": done < total, "added": done, "total": total, "files": files,
+                if self._stop:
+                    break
+        index = self.index
+        yield {"type": "done", "stopped": cut or done < total, "added": done, "total": total, "files": files,
                "skipped": skipped, "n_chunks": len(index), "seconds": time.perf_counter() - t0}
 
     def _drop_sources(self, names: set[str]) -> None:
@@ -321,6 +326,14 @@ def _request(request_json: str) -> dict:
     return request
 
 
+def _size(data) -> int:
+    """A document's byte count, before it is read: see _bytes for what a document can be."""
+    return int(data.size) if hasattr(data, "read") else len(data)
+
+
 def _bytes(data) -> bytes:
-    """Bytes from Python bytes-likes or a Pyodide JsProxy of a Uint8Array."""
+    """Bytes from Python bytes-likes, a Pyodide JsProxy of a Uint8Array, or a file read only now (anything with
+    .size and .read(), as the page's worker hands over dropped files)."""
+    if hasattr(data, "read"):
+        data = data.read()
     return bytes(data.to_bytes() if hasattr(data, "to_bytes") else data)

@@ -1,16 +1,18 @@
 """Sentence embeddings from any GGUF embedding model, L2-normalised, as a float32 matrix.
 
 The model's own tokenizer is used as it is (a BERT model adds [CLS] ... [SEP]); the model's pooling (from its GGUF)
-is applied by the C API, which averages the token embeddings when the model has none. Texts are run one encode
-each: the C API's contexts hold a single sequence (n_seq_max = 1), so several texts cannot share one batch yet.
+is applied by the C API, which averages the token embeddings when the model has none. Several texts share one
+decode (up to the context's batch of tokens and EMBEDDINGS_MAX_SEQS texts), cut greedily in their order: the same
+texts in the same order are always batched the same way, so the page and CPython compute the same batches.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..capi import EMBEDDINGS_MAX_SEQS
 from ..engine import Model
 from . import SearchError
 
@@ -52,23 +54,42 @@ class Embedder:
         return np.concatenate([ids[:head], body[:keep], tail]).astype(np.int32), len(ids)
 
     def embed_one(self, text: str) -> Embedded:
-        if not text.strip():
-            raise SearchError("cannot embed an empty text")
-        ids, full = self.tokens(text)
-        vector = self.ctx.embed(ids)
-        norm = float(np.linalg.norm(vector))
-        if not np.isfinite(norm) or norm == 0.0:
+        return next(self.batches([text]))[0]
+
+    def batches(self, texts: Iterable[str]) -> Iterator[list[Embedded]]:
+        """Embeds texts in order, several per decode; yields each batch's results as soon as it is done."""
+        batch: list[tuple[np.ndarray, int | None]] = []
+        n_tokens = 0
+        for text in texts:
+            if not text.strip():
+                raise SearchError("cannot embed an empty text")
+            ids, full = self.tokens(text)
+            if batch and (n_tokens + len(ids) > self.max_tokens or len(batch) == EMBEDDINGS_MAX_SEQS):
+                yield self._run(batch)
+                batch, n_tokens = [], 0
+            batch.append((ids, full))
+            n_tokens += len(ids)
+        if batch:
+            yield self._run(batch)
+
+    def _run(self, batch: list[tuple[np.ndarray, int | None]]) -> list[Embedded]:
+        vectors = self.ctx.embed_batch([ids for ids, _ in batch])
+        norms = np.linalg.norm(vectors, axis=1)
+        if not np.all(np.isfinite(norms)) or np.any(norms == 0.0):
             raise SearchError("the model returned an empty or invalid embedding")
-        return Embedded((vector / norm).astype(np.float32), len(ids), full)
+        vectors = (vectors / norms[:, None]).astype(np.float32)
+        return [Embedded(v, len(ids), full) for v, (ids, full) in zip(vectors, batch)]
 
     def embed(self, texts: Iterable[str], progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """A (len(texts), dim) float32 matrix of unit vectors; progress(done, total) after each text."""
+        """A (len(texts), dim) float32 matrix of unit vectors; progress(done, total) after each batch."""
         texts = list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            out[i] = self.embed_one(text).vector
+        done = 0
+        for batch in self.batches(texts):
+            out[done:done + len(batch)] = [e.vector for e in batch]
+            done += len(batch)
             if progress is not None:
-                progress(i + 1, len(texts))
+                progress(done, len(texts))
         return out
 
     def close(self) -> None:

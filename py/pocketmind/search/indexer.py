@@ -1,7 +1,7 @@
 """Build an Index from documents: extract their text, chunk it, embed the chunks, and keep going past bad files.
 
 The steps are a generator of progress events, so the command line draws a bar and a page's worker can report (and
-stop) between chunks; what was embedded before an interruption stays in `index` (whole blocks of BLOCK chunks).
+stop) between batches; what was embedded before an interruption stays in `index`.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from .embed import Embedder
 from .extract import MAX_BYTES, extract_text, supported
 from .index import Index
 
-BLOCK = 64  # chunks embedded between two additions to the index (adding one at a time copies the matrix n times)
+BLOCK = 64  # chunks gathered between two additions to the index (adding one at a time copies the matrix n times)
 
 
 @dataclass(frozen=True)
@@ -83,15 +83,30 @@ class IndexBuild:
     def add(self, documents: Iterable[tuple[str, str]]) -> Iterator[tuple[str, int, int]]:
         """Chunk and embed (name, text) documents; yields ("embedding", chunks done, chunks in all)."""
         chunks = [c for name, text in documents for c in chunk_text(text, name, self.max_chars, self.overlap)]
-        total = len(chunks)
-        yield "embedding", 0, total
-        for start in range(0, total, BLOCK):
-            block = chunks[start:start + BLOCK]
-            vectors = np.empty((len(block), self.embedder.dim), dtype=np.float32)
-            for i, chunk in enumerate(block):
-                embedded = self.embedder.embed_one(chunk.text)
-                vectors[i] = embedded.vector
+        yield "embedding", 0, len(chunks)
+        for done in embed_into(self.index, self.embedder, chunks, self.truncated):
+            yield "embedding", done, len(chunks)
+
+
+def embed_into(index: Index, embedder: Embedder, chunks: list[Chunk], truncated: list[Truncated]) -> Iterator[int]:
+    """Embed chunks in order into index, yielding how many are done after each batch of the embedder. The command
+    line and the page's worker both build through here, so the same chunks are batched (and rounded) the same way.
+    Closing the generator early (a Stop) or a failing batch keeps what was embedded before, in whole batches."""
+    pending: list[Chunk] = []
+    vectors: list[np.ndarray] = []
+    done = 0
+    try:
+        for batch in embedder.batches(c.text for c in chunks):
+            for chunk, embedded in zip(chunks[done:done + len(batch)], batch):
+                pending.append(chunk)
+                vectors.append(embedded.vector)
                 if embedded.truncated_from is not None:
-                    self.truncated.append(Truncated(chunk, embedded.n_tokens, embedded.truncated_from))
-                yield "embedding", start + i + 1, total
-            self.index.add(block, vectors)
+                    truncated.append(Truncated(chunk, embedded.n_tokens, embedded.truncated_from))
+            done += len(batch)
+            if len(pending) >= BLOCK:
+                index.add(pending, np.stack(vectors))
+                pending, vectors = [], []
+            yield done
+    finally:
+        if pending:
+            index.add(pending, np.stack(vectors))
