@@ -25,9 +25,10 @@ class Embedded:
 
 
 class Embedder:
-    """Embeds texts with `model`; max_tokens (default: the model's training context) bounds each text."""
+    """Embeds texts with `model`; max_tokens (default: the model's training context) bounds each text.
+    normalize=False keeps the pooled vectors as the model gives them (a task head's features), not unit length."""
 
-    def __init__(self, model: Model, max_tokens: int | None = None, n_threads: int = 1):
+    def __init__(self, model: Model, max_tokens: int | None = None, n_threads: int = 1, normalize: bool = True):
         limit = model.n_ctx_train or 512
         self.model = model
         self.max_tokens = min(max_tokens or limit, limit)
@@ -36,6 +37,7 @@ class Embedder:
         self.ctx = model.context(n_ctx=self.max_tokens, n_batch=self.max_tokens, n_threads=n_threads,
                                  embeddings=True)
         self.dim = model.n_embd
+        self.normalize = normalize
 
     def tokens(self, text: str) -> tuple[np.ndarray, int | None]:
         """The token ids the model sees for text, and the full count when they had to be cut to max_tokens.
@@ -59,10 +61,10 @@ class Embedder:
         norm = float(np.linalg.norm(vector))
         if not np.isfinite(norm) or norm == 0.0:
             raise SearchError("the model returned an empty or invalid embedding")
-        return Embedded((vector / norm).astype(np.float32), len(ids), full)
+        return Embedded((vector / norm if self.normalize else vector).astype(np.float32), len(ids), full)
 
     def embed(self, texts: Iterable[str], progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """A (len(texts), dim) float32 matrix of unit vectors; progress(done, total) after each text."""
+        """A (len(texts), dim) float32 matrix of unit vectors (see normalize); progress(done, total) after each text."""
         texts = list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for i, text in enumerate(texts):
