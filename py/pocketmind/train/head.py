@@ -37,7 +37,7 @@ MAX_ROWS = 10_000  # training + dev rows: one forward pass each (~0.3 s for Smol
 # page): 10 000 rows are most of an hour already; more is refused before any feature is computed
 MIN_ROWS = 4  # at least a few rows to train on and one to stop on
 MAX_EPOCHS = 5_000
-DEFAULTS = {"l2": 1e-2, "max_epochs": 500, "patience": 40}
+DEFAULTS = {"l2": 1.0, "max_epochs": 500, "patience": 40}  # l2: see docs/task_heads.md
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
