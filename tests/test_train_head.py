@@ -288,6 +288,10 @@ def test_bad_data_is_refused_before_any_feature_is_computed():
         HeadRun(task, rows_of(one_class), embedder, SHA)
     with pytest.raises(HeadError, match="at least 4 labelled rows .* got 1"):
         HeadRun(task, rows_of("id,split,text,label\nx1,dev,a text,red\n"), embedder, SHA)
+    # rows without a label (read with no label set): named by their row number in the file
+    unlabelled = parse_rows(b"id,split,text,label\nx1,test,a,red\nx2,dev,b,red\nx3,dev,c,\nx4,dev,d,blue\n")
+    with pytest.raises(HeadError, match="row 3 has no label: every training row needs one of"):
+        HeadRun(task, unlabelled, embedder, SHA)
     # a label missing from some rows: parse_rows names the row (the label '' is not in the set)
     with pytest.raises(ValueError, match=r"row 2 \(line 3\) has the label '', which is not one of: red, green, blue"):
         rows_of("id,split,text,label\nx1,dev,a,red\nx2,dev,b,\nx3,dev,c,blue\n")
@@ -556,3 +560,12 @@ def test_smollm2_head_on_support_tickets_beats_its_zero_shot_prompt(native, smol
           f"on the first {len(test)} test rows: head {head_on_those:.3f}, zero-shot prompt {zero_shot:.3f} "
           f"({zero_seconds:.1f} s)")
     assert run.accuracy["test"] >= 0.5
+
+
+def test_every_subpackage_ships_in_the_wheel_the_pages_run():
+    """pocketmind.train (this file's subject) was nearly left out of the wheel: the pages' worker imports it."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO / "py").parts) for p in (REPO / "py").rglob("__init__.py")}
+    assert found == listed

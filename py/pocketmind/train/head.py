@@ -214,11 +214,13 @@ def _check_head(head: Head, name: str) -> None:
 
 # ---- training ----
 
-def check_rows(n: int, labels: Sequence[str | None], label_set: Sequence[str], what: str = "row") -> None:
-    """Refuse training rows before any feature is computed: a missing or unknown label (naming the row), fewer than
-    MIN_ROWS or more than MAX_ROWS rows, or only one label among them."""
+def check_rows(n: int, labels: Sequence[str | None], label_set: Sequence[str], what: str = "row",
+               numbers: Sequence[int] | None = None) -> None:
+    """Refuse training rows before any feature is computed: a missing or unknown label (naming the row: its number
+    in `numbers`, else its position), fewer than MIN_ROWS or more than MAX_ROWS rows, or only one label among
+    them."""
     allowed = set(label_set)
-    for i, label in enumerate(labels, 1):
+    for i, label in zip(numbers or range(1, len(labels) + 1), labels):
         if label is None or (isinstance(label, str) and not label.strip()):
             raise HeadError(f"{what} {i} has no label: every training row needs one of {list(label_set)}")
         if label not in allowed:

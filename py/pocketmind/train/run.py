@@ -64,7 +64,8 @@ class HeadRun:
         self.options = check_options(seed, **options)  # now, not after minutes of features
         self.train, self.dev, self.test = split_rows(rows, seed)
         labelled = self.train + self.dev
-        check_rows(len(labelled), [r.label for r in labelled], task.labels)  # before any feature is computed
+        # before any feature is computed; a row is named by its number in the file
+        check_rows(len(labelled), [r.label for r in labelled], task.labels, numbers=[r.number for r in labelled])
         for r in self.test:
             if r.label not in task.labels:
                 raise HeadError(f"test row {r.number} has the label {r.label!r}, which is not one of "
