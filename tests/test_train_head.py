@@ -533,7 +533,24 @@ def test_a_stop_while_computing_features_keeps_no_head_and_while_training_keeps_
     assert "h" in service.heads
 
 
-# ---- the real model ----
+# ---- the real models ----
+
+@pytest.mark.parametrize("which, dim", [("smollm2", 576), ("gemma3", 640), ("minilm", 384)])
+def test_real_models_give_finite_features_of_their_width(native, request, which, dim):
+    import deps
+
+    path = deps.minilm_gguf("Q8_0") if which == "minilm" else request.getfixturevalue(which)
+    model = Model.from_file(path, native)
+    try:
+        with feature_extractor(model) as fx:
+            X = features(fx, ["My parcel never arrived.", "I was charged twice.", "The app crashes on start."])
+    finally:
+        model.close()
+    assert X.shape == (3, dim) and np.all(np.isfinite(X))
+    assert len({round(float(n), 3) for n in np.linalg.norm(X, axis=1)}) == 3  # as the model gives them, not unit
+    assert np.min(np.linalg.norm(X[:, None] - X[None], axis=2) + np.eye(3)) > 0  # three different texts
+
+
 
 def test_smollm2_head_on_support_tickets_beats_its_zero_shot_prompt(native, smollm2):
     """The measured figures are printed (pytest -s); only a floor is asserted: far above chance (20 %) and the

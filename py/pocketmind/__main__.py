@@ -294,7 +294,7 @@ def _head_steps(run):
         if event["type"] == "progress":
             yield "features", event["done"], event["total"]
         else:
-            yield "training", event["epoch"], run.options.get("max_epochs", HEAD_DEFAULTS["max_epochs"])
+            yield "training", event["epoch"], run.options["max_epochs"]
 
 
 def main(argv: list[str] | None = None) -> int:
