@@ -310,6 +310,16 @@ def test_bad_data_is_refused_before_any_feature_is_computed():
                 rows_of(synthetic_csv({"dev": 12})), embedder, SHA)
 
 
+def test_feature_steps_take_one_text_then_as_many_as_fit_in_a_step():
+    from pocketmind.train.features import feature_steps
+
+    texts = [f"text {i}" for i in range(40)]
+    out = np.full((40, 8), np.nan, dtype=np.float32)
+    assert list(feature_steps(CountingEmbedder(), texts, out, chunk=16, step_seconds=0.0)) == list(range(1, 41))
+    assert list(feature_steps(CountingEmbedder(), texts, out, chunk=16, step_seconds=1e9)) == [1, 17, 33, 40]
+    assert np.all(out == 0)  # every row filled
+
+
 def test_split_rows_is_stratified_seeded_and_keeps_test_rows_apart():
     rows = rows_of(synthetic_csv({"dev": 40, "test": 30}))
     train, dev, test = split_rows(rows, seed=3)

@@ -8,6 +8,7 @@ and search embeddings share one code path, its truncation rule and its batching.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -17,7 +18,8 @@ from ..search.embed import Embedder
 
 FEATURE_KIND = "pooled-hidden-states"  # what a head records and checks: the C API's pooled output, unnormalised
 MAX_TOKENS = 512  # each text's leading tokens; bounds the context's memory (SmolLM2's own limit is 8192 tokens)
-CHUNK = 16  # texts per step in feature_steps: a page draws progress between chunks
+CHUNK = 16  # at most this many texts per step in feature_steps (the embedder may batch them)
+STEP_SECONDS = 1.0  # feature_steps aims at steps about this long: a page's worker answers its watchdog between them
 
 
 def feature_extractor(model: Model, n_threads: int = 1, max_tokens: int = MAX_TOKENS) -> Embedder:
@@ -31,11 +33,19 @@ def features(embedder: Embedder, texts: Sequence[str],
     return embedder.embed(list(texts), progress)
 
 
-def feature_steps(embedder: Embedder, texts: Sequence[str], out: np.ndarray, chunk: int = CHUNK) -> Iterator[int]:
-    """Fill `out` (len(texts), dim) a chunk of texts at a time, yielding the number done after each chunk: what a
-    stepped service runs, so the page can draw progress and stop between chunks."""
+def feature_steps(embedder: Embedder, texts: Sequence[str], out: np.ndarray, chunk: int = CHUNK,
+                  step_seconds: float = STEP_SECONDS) -> Iterator[int]:
+    """Fill `out` (len(texts), dim) a few texts at a time, yielding the number done after each step: what a stepped
+    service runs, so the page can draw progress, stop, and answer its watchdog between steps. The first step is one
+    text; then each step takes as many texts (up to `chunk`) as fit in about `step_seconds` at the speed so far (a
+    big model in a page: one text a step; a small embedding model: a batch)."""
     texts = list(texts)
-    for start in range(0, len(texts), chunk):
-        part = texts[start:start + chunk]
+    start, size, spent = 0, 1, 0.0
+    while start < len(texts):
+        part = texts[start:start + size]
+        t = time.perf_counter()
         out[start:start + len(part)] = embedder.embed(part)
-        yield start + len(part)
+        spent += time.perf_counter() - t
+        start += len(part)
+        yield start
+        size = max(1, min(chunk, int(step_seconds * start / max(spent, 1e-9))))
