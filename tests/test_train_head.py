@@ -95,6 +95,28 @@ def test_separable_features_reach_high_accuracy_and_the_loss_falls():
     assert probs.shape == (200, 3) and np.allclose(probs.sum(axis=1), 1.0)
 
 
+def test_run_to_convergence_the_weights_are_scikit_learns_optimum():
+    """An independent reference: scikit-learn's multinomial logistic regression (L-BFGS) minimises the same
+    objective, C * sum_i s_i CE_i + |W|^2 / 2 = the head's mean weighted CE + l2/2 |W|^2 with C = 1 / (l2 * sum s)."""
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    X, y = blobs(150, 21, dim=5, offset=3.0)
+    X += np.random.default_rng(22).normal(0, 2.0, X.shape)  # overlapping classes: a finite optimum without the L2
+    keep = [i for i, label in enumerate(y) if label != "blue" or i % 3 == 0]  # unbalanced: the class weights matter
+    X, y = X[keep], [y[i] for i in keep]
+    l2 = 0.05
+    trainer = Trainer(X, y, X[:10], y[:10], LABELS, task="t", model_sha256=SHA, l2=l2, max_epochs=5000,
+                      patience=5000)
+    trainer.run()
+    W, b = trainer.final
+    ref = linear_model.LogisticRegression(C=1.0 / (l2 * trainer.w.sum()), tol=1e-12, max_iter=100_000)
+    ref.fit(trainer.Z, trainer.y, sample_weight=trainer.w)
+    assert list(ref.classes_) == [0, 1, 2]
+    assert np.allclose(W.T, ref.coef_, atol=1e-4), np.abs(W.T - ref.coef_).max()
+    ours = np.exp(trainer.Z @ W + b)
+    ours /= ours.sum(axis=1, keepdims=True)
+    assert np.allclose(ours, ref.predict_proba(trainer.Z), atol=1e-5)
+
+
 def test_the_same_seed_gives_identical_weights_and_another_seed_does_not():
     X, y = blobs(90, 4)
     Xd, yd = blobs(30, 5)

@@ -296,6 +296,7 @@ class Trainer:
         self.w_dev = np.where(self.w_dev > 0, self.w_dev, 1.0)  # a dev label absent from training still counts
         self.history: list[Epoch] = []
         self.head: Head | None = None
+        self.final: tuple[np.ndarray, np.ndarray] | None = None
 
     def _loss(self, Z, yi, w, W, b, l2: float) -> tuple[float, np.ndarray, np.ndarray]:
         """(loss, dW, db) of the weighted cross-entropy + l2/2 |W|^2 at W, b."""
@@ -356,6 +357,7 @@ class Trainer:
             yield figures
             if epoch - best[1] >= o["patience"] or (stop is not None and stop()):
                 break
+        self.final = (W, b)  # the last epoch's weights (the head keeps the best dev epoch's)
         _, best_epoch, W, b = best
         last = self.history[-1]
         at_best = self.history[best_epoch - 1] if best_epoch else last
