@@ -10,6 +10,8 @@
 //   const job = client.evaluate(request, { data, onEvent });
 //   const job = client.answers(request, { data, onEvent });   // done.answers: for another client's evaluate()
 //   const csv = await client.call("results_csv");
+//   const job = client.trainHead(request, { data, onEvent });  // a task head: progress and epoch events, then done
+// Heads live in the worker: after a crash they are gone (export_head / import_head keep one across reloads).
 // Events: those of WorkerClient (stage, progress, ready, restart, failed), loaded {card, fromCache, stored,
 // storeError} and state {ready, loading}.
 import { WorkerClient } from "./worker-client.js";
@@ -81,6 +83,11 @@ export class TaskClient extends WorkerClient {
   // Answer the rows of an evaluation with this worker's models, for an evaluate() in another worker (parallel).
   answers(request, options) {
     return this._job("answers", request, options);
+  }
+
+  // Train a task head on a labelled CSV (task_service.py's start_train_head).
+  trainHead(request, options) {
+    return this._job("train", request, options);
   }
 
   _job(type, request, { data = null, onEvent = null } = {}) {

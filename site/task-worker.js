@@ -5,6 +5,7 @@
 //   [result] | call {method, args} [result {value}] | run, evaluate and answers {request, data}: streamed item /
 //   progress events, then [done]. data: a dropped file's bytes (Uint8Array) or null. boot's config.maxThreads
 //   caps the engine's threads (a page running several of these workers side by side shares the cores).
+//   train {request, data}: a task head (start_train_head): streamed progress and epoch events, then [done].
 "use strict";
 importScripts("model-store.js", "engine-boot.js", "worker-common.js");
 
@@ -13,7 +14,7 @@ let python = null; // a promise of the Pyodide instance with pocketmind imported
 let service = null; // pocketmind.task_service.TaskService
 const cards = new Map(); // loaded model name -> its card
 // the service's methods a page may call by name (each takes and returns strings)
-const CALLS = new Set(["load_task", "recommend", "results_csv", "results_json"]);
+const CALLS = new Set(["load_task", "recommend", "results_csv", "results_json", "export_head", "import_head"]);
 
 // The wasm memory only grows: its size now is the most the engine has held so far.
 const withMemory = (event) => ({ ...event, wasm_memory_bytes: engine.M.HEAPU8.length });
@@ -34,7 +35,8 @@ async function load(id, { model }) {
     return;
   }
   const loaded = await downloadInto(id, engine, python, model,
-                                    (backend, buffer, size) => service.add_buffer(backend, buffer, size, model.name));
+                                    (backend, buffer, size) => service.add_buffer(backend, buffer, size, model.name,
+                                                                                  model.sha256 || null));
   cards.set(model.name, loaded.card);
   postMessage({ type: "loaded", id, ...loaded });
 }
@@ -64,4 +66,5 @@ serve({
   run: (id, { request, data }) => stream(id, () => service.start_run(JSON.stringify(request), data || null)),
   evaluate: (id, { request, data }) => stream(id, () => service.start_eval(JSON.stringify(request), data || null)),
   answers: (id, { request, data }) => stream(id, () => service.start_answers(JSON.stringify(request), data || null)),
+  train: (id, { request, data }) => stream(id, () => service.start_train_head(JSON.stringify(request), data || null)),
 });

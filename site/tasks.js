@@ -7,14 +7,22 @@ const client = new TaskClient({ wheels: config.wheels });
 let file = null; // the dropped or chosen file: {name, size, kind, bytes}
 let job = null; // the run in flight: {done, stop}
 let finished = false; // results to download
+let headJob = null; // the head being trained: {done, stop}
+let headName = null; // the last head trained or imported (the worker keeps it)
+let curve = []; // [{epoch, loss, dev_accuracy}] of the head being trained
 
 function render() {
   const task = picker.current().info;
-  $("run").disabled = Boolean(job) || !task || !client.ready || client.loading;
+  $("run").disabled = Boolean(job || headJob) || !task || !client.ready || client.loading;
   $("stop").disabled = !job;
   $("model").disabled = Boolean(job) || client.loading;
   $("task").disabled = Boolean(job);
   $("download-csv").disabled = $("download-json").disabled = Boolean(job) || !finished;
+  const labelled = Boolean(task && task.labels);
+  $("train-head").disabled = Boolean(job || headJob) || !labelled || !client.ready || client.loading;
+  $("stop-head").disabled = !headJob;
+  $("download-head").disabled = Boolean(headJob) || !headName;
+  $("head-file").disabled = Boolean(headJob) || !client.ready;
 }
 
 const picker = taskPicker(client, config.tasks, (info) => {
@@ -103,6 +111,83 @@ function run() {
   });
 }
 
+// ---- a task head: trained in the worker (task_service.py's start_train_head); drawn here ----
+
+function drawCurve() {
+  const last = curve.length ? curve[curve.length - 1].epoch : 1;
+  const top = Math.max(...curve.map((p) => p.loss), 1e-9);
+  const x = (p) => (300 * (p.epoch - 1) / Math.max(last - 1, 1)).toFixed(1);
+  $("head-loss").setAttribute("points", curve.map((p) => `${x(p)},${(100 - 100 * p.loss / top).toFixed(1)}`).join(" "));
+  $("head-acc").setAttribute("points", curve.map((p) => `${x(p)},${(100 - 100 * p.dev_accuracy).toFixed(1)}`).join(" "));
+}
+
+const percent = (x) => (x == null ? "–" : `${(100 * x).toFixed(1)} %`);
+
+function headText(done) {
+  if (!done.head) return "Stopped before training: no head.";
+  const a = done.accuracy, n = done.n, t = done.training;
+  return `${done.stopped ? "Stopped early. " : ""}Head "${done.head}": test accuracy ${percent(a.test)} (${n.test} rows), `
+    + `dev ${percent(a.dev)} (${n.dev}), train ${percent(a.train)} (${n.train}); features ${done.seconds.features.toFixed(1)} s, `
+    + `training ${done.seconds.training.toFixed(2)} s, ${t.epochs} epochs (best ${t.best_epoch}).`;
+}
+
+async function headData() {
+  if (file && file.kind === "csv") return file.bytes;
+  const shipped = picker.current().shipped;
+  if (shipped && shipped.data) return new Uint8Array(await (await fetch(shipped.data)).arrayBuffer());
+  throw new Error("This task has no labelled data: drop a CSV with its text, label and split columns above.");
+}
+
+async function trainHead() {
+  if (headJob || job) throw new Error("the worker is busy");
+  showError("");
+  const model = modelOf($("model").selectedOptions[0]).name;
+  const request = { file: "csv", model, seed: Number($("head-seed").value || 0), name: `${model} head` };
+  const data = await headData();
+  curve = [];
+  drawCurve();
+  $("head-summary").textContent = $("head-epoch").textContent = "";
+  $("head-progress").value = 0;
+  headJob = client.trainHead(request, {
+    data,
+    onEvent: (event) => {
+      if (event.type === "progress" && event.phase === "features") {
+        $("head-progress").value = event.done / event.total;
+        $("head-text").textContent = `${event.done} of ${event.total} texts`;
+      } else if (event.type === "epoch") {
+        curve.push(event);
+        drawCurve();
+        $("head-epoch").textContent = `Epoch ${event.epoch}: loss ${event.loss.toFixed(4)}, dev accuracy ${percent(event.dev_accuracy)}`;
+      }
+    },
+  });
+  render();
+  try {
+    const done = await headJob.done;
+    if (done.head) headName = done.head;
+    $("head-summary").textContent = headText(done);
+    window.pocketmindTasks.lastHead = done;
+    return done;
+  } finally {
+    headJob = null;
+    render();
+  }
+}
+
+async function saveHead() {
+  download(`${headName.replace(/[^\w.-]+/g, "_")}.json`, await client.call("export_head", headName), "application/json");
+}
+
+async function importHead(chosen) {
+  showError("");
+  const info = JSON.parse(await client.call("import_head", await chosen.text()));
+  headName = info.name;
+  $("head-summary").textContent = `Imported head "${info.name}" for ${info.model} (task ${info.task}, labels `
+    + `${info.labels.join(", ")}).`;
+  render();
+  return info;
+}
+
 async function save(kind) {
   const name = (picker.current().info || { name: "results" }).name;
   if (kind === "csv") download(`${name}-results.csv`, await client.call("results_csv"), "text/csv");
@@ -114,9 +199,17 @@ $("stop").addEventListener("click", () => job && job.stop());
 $("model").addEventListener("change", () => useModel().catch(() => {}));
 $("download-csv").addEventListener("click", () => save("csv").catch((e) => showError(e.message)));
 $("download-json").addEventListener("click", () => save("json").catch((e) => showError(e.message)));
+$("train-head").addEventListener("click", () => trainHead().catch((e) => showError(e.message)));
+$("stop-head").addEventListener("click", () => headJob && headJob.stop());
+$("download-head").addEventListener("click", () => saveHead().catch((e) => showError(e.message)));
+$("head-file").addEventListener("change", () => {
+  const chosen = $("head-file").files[0];
+  $("head-file").value = "";
+  if (chosen) importHead(chosen).catch((e) => showError(e.message));
+});
 client.addEventListener("state", render);
 
-window.pocketmindTasks = { client, run, picker, lastDone: null, ready: null };
+window.pocketmindTasks = { client, run, picker, trainHead, lastDone: null, lastHead: null, ready: null };
 render();
 window.pocketmindTasks.ready = startPage(client)
   .then(() => Promise.all([useModel(), picker.pick()]))

@@ -3,6 +3,7 @@
     python -m pocketmind eval TASK.json DATA.csv --model M.gguf [...]
     python -m pocketmind index DIR --model M.gguf --out index.npz
     python -m pocketmind search index.npz "query" [--top 5]
+    python -m pocketmind train-head TASK.json DATA.csv --model M.gguf [--seed S] [--out head.json]
 
 eval runs every model with every few-shot count as a voter on the test rows; with two or more voters, also the
 ensembles (majority, mean, and weighted with weights from the dev rows) and a cascade (voters from the smallest
@@ -13,7 +14,14 @@ what the same items would cost through hosted models, and can write the whole re
 index reads the .txt/.md/.csv/.html files under DIR (skipping, with the reason, those it cannot use), cuts them into
 overlapping paragraph chunks, embeds them with an embedding GGUF and saves the index; search embeds the query with
 the same model (checked by sha256; the index remembers its path) and prints the best chunks with their scores,
-files and character offsets. CLI-only packages (tqdm, the `cli` extra) are imported here and only when present: the
+files and character offsets.
+
+train-head trains a task head (train.run.HeadRun, which the Tasks page's worker runs too): the model's pooled hidden
+states of each row as features, a logistic regression on them (trained on the "train" rows, or on part of the dev
+rows when there are none, stopped on the rest), and prints each split's accuracy and the seconds taken; --out saves
+the head as JSON (it records the model's sha256 and the task's labels, checked when it is used).
+
+CLI-only packages (tqdm, the `cli` extra) are imported here and only when present: the
 package itself also runs in Pyodide.
 """
 from __future__ import annotations
@@ -27,13 +35,14 @@ from pathlib import Path
 from .engine import PocketmindError
 from .search import SearchError
 from .tasks import TaskError
-from .tasks.data import eval_rows, read_bytes
+from .tasks.data import eval_rows, parse_rows, read_bytes
 from .tasks.compare import Lineup, parse_shots, recommend
 from .tasks.task import DEFAULT_N_CTX, Task
 from .search.chunk import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP
 from .search.embed import Embedder
 from .search.index import Hit, Index, file_sha256
 from .search.indexer import IndexBuild, folder_files, read_documents
+from .train.head import DEFAULTS as HEAD_DEFAULTS
 
 
 def _shots(text: str) -> list[int]:
@@ -87,6 +96,21 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--model", type=Path, default=None, help="the index's model (default: the path it was built with)")
     s.add_argument("--threads", type=int, default=1, help="CPU threads")
     s.add_argument("--json", action="store_true", help="print the results as JSON")
+
+    h = sub.add_parser("train-head", help="train a task head (logistic regression on a model's features)")
+    h.add_argument("task", type=Path, help="the task document (JSON), a label task")
+    h.add_argument("data", type=Path, help="a labelled CSV (UTF-8) with a split column (train/dev/test)")
+    h.add_argument("--model", type=Path, required=True, help="the GGUF model whose features the head reads")
+    h.add_argument("--seed", type=int, default=0, help="the seed of the dev split and the initial weights")
+    h.add_argument("--l2", type=float, default=HEAD_DEFAULTS["l2"], help="L2 penalty on the weights")
+    h.add_argument("--max-epochs", type=int, default=HEAD_DEFAULTS["max_epochs"], help="at most this many epochs")
+    h.add_argument("--patience", type=int, default=HEAD_DEFAULTS["patience"],
+                   help="stop after this many epochs without a better dev loss")
+    h.add_argument("--limit", type=int, default=None, help="only the first N rows of the file")
+    h.add_argument("--out", type=Path, default=None, help="write the head here (JSON)")
+    h.add_argument("--threads", type=int, default=1, help="CPU threads")
+    h.add_argument("--json", action="store_true", help="print the result as JSON")
+    h.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -229,6 +253,50 @@ def run_search(args: argparse.Namespace) -> list[Hit]:
     return hits
 
 
+def run_train_head(args: argparse.Namespace) -> dict:
+    from .engine import Model
+    from .train.features import feature_extractor
+    from .train.run import HeadRun
+
+    task = Task.load(args.task)
+    if task.labels is None:
+        raise TaskError("a head needs a task with labels; JSON-output tasks have no label set to learn")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be a positive number of rows, got {args.limit}")
+    rows = parse_rows(read_bytes(args.data), task.text_column, task.label_column, task.labels)[:args.limit]
+    sha256 = file_sha256(args.model)
+    model = Model.from_file(args.model)
+    try:
+        with feature_extractor(model, n_threads=args.threads) as embedder:
+            run = HeadRun(task, rows, embedder, sha256, args.model.stem, args.seed, l2=args.l2,
+                          max_epochs=args.max_epochs, patience=args.patience)
+            _with_progress(_head_steps(run), not args.no_progress, unit="step")
+    finally:
+        model.close()
+    if args.out:
+        run.head.save(args.out)
+    result = {"task": task.name, "model": str(args.model), "model_sha256": sha256, "out": str(args.out or ""),
+              **run.result()}
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        s = run.result()["training"]
+        print(run.table())
+        print(f"features {run.seconds['features']:.1f} s ({len(run.train) + len(run.dev) + len(run.test)} rows), "
+              f"training {run.seconds['training']:.2f} s ({s['epochs']} epochs, best dev loss at epoch "
+              f"{s['best_epoch']}){f'; wrote {args.out}' if args.out else ''}")
+    return result
+
+
+def _head_steps(run):
+    """HeadRun's events as (bar name, done, total) for the progress bar."""
+    for event in run:
+        if event["type"] == "progress":
+            yield "features", event["done"], event["total"]
+        else:
+            yield "training", event["epoch"], run.options["max_epochs"]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -238,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             run_index(args)
         elif args.command == "search":
             run_search(args)
+        elif args.command == "train-head":
+            run_train_head(args)
     except (ValueError, FileNotFoundError, PocketmindError) as e:  # TaskError, DataError, SearchError: ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -42,6 +42,24 @@ The contract with the page:
 - `recommend(target_json)`: the last evaluation's recommendation for a target accuracy (a number, or null: within
   a point of the best), as JSON.
 - `results_csv()`, `results_json()`: the last run's items, for download (a stopped run: the items it finished).
+
+Task heads (train.run.HeadRun, what `python -m pocketmind train-head` runs):
+- `add_buffer`/`add_model` take the model file's sha256 (as the model store verified it; optional, keyword
+  `sha256`): a head records it and is only used with that model. A request may give "model_sha256" instead.
+- `start_train_head(request_json, data=None)`: {"csv": text, or `data` bytes with "file": "csv"; the task's text
+  and label columns and a split column: "train" rows train, else part of the non-test rows, "test" rows are only
+  measured; "model": a loaded model's name (default: the first), "name": the head's name (default "<model>
+  head"), "seed" (default 0), "l2", "max_epochs", "patience", "max_items": the first n rows}. Everything is checked
+  before the first feature is computed (train.head.check_rows: labels, at least 4 and at most 10 000 rows, two
+  labels or more). step() then gives {"type": "progress", "phase": "features", "done", "total"} per chunk of texts,
+  {"type": "epoch", "epoch", "loss", "train_accuracy", "dev_loss", "dev_accuracy"} per epoch, then {"type": "done",
+  "stopped", "head": its name (null when stopped before training), "accuracy": {train, dev, test}, "macro_f1",
+  "n", "seconds": {features, training}, "training": the head's summary}. A stop while training keeps the best epoch
+  so far; the head is kept under its name.
+- `export_head(name)`: the head as JSON text (its file); `import_head(head_json, name=None)`: a head file, checked
+  (format, shapes, finite numbers) and refused (train.HeadError) unless a loaded model has its sha256 and the
+  loaded task has its labels; returns {"name", "model", "task", "labels", "dim", "training"}.
+- `start_eval` takes "heads": [name, ...]: each head joins the line-up as one more voter (ensembles and cascade).
 """
 from __future__ import annotations
 
@@ -56,8 +74,15 @@ from .engine import Context, Model, load_service
 from .stepped_service import SteppedService
 from .tasks import Task, parse_rows
 from .tasks.data import eval_rows, read_lines
-from .tasks.compare import Answers, Lineup, parse_shots, recommend
+from .tasks.compare import Answers, Lineup, LineupModel, parse_shots, recommend
 from .tasks.task import DEFAULT_N_CTX
+from .train import HeadError
+from .train.features import feature_extractor
+from .train.head import DEFAULTS as HEAD_DEFAULTS, Head
+from .train.run import HeadRun, head_voter
+
+
+TRAIN_KEYS = {"csv", "file", "model", "model_sha256", "name", "seed", "max_items"}  # and the training options
 
 
 class TaskService(SteppedService):
@@ -68,6 +93,9 @@ class TaskService(SteppedService):
         self.task: Task | None = None
         self._results: list[dict] | None = None
         self._summary: dict | None = None  # the last evaluation's
+        self.sha256: dict[str, str | None] = {}  # model name -> its file's sha256, when the loader gave it
+        self.heads: dict[str, Head] = {}  # trained or imported heads by name
+        self._embedders: dict = {}  # model name -> its feature extractor (an embeddings context), made on first use
 
     @classmethod
     def from_buffer(cls, backend: Backend, buffer: int, size: int, n_ctx: int = DEFAULT_N_CTX, n_threads: int = 1):
@@ -77,12 +105,12 @@ class TaskService(SteppedService):
 
     # ---- models ----
 
-    def add_buffer(self, backend: Backend, buffer: int, size: int, name: str) -> str:
+    def add_buffer(self, backend: Backend, buffer: int, size: int, name: str, sha256: str | None = None) -> str:
         """Load a model from library memory (the buffer rule: see the module's docstring); its card as JSON."""
         self._check_new(name)
-        return load_service(lambda model: self.add_model(model, name), backend, buffer, size)
+        return load_service(lambda model: self.add_model(model, name, sha256), backend, buffer, size)
 
-    def add_model(self, model: Model, name: str) -> str:
+    def add_model(self, model: Model, name: str, sha256: str | None = None) -> str:
         """Take `model` into the service (closed with it); raises, taking nothing, if its chat template or its
         context fails."""
         from .chat_template import ChatTemplate
@@ -91,6 +119,7 @@ class TaskService(SteppedService):
         ChatTemplate.for_model(model)  # a template that does not compile fails the load, not the first item
         size = min(self.n_ctx, model.n_ctx_train) if model.n_ctx_train > 0 else self.n_ctx
         self.contexts[name] = model.context(n_ctx=size, n_threads=self.n_threads)
+        self.sha256[name] = sha256
         return json.dumps({"name": name, **model.card()}, ensure_ascii=False)
 
     def _check_new(self, name: str) -> None:
@@ -107,10 +136,13 @@ class TaskService(SteppedService):
         ctx = self.contexts.pop(name, None)
         if ctx is None:
             raise ValueError(f"no model named {name!r} is loaded")
-        ctx.model.close()  # closes the context too
+        self.sha256.pop(name, None)
+        self._embedders.pop(name, None)
+        ctx.model.close()  # closes the context too (and the feature extractor's)
 
     def close(self) -> None:
         self._events = None
+        self._embedders.clear()
         for name in list(self.contexts):
             self.contexts.pop(name).model.close()
 
@@ -175,6 +207,9 @@ class TaskService(SteppedService):
             raise ValueError("answers must be an object: model name -> the answers another worker sent")
         models = [(name, Answers.from_json(name, answers[name]) if name in answers else self._context(name))
                   for name in names]
+        heads = request.get("heads", [])
+        if not isinstance(heads, list) or (heads and partial):
+            raise ValueError("heads must be a list of heads' names (in the evaluating worker's request only)")
         raw = _file_bytes(request, data, "an evaluation", ("csv",))
         rows, dev = eval_rows(raw, task.text_column, task.label_column, task.labels, split, dev_split,
                               _max_items(request))
@@ -183,7 +218,89 @@ class TaskService(SteppedService):
         loaded = [self.contexts[n].model for n in names if n in self.contexts]
         tokenizer = loaded[0] if loaded else None
         # refuses an impossible shot count now, not on the first step
-        return Lineup(task, models, shots, partial=partial, tokenizer=tokenizer), rows, dev
+        lineup = Lineup(task, models, shots, partial=partial, tokenizer=tokenizer)
+        for head_name in heads:
+            lineup.add_voter(*self._head_voter(head_name))
+        return lineup, rows, dev
+
+    # ---- task heads ----
+
+    def _head_voter(self, name: str):
+        """(the named head as a voter, its model as a LineupModel): the head must fit the task and a loaded model."""
+        head = self._head(name)
+        model_name = self._model_for(head)
+        model = self.contexts[model_name].model
+        head.check(labels=self.task.labels)
+        voter = head_voter(head, self._embedder(model_name), head.model_sha256, name,
+                           cost=lambda n, s, p=model.n_params: n * p)
+        return voter, LineupModel(model_name, model.n_params, model.size)
+
+    def _head(self, name) -> Head:
+        if name not in self.heads:
+            known = ", ".join(map(repr, self.heads)) or "none yet"
+            raise ValueError(f"no head named {name!r}; the heads are: {known}")
+        return self.heads[name]
+
+    def _model_for(self, head: Head) -> str:
+        """The loaded model whose sha256 the head records (HeadError naming it when none is)."""
+        for name, sha in self.sha256.items():
+            if sha == head.model_sha256:
+                return name
+        raise HeadError(f"this head was trained on the features of model {head.model_name or '?'} (sha256 "
+                        f"{head.model_sha256[:12]}…), which is not loaded; load that model first")
+
+    def _embedder(self, name: str):
+        if name not in self._embedders:
+            self._embedders[name] = feature_extractor(self.contexts[name].model, n_threads=self.n_threads)
+        return self._embedders[name]
+
+    def start_train_head(self, request_json: str, data=None) -> None:
+        """Begin training a head (see the module's docstring)."""
+        task, request = self._begin(request_json)
+        if task.labels is None:
+            raise HeadError("a head needs a task with labels; JSON-output tasks have no label set to learn")
+        model_name = request.get("model") or next(iter(self.contexts), None)
+        self._context(model_name)  # a clear error when no such model is loaded
+        sha256 = request.get("model_sha256") or self.sha256.get(model_name)
+        if not isinstance(sha256, str) or len(sha256) != 64:
+            raise HeadError(f"the sha256 of model {model_name!r} is unknown: load it with its sha256, or give "
+                            "\"model_sha256\"")
+        head_name = request.get("name") or f"{model_name} head"
+        if not isinstance(head_name, str) or not head_name.strip():
+            raise ValueError(f"a head's name must be a non-empty string, got {head_name!r}")
+        unknown = sorted(set(request) - TRAIN_KEYS - set(HEAD_DEFAULTS))
+        if unknown:
+            raise HeadError(f"unknown key(s) in the request: {', '.join(unknown)}; the keys are: "
+                            f"{', '.join(sorted(TRAIN_KEYS | set(HEAD_DEFAULTS)))}")
+        options = {k: request[k] for k in HEAD_DEFAULTS if k in request}
+        seed = request.get("seed", 0)
+        raw = _file_bytes(request, data, "training a head", ("csv",))
+        rows = parse_rows(raw, task.text_column, task.label_column, task.labels)[:_max_items(request)]
+        run = HeadRun(task, rows, self._embedder(model_name), sha256, model_name, seed, stop=lambda: self._stop,
+                      **options)
+        self._events = self._train_head(run, head_name)
+
+    def _train_head(self, run: HeadRun, name: str) -> Iterator[dict]:
+        yield from run
+        if run.head is not None:
+            self.heads[name] = run.head
+        yield {"type": "done", "head": name if run.head is not None else None, **run.result()}
+
+    def export_head(self, name: str) -> str:
+        return self._head(name).to_json()
+
+    def import_head(self, head_json, name: str | None = None) -> str:
+        """Read a head file (text or bytes), check it against the loaded models and task, and keep it."""
+        text = bytes(head_json.to_bytes()) if hasattr(head_json, "to_bytes") else head_json
+        head = Head.from_json(text, "the head file")
+        model_name = self._model_for(head)
+        if self.task is not None and self.task.labels is not None:
+            head.check(labels=self.task.labels)
+        head.check(dim=self.contexts[model_name].model.n_embd)
+        name = name or f"{model_name} head"
+        self.heads[name] = head
+        return json.dumps({"name": name, "model": model_name, "task": head.task, "labels": list(head.labels),
+                           "dim": head.dim, "training": head.summary}, ensure_ascii=False)
 
     def _answer(self, lineup: Lineup, texts: list[str]) -> Iterator[dict]:
         for setup, done, total in lineup.answering(texts):

@@ -27,9 +27,10 @@ class Embedded:
 
 
 class Embedder:
-    """Embeds texts with `model`; max_tokens (default: the model's training context) bounds each text."""
+    """Embeds texts with `model`; max_tokens (default: the model's training context) bounds each text.
+    normalize=False keeps the pooled vectors as the model gives them (a task head's features), not unit length."""
 
-    def __init__(self, model: Model, max_tokens: int | None = None, n_threads: int = 1):
+    def __init__(self, model: Model, max_tokens: int | None = None, n_threads: int = 1, normalize: bool = True):
         limit = model.n_ctx_train or 512
         self.model = model
         self.max_tokens = min(max_tokens or limit, limit)
@@ -38,6 +39,7 @@ class Embedder:
         self.ctx = model.context(n_ctx=self.max_tokens, n_batch=self.max_tokens, n_threads=n_threads,
                                  embeddings=True)
         self.dim = model.n_embd
+        self.normalize = normalize
 
     def tokens(self, text: str) -> tuple[np.ndarray, int | None]:
         """The token ids the model sees for text, and the full count when they had to be cut to max_tokens.
@@ -77,11 +79,12 @@ class Embedder:
         norms = np.linalg.norm(vectors, axis=1)
         if not np.all(np.isfinite(norms)) or np.any(norms == 0.0):
             raise SearchError("the model returned an empty or invalid embedding")
-        vectors = (vectors / norms[:, None]).astype(np.float32)
-        return [Embedded(v, len(ids), full) for v, (ids, full) in zip(vectors, batch)]
+        if self.normalize:
+            vectors = vectors / norms[:, None]
+        return [Embedded(v, len(ids), full) for v, (ids, full) in zip(vectors.astype(np.float32), batch)]
 
     def embed(self, texts: Iterable[str], progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """A (len(texts), dim) float32 matrix of unit vectors; progress(done, total) after each batch."""
+        """A (len(texts), dim) float32 matrix of unit vectors (see normalize); progress(done, total) after each batch."""
         texts = list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         done = 0

@@ -8,6 +8,7 @@ recommendation compares it). With two or more voters, `fit(dev_rows)` (or steppi
 asks every voter every dev row (voters cache their answers, so nothing is asked twice), then fits the ensembles
 (majority, mean, weighted: weights and calibration from the dev rows) and a cascade (voters ordered by parameters,
 then shots: smallest first). Without dev rows: majority and mean, uncalibrated; no weighted rule and no cascade.
+add_voter() adds a voter that is not a prompt (a trained task head) before fitting.
 
 recommend(report, target): the setup with the least compute per item among those whose accuracy reaches the
 target; with no target, among those within one point of the best accuracy (so a setup that is as good for much
@@ -113,6 +114,26 @@ class Lineup:
         self.setups: dict[str, object] = {v.name: v for v in self.voters}
         self.fitted: dict[str, dict] = {}
 
+    def add_voter(self, voter: Voter, model: LineupModel) -> None:
+        """One more voter that is not a prompt (a task head: train.run.head_voter), running `model` (one of the
+        line-up's, by name, or another, e.g. an embedding model: then it joins the models). Before fitting: it then
+        takes part in the ensembles and, as its model's cheapest voter, comes first among them in the cascade. A head
+        trained on the dev rows is optimistic on them, so the weights and thresholds fitted there trust it more than
+        its test accuracy would warrant."""
+        if self.fitted:
+            raise ValueError("add voters before fitting the line-up")
+        if voter.labels != tuple(self.task.labels):
+            raise ValueError(f"voter {voter.name!r} has labels {list(voter.labels)}; the task's are "
+                             f"{list(self.task.labels)}")
+        if voter.name in self.setups:
+            raise ValueError(f"a setup named {voter.name!r} is already in the line-up")
+        known = {m.name: m for m in self.models}
+        if model.name not in known:
+            self.models.append(model)
+        self.voters.append(voter)
+        self.setups[voter.name] = voter
+        self._uses[voter.name] = (known.get(model.name, model),)
+
     # ---- fitting on the dev rows ----
 
     def fitting(self, dev_rows: Sequence | None) -> Iterator[tuple[str, int, int]]:
@@ -136,8 +157,9 @@ class Lineup:
             self.fitted[name] = {"temperature": ensemble.temperature,
                                  "weights": None if ensemble.weights is None else ensemble.weights.tolist()}
         if dev_rows:
-            # smallest model first, fewer shots first
-            by_size = sorted(self.voters, key=lambda v: (self._uses[v.name][0].n_params, self.shots[v.name]))
+            # smallest model first, fewer shots first; a head (no shots) before its model's prompts
+            by_size = sorted(self.voters,
+                             key=lambda v: (self._uses[v.name][0].n_params, self.shots.get(v.name, -1)))
             cascade = Cascade(by_size).fit(texts, gold)
             self.setups["cascade"], self._uses["cascade"] = cascade, everyone
             # a stage that never answers has threshold inf: null in JSON (JSON has no Infinity; JSON.parse refuses it)
@@ -188,6 +210,8 @@ class Lineup:
         """What answering() found, as JSON-ready Answers per model (Answers.from_json reads it back)."""
         out = {m.name: {"n_params": m.n_params, "size": m.size, "by_shots": {}} for m in self.models}
         for voter in self.voters:
+            if voter.name not in self.shots:
+                continue  # not a prompt (a head): another worker cannot stand in for it
             table = out[self._uses[voter.name][0].name]["by_shots"].setdefault(str(self.shots[voter.name]), {})
             for text in texts:
                 vote = voter(text)  # cached
