@@ -1,0 +1,217 @@
+"""LoRA adapters (pm_adapter_* and engine.Adapter) on the native build: an adapter applied at a scale gives the
+logits of a model whose weights had it merged in numpy; removing it gives the base logits back bit for bit;
+mismatched or damaged adapters are refused with a message that says why."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pocketmind import Adapter, Model, PocketmindError
+from tiny_gguf import TINY_SHAPES, merged, random_lora, write_tiny_llama, write_tiny_lora
+
+ALPHA = 8.0
+RANK = 4
+# What each adapter changes: attention and feed-forward matrices of both layers (not every one of them).
+TARGETS_1 = {"blk.0.attn_q.weight": TINY_SHAPES["attn_q"], "blk.0.ffn_up.weight": TINY_SHAPES["ffn_up"],
+             "blk.1.attn_v.weight": TINY_SHAPES["attn_v"], "blk.1.ffn_down.weight": TINY_SHAPES["ffn_down"]}
+TARGETS_2 = {"blk.0.attn_q.weight": TINY_SHAPES["attn_q"], "blk.1.attn_output.weight": TINY_SHAPES["attn_output"],
+             "blk.1.ffn_gate.weight": TINY_SHAPES["ffn_gate"]}
+PROMPT = "the word and the other one was in a house"
+
+# Adapter logits vs the merged model's, F32 weights and KV cache: the two compute the same sums in another order
+# (W x + s (B (A x)) against (W + s B A) x), so they differ by float32 rounding only. Measured on this tiny model:
+# at most 1.9e-6 (test_adapter_equals_merged_weights, logits of size ~1-4), against differences of 0.5 and more
+# that the adapter makes to the base logits. The bound leaves room for other CPUs' summation orders.
+TOLERANCE = 2e-5
+
+
+@pytest.fixture(scope="module")
+def lora_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("lora")
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    return random_lora(TARGETS_1, rank=RANK, seed=11), random_lora(TARGETS_2, rank=2, seed=12)
+
+
+@pytest.fixture(scope="module")
+def files(lora_dir, pairs):
+    one, two = pairs
+    return {
+        "base": write_tiny_llama(lora_dir / "base.gguf", "F32"),
+        "one": write_tiny_lora(lora_dir / "one.gguf", one, alpha=ALPHA),
+        "two": write_tiny_lora(lora_dir / "two.gguf", two, alpha=4.0),
+    }
+
+
+@pytest.fixture
+def base(native, files):
+    with Model.from_file(files["base"], native) as model:
+        yield model
+
+
+def logits(model_or_ctx, tokens) -> np.ndarray:
+    """Logits of every position of tokens, decoded from an empty cache."""
+    ctx = model_or_ctx
+    ctx.kv_clear()
+    ctx.decode(tokens, all_logits=True)
+    return np.stack([ctx.logits(i).copy() for i in range(len(tokens))])
+
+
+def merged_logits(native, path, adapters, tokens) -> np.ndarray:
+    write_tiny_llama(path, "F32", transform=merged(adapters))
+    with Model.from_file(path, native) as model, model.context(n_ctx=64, kv_f32=True) as ctx:
+        return logits(ctx, tokens)
+
+
+def test_adapter_equals_merged_weights(native, base, files, pairs, lora_dir):
+    one, _ = pairs
+    tokens = base.tokenize(PROMPT)
+    with base.context(n_ctx=64, kv_f32=True) as ctx:
+        plain = logits(ctx, tokens)
+        adapter = Adapter.from_bytes(base, files["one"].read_bytes())
+        assert adapter.alpha == ALPHA and adapter.name == "one"
+        for scale in (1.0, 0.5, -2.0):
+            ctx.set_adapters([(adapter, scale)])
+            assert ctx.adapters == [(adapter, scale)]
+            with_adapter = logits(ctx, tokens)
+            expected = merged_logits(native, lora_dir / f"merged-{scale}.gguf", [(one, ALPHA, scale)], tokens)
+            error = float(np.abs(with_adapter - expected).max())
+            change = float(np.abs(with_adapter - plain).max())
+            print(f"scale {scale}: adapter vs merged {error:.2e}, adapter vs base {change:.2f}")
+            assert change > 0.1  # the adapter matters, so the comparison means something
+            assert error <= TOLERANCE
+        ctx.clear_adapters()
+        assert ctx.adapters == []
+        assert np.array_equal(logits(ctx, tokens), plain)  # removed: the base model again, bit for bit
+
+
+def test_scale_zero_is_the_base_model(base, files):
+    tokens = base.tokenize(PROMPT)
+    with base.context(n_ctx=64, kv_f32=True) as ctx, Adapter.from_file(base, files["one"]) as adapter:
+        plain = logits(ctx, tokens)
+        ctx.set_adapters({adapter: 0.0})
+        assert np.array_equal(logits(ctx, tokens), plain)
+
+
+def test_two_adapters_stack(native, base, files, pairs, lora_dir):
+    one, two = pairs
+    tokens = base.tokenize(PROMPT)
+    expected = merged_logits(native, lora_dir / "merged-both.gguf", [(one, ALPHA, 0.7), (two, 4.0, 1.5)], tokens)
+    with base.context(n_ctx=64, kv_f32=True) as ctx:
+        plain = logits(ctx, tokens)
+        first = Adapter.from_file(base, files["one"])
+        second = Adapter.from_file(base, files["two"])
+        ctx.set_adapters([(first, 0.7), (second, 1.5)])
+        both = logits(ctx, tokens)
+        assert float(np.abs(both - expected).max()) <= TOLERANCE
+        ctx.set_adapters([(first, 0.7)])  # one taken off: no longer the merge of both
+        assert float(np.abs(logits(ctx, tokens) - expected).max()) > 0.1
+        second.close()
+        first.close()  # closing an applied adapter takes it off the context
+        assert ctx.adapters == []
+        assert np.array_equal(logits(ctx, tokens), plain)
+
+
+def test_changing_adapters_clears_the_cache(base, files):
+    tokens = base.tokenize(PROMPT)
+    with base.context(n_ctx=64) as ctx, Adapter.from_file(base, files["one"]) as adapter:
+        ctx.decode(tokens)
+        ctx.set_adapters([(adapter, 1.0)])
+        assert ctx.n_past == 0  # what the cache held was computed with other weights
+        ctx.decode(tokens)
+        ctx.set_adapters([(adapter, 1.0)])  # the same set: the cache stays
+        assert ctx.n_past == len(tokens)
+
+
+def test_adapters_of_a_closed_model(native, files):
+    model = Model.from_file(files["base"], native)
+    ctx = model.context(n_ctx=32)
+    adapter = Adapter.from_file(model, files["one"])
+    ctx.set_adapters([(adapter, 1.0)])
+    model.close()  # closes the context and the adapter too
+    with pytest.raises(ValueError, match="closed"):
+        adapter.meta("general.name")
+    adapter.close()  # twice is fine
+
+
+def test_misuse_is_refused(native, base, files):
+    with base.context(n_ctx=32) as ctx, Adapter.from_file(base, files["one"]) as adapter, \
+            Model.from_file(files["base"], native) as other:
+        with Adapter.from_file(other, files["one"]) as foreign:
+            with pytest.raises(PocketmindError, match="loaded for another model"):
+                ctx.set_adapters([(foreign, 1.0)])
+        with pytest.raises(PocketmindError, match="given twice"):
+            ctx.set_adapters([(adapter, 1.0), (adapter, 0.5)])
+        with pytest.raises(PocketmindError, match="not a finite number"):
+            ctx.set_adapters([(adapter, float("nan"))])
+        with pytest.raises(TypeError):
+            ctx.set_adapters([(adapter, "1")])
+        assert ctx.adapters == []
+        with pytest.raises(PocketmindError, match="empty"):
+            Adapter.from_bytes(base, b"")
+
+
+def refusal(base, data: bytes) -> str:
+    """Load data as an adapter for base: it must be refused; the model then still runs. Returns the message."""
+    with pytest.raises(PocketmindError) as caught:
+        Adapter.from_bytes(base, data)
+    assert caught.value.status_name == "LOAD"
+    with base.context(n_ctx=32) as ctx:
+        ctx.decode(base.tokenize("the word"))
+        assert np.isfinite(ctx.logits()).all()
+    return str(caught.value)
+
+
+def test_another_architecture_is_refused(base, lora_dir, pairs):
+    path = write_tiny_lora(lora_dir / "gpt2.gguf", pairs[0], architecture="gpt2")
+    assert "for architecture 'gpt2', the model is 'llama'" in refusal(base, path.read_bytes())
+
+
+def test_wrong_shapes_are_refused(base, lora_dir):
+    # the right names, but lora_a reads 32 inputs where attn_q has 64
+    bad = random_lora({"blk.0.attn_q.weight": (64, 32)}, rank=RANK)
+    message = refusal(base, write_tiny_lora(lora_dir / "shape.gguf", bad).read_bytes())
+    assert "tensor 'blk.0.attn_q.weight' has incorrect shape" in message
+    # lora_a and lora_b disagree on the rank
+    a, b = random_lora({"blk.0.attn_q.weight": (64, 64)}, rank=RANK)["blk.0.attn_q.weight"]
+    message = refusal(base, write_tiny_lora(lora_dir / "rank.gguf", {"blk.0.attn_q.weight": (a, b[:, :2])}).read_bytes())
+    assert "lora_a tensor is not transposed" in message
+    # a tensor the model does not have
+    extra = random_lora({"blk.7.attn_q.weight": (64, 64)}, rank=RANK)
+    assert "does not exist in base model" in refusal(base, write_tiny_lora(lora_dir / "extra.gguf", extra).read_bytes())
+
+
+def test_another_base_model_is_refused(base, lora_dir):
+    # made for a llama twice as wide: every shape is off
+    wide = {"blk.0.attn_q.weight": (128, 128), "blk.0.ffn_up.weight": (256, 128)}
+    path = write_tiny_lora(lora_dir / "wide.gguf", random_lora(wide, rank=RANK))
+    assert "has incorrect shape (hint: maybe wrong base model?)" in refusal(base, path.read_bytes())
+    # one that records its base model's width is refused for that, before any tensor is looked at
+    path = write_tiny_lora(lora_dir / "wide-kv.gguf", random_lora(wide, rank=RANK), kv={"llama.embedding_length": 128})
+    assert "made for a base model with n_embd 128, this model has 64" in refusal(base, path.read_bytes())
+
+
+def test_not_an_adapter_is_refused(base, files, lora_dir, pairs):
+    assert "not a GGUF file" in refusal(base, b"definitely not a GGUF file, just some text" * 10)
+    assert "not a GGUF file" in refusal(base, bytes(np.random.default_rng(3).integers(0, 256, 4096, dtype=np.uint8)))
+    # a model is not an adapter (gguf's writer leaves general.type out of a model)
+    assert "not an adapter (general.type is missing, not 'adapter')" in refusal(base, files["base"].read_bytes())
+    no_type = write_tiny_lora(lora_dir / "no-type.gguf", pairs[0], kv={"general.type": None})
+    assert "not an adapter (general.type is missing, not 'adapter')" in refusal(base, no_type.read_bytes())
+    cvec = write_tiny_lora(lora_dir / "cvec.gguf", pairs[0], kv={"adapter.type": "control_vector"})
+    assert "not a LoRA adapter (adapter.type is 'control_vector'" in refusal(base, cvec.read_bytes())
+    bad_alpha = write_tiny_lora(lora_dir / "alpha.gguf", pairs[0], kv={"adapter.lora.alpha": "eight"})
+    assert "adapter.lora.alpha is a str, not a float32" in refusal(base, bad_alpha.read_bytes())
+    empty = write_tiny_lora(lora_dir / "empty.gguf", {})
+    assert "holds no tensors" in refusal(base, empty.read_bytes())
+
+
+def test_truncated_adapters_are_refused(base, files):
+    data = files["one"].read_bytes()
+    # cut in the header, in the metadata, in the tensor table, in the tensor data, one byte short
+    for cut in (10, 100, 300, len(data) // 2, len(data) - 1):
+        message = refusal(base, data[:cut])
+        assert "not a GGUF file, or a damaged or truncated one" in message or \
+            "not within the file bounds, file is corrupted or incomplete" in message, (cut, message)
