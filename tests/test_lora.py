@@ -215,3 +215,37 @@ def test_truncated_adapters_are_refused(base, files):
         message = refusal(base, data[:cut])
         assert "not a GGUF file, or a damaged or truncated one" in message or \
             "not within the file bounds, file is corrupted or incomplete" in message, (cut, message)
+
+
+@pytest.mark.parametrize("variant", ["wasm-st", "wasm-mt"])
+def test_wasm_gives_the_native_logits(native, base, files, run_wasm, tmp_path, variant):
+    """The same adapters in the WebAssembly modules (loaded from wasm memory, under Node) give the native logits
+    within test_wasm_parity's bound for F32 models; a refused adapter is an error and leaves the module usable."""
+    tokens = base.tokenize(PROMPT).tolist()
+    stacked = [{"file": str(files["one"]), "scale": 0.7}, {"file": str(files["two"]), "scale": 1.5}]
+    outs = [tmp_path / f"{name}.bin" for name in ("plain", "stacked", "one", "after")]
+    garbage = tmp_path / "garbage.gguf"
+    garbage.write_bytes(b"not an adapter" * 50)
+    results = run_wasm(variant, files["base"], [
+        {"op": "logits", "tokens": tokens, "out": str(outs[0])},
+        {"op": "adapters", "adapters": stacked},
+        {"op": "logits", "tokens": tokens, "out": str(outs[1])},
+        {"op": "adapters", "adapters": stacked[:1]},
+        {"op": "logits", "tokens": tokens, "out": str(outs[2])},
+        {"op": "adapters", "adapters": [{"file": str(garbage), "scale": 1.0}]},
+        {"op": "logits", "tokens": tokens, "out": str(outs[3])},
+    ], n_ctx=64, threads=2 if variant == "wasm-mt" else 1, kv_f32=True)
+    assert results[2] == {"op": "adapters", "n": 2} and results[4] == {"op": "adapters", "n": 1}
+    assert "not a GGUF file" in results[6]["error"]
+    wasm = [np.fromfile(out, dtype=np.float32).reshape(len(tokens), -1) for out in outs]
+    with base.context(n_ctx=64, kv_f32=True) as ctx:
+        first, second = Adapter.from_file(base, files["one"]), Adapter.from_file(base, files["two"])
+        expected = [logits(ctx, tokens)]
+        ctx.set_adapters([(first, 0.7), (second, 1.5)])
+        expected.append(logits(ctx, tokens))
+        ctx.set_adapters([(first, 0.7)])
+        expected.append(logits(ctx, tokens))
+    expected.append(expected[0])
+    for got, want in zip(wasm, expected):
+        assert float(np.abs(got - want).max()) < 1e-4  # test_wasm_parity's EXACT_BOUND for F32
+    assert float(np.abs(wasm[1] - wasm[0]).max()) > 0.1
