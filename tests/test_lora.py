@@ -3,10 +3,14 @@ logits of a model whose weights had it merged in numpy; removing it gives the ba
 mismatched or damaged adapters are refused with a message that says why."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
+from counting_backend import CountingBackend, load_like_the_worker
 from pocketmind import Adapter, Model, PocketmindError
+from pocketmind.chat_service import ChatService
 from tiny_gguf import TINY_SHAPES, merged, random_lora, write_tiny_llama, write_tiny_lora
 
 ALPHA = 8.0
@@ -249,3 +253,61 @@ def test_wasm_gives_the_native_logits(native, base, files, run_wasm, tmp_path, v
     for got, want in zip(wasm, expected):
         assert float(np.abs(got - want).max()) < 1e-4  # test_wasm_parity's EXACT_BOUND for F32
     assert float(np.abs(wasm[1] - wasm[0]).max()) > 0.1
+
+
+# ---- the chat service (what the chat page's worker calls) ----
+
+def add_like_the_worker(service, backend, path, scale=1.0):
+    """Copy the adapter into library memory, hand it to add_adapter, free the buffer: (adapters JSON or None,
+    error message or None)."""
+    data = path.read_bytes()
+    buffer = backend.call("pm_buffer_alloc", len(data))
+    backend.write(buffer, data)
+    try:
+        return json.loads(service.add_adapter(buffer, len(data), scale)), None
+    except Exception as e:
+        return None, str(e)
+    finally:
+        backend.call("pm_buffer_free", buffer)
+
+
+def test_chat_service_adds_and_removes_adapters(native, files, pairs, lora_dir):
+    request = json.dumps({"messages": [{"role": "user", "content": "what is the word"}], "max_tokens": 12,
+                          "settings": {"temperature": 0}})
+    backend = CountingBackend(native)
+    service, error = load_like_the_worker(ChatService, backend, files["base"], n_ctx=256)
+    assert error is None
+    plain = service.answer(request)["done"]["tokens"]
+
+    listed, error = add_like_the_worker(service, backend, files["one"], scale=1.0)
+    assert error is None and listed == {"adapters": [{"id": 1, "name": "one", "alpha": ALPHA, "scale": 1.0}]}
+    adapted = service.answer(request)["done"]["tokens"]
+    merged_path = write_tiny_llama(lora_dir / "merged-chat.gguf", "F32", transform=merged([(pairs[0], ALPHA, 1.0)]))
+    with Model.from_file(merged_path, native) as model:
+        assert adapted == ChatService(model, n_ctx=256).answer(request)["done"]["tokens"]
+    assert adapted != plain
+
+    # a refused adapter: the library's reason, the buffer freed once (by the caller), the adapters as they were
+    garbage = lora_dir / "garbage.gguf"
+    garbage.write_bytes(b"garbage" * 100)
+    live = set(backend.live)
+    listed, error = add_like_the_worker(service, backend, garbage)
+    assert listed is None and "not a GGUF file" in error
+    assert backend.bad_frees == [] and backend.live == live
+    assert [a["id"] for a in json.loads(service.adapters_json())["adapters"]] == [1]
+
+    service.start(request)  # no changes while an answer runs
+    with pytest.raises(RuntimeError, match="an answer is running"):
+        service.set_adapter_scale(1, 0.5)
+    while service.step() is not None:
+        pass
+
+    assert json.loads(service.set_adapter_scale(1, 0.0))["adapters"][0]["scale"] == 0.0
+    assert service.answer(request)["done"]["tokens"] == plain
+    with pytest.raises(ValueError, match="finite number"):
+        service.set_adapter_scale(1, float("inf"))
+    assert json.loads(service.remove_adapter(1)) == {"adapters": []}
+    with pytest.raises(KeyError):
+        service.remove_adapter(1)
+    assert service.answer(request)["done"]["tokens"] == plain
+    service.close()

@@ -476,16 +476,26 @@ class Adapter(_Handle):
         size = len(data)
         if size == 0:
             raise PocketmindError(-1, "the adapter data is empty")
-        buffer = int(backend.call("pm_buffer_alloc", size + 8))
+        buffer = int(backend.call("pm_buffer_alloc", size))
         if not buffer:
             raise MemoryError(f"cannot allocate {size} bytes for the adapter")
         try:
             backend.write(buffer, data)
-            out = buffer + size  # 8 bytes after the data: the handle
-            check(backend, backend.call("pm_adapter_load_buffer", model.ptr, buffer, size, out))
-            ptr = _read_pointer(backend, out)
+            return cls.from_buffer(model, buffer, size)
         finally:
             backend.call("pm_buffer_free", buffer)
+
+    @classmethod
+    def from_buffer(cls, model: Model, buffer: int, size: int) -> Adapter:
+        """Load a GGUF LoRA adapter from library memory. The buffer stays the caller's (free it after this call,
+        whether it succeeded or not): the adapter keeps copies of its tensors."""
+        scratch = _Scratch(model.backend)
+        try:
+            out = scratch.get(8)
+            check(model.backend, model.backend.call("pm_adapter_load_buffer", model.ptr, buffer, size, out))
+            ptr = _read_pointer(model.backend, out)
+        finally:
+            scratch.release()
         return cls(model, ptr)
 
     @classmethod
