@@ -187,6 +187,25 @@ def test_wrong_shapes_are_refused(base, lora_dir):
     assert "does not exist in base model" in refusal(base, write_tiny_lora(lora_dir / "extra.gguf", extra).read_bytes())
 
 
+def test_token_embedding_adapters_need_one_rank(base, lora_dir):
+    # llama.cpp stores the token embeddings' pair the other way round (A: rank x n_vocab) and checks no rank there
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((base.n_vocab, 4)).astype(np.float32)
+    b = rng.standard_normal((64, 4)).astype(np.float32)
+    good = write_tiny_lora(lora_dir / "embd.gguf", {"token_embd.weight": (a, b)})
+    with base.context(n_ctx=32) as ctx, Adapter.from_file(base, good) as adapter:
+        ctx.set_adapters([(adapter, 1.0)])
+        ctx.decode(base.tokenize("the word"))
+        assert np.isfinite(ctx.logits()).all()
+    bad = write_tiny_lora(lora_dir / "embd-rank.gguf", {"token_embd.weight": (a, b[:, :2])})
+    assert "the rank of 'token_embd.weight.lora_a' (4) differs from its lora_b's (2)" in refusal(base, bad.read_bytes())
+
+
+def test_integer_tensors_are_refused(base, lora_dir, pairs):
+    path = write_tiny_lora(lora_dir / "int.gguf", pairs[0], dtype=np.int32)
+    assert "is of type i32, not a floating-point or quantized one" in refusal(base, path.read_bytes())
+
+
 def test_another_base_model_is_refused(base, lora_dir):
     # made for a llama twice as wide: every shape is off
     wide = {"blk.0.attn_q.weight": (128, 128), "blk.0.ffn_up.weight": (256, 128)}

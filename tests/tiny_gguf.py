@@ -164,11 +164,11 @@ def random_lora(targets: dict[str, tuple[int, int]], rank: int = 4, seed: int = 
 
 
 def write_tiny_lora(path: str | Path, pairs: dict[str, tuple[np.ndarray, np.ndarray]], alpha: float = 8.0,
-                    architecture: str = "llama", kv: dict[str, object] | None = None) -> Path:
+                    architecture: str = "llama", kv: dict[str, object] | None = None, dtype=np.float32) -> Path:
     """A GGUF LoRA adapter as llama.cpp's convert_lora_to_gguf.py writes one: general.type = adapter,
     adapter.type = lora, adapter.lora.alpha, and F32 tensors "<base name>.lora_a" / ".lora_b". gguf reverses numpy's
     dimension order, so A (rank, n_in) is stored with ne = [n_in, rank], as llama.cpp expects. kv: more keys
-    (strings, floats, ints), or None as a value to leave a standard key out."""
+    (strings, floats, ints), or None as a value to leave a standard key out. dtype: of the tensors as stored."""
     path = Path(path)
     w = gguf.GGUFWriter(str(path), architecture)
     keys: dict[str, object] = {"general.type": "adapter", "adapter.type": "lora", "adapter.lora.alpha": float(alpha),
@@ -184,8 +184,8 @@ def write_tiny_lora(path: str | Path, pairs: dict[str, tuple[np.ndarray, np.ndar
         else:
             w.add_uint32(key, int(value))
     for name, (a, b) in pairs.items():
-        w.add_tensor(f"{name}.lora_a", np.ascontiguousarray(a, dtype=np.float32))
-        w.add_tensor(f"{name}.lora_b", np.ascontiguousarray(b, dtype=np.float32))
+        w.add_tensor(f"{name}.lora_a", np.ascontiguousarray(a, dtype=dtype))
+        w.add_tensor(f"{name}.lora_b", np.ascontiguousarray(b, dtype=dtype))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

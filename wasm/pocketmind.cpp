@@ -364,6 +364,23 @@ int32_t check_adapter(const pm_model * m, const char * path, const std::string &
         if (t->ne[2] != 1 || t->ne[3] != 1) {
             return fail(PM_ERR_LOAD, what + ": tensor '" + t->name + "' is not a matrix");
         }
+        const bool usable = t->type == GGML_TYPE_F32 || t->type == GGML_TYPE_F16 || t->type == GGML_TYPE_BF16 ||
+                            ggml_is_quantized(t->type);
+        if (!usable) {
+            return fail(PM_ERR_LOAD, what + ": tensor '" + t->name + "' is of type " + ggml_type_name(t->type) +
+                                         ", not a floating-point or quantized one");
+        }
+        // llama.cpp checks that lora_a and lora_b agree on the rank, except for the token embeddings (stored
+        // the other way round): a mismatch there would fail inside the graph
+        const std::string name = t->name;
+        const std::string embd = "token_embd.weight.lora_a";
+        if (name.size() >= embd.size() && name.compare(name.size() - embd.size(), embd.size(), embd) == 0) {
+            const ggml_tensor * b = ggml_get_tensor(meta, (name.substr(0, name.size() - 1) + "b").c_str());
+            if (b && b->ne[0] != t->ne[0]) {
+                return fail(PM_ERR_LOAD, what + ": the rank of '" + name + "' (" + std::to_string(t->ne[0]) +
+                                             ") differs from its lora_b's (" + std::to_string(b->ne[0]) + ")");
+            }
+        }
     }
     return PM_OK;
 }
