@@ -8,9 +8,8 @@
 #include "llama.h"
 
 #include <algorithm>
-#include <cmath>
-
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdint>
 #include <cstdlib>
@@ -325,20 +324,24 @@ int32_t check_adapter(const pm_model * m, const char * path, const std::string &
     }
     bool bad = false;
     const std::string type = gguf_string(g.get(), "general.type", &bad);
+    const auto shown = [&](const std::string & value) {
+        return bad ? std::string("not a string") : value.empty() ? std::string("missing") : "'" + value + "'";
+    };
     if (bad || type != "adapter") {
-        return fail(PM_ERR_LOAD, what + ": not an adapter (general.type is " +
-                                     (type.empty() ? std::string("missing") : "'" + type + "'") + ", not 'adapter')");
+        return fail(PM_ERR_LOAD, what + ": not an adapter (general.type is " + shown(type) + ", not 'adapter')");
     }
     const std::string kind = gguf_string(g.get(), "adapter.type", &bad);
     if (bad || kind != "lora") {
-        return fail(PM_ERR_LOAD, what + ": not a LoRA adapter (adapter.type is " +
-                                     (kind.empty() ? std::string("missing") : "'" + kind + "'") + ", not 'lora')");
+        return fail(PM_ERR_LOAD, what + ": not a LoRA adapter (adapter.type is " + shown(kind) + ", not 'lora')");
     }
     const std::string arch = gguf_string(g.get(), "general.architecture", &bad);
     std::string model_arch;
     get_string([&](char * b, size_t n) { return llama_model_meta_val_str(m->model, "general.architecture", b, n); },
                model_arch);
-    if (bad || arch != model_arch) {
+    if (bad || arch.empty()) {
+        return fail(PM_ERR_LOAD, what + ": it names no architecture (general.architecture is " + shown(arch) + ")");
+    }
+    if (arch != model_arch) {
         return fail(PM_ERR_LOAD, what + ": it is for architecture '" + arch + "', the model is '" + model_arch + "'");
     }
     const int64_t alpha = gguf_find_key(g.get(), "adapter.lora.alpha");
