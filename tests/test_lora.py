@@ -273,8 +273,9 @@ def test_wasm_gives_the_native_logits(native, base, files, run_wasm, tmp_path, v
         ctx.set_adapters([(first, 0.7)])
         expected.append(logits(ctx, tokens))
     expected.append(expected[0])
-    for got, want in zip(wasm, expected):
-        assert float(np.abs(got - want).max()) < 1e-4  # test_wasm_parity's EXACT_BOUND for F32
+    differences = [float(np.abs(got - want).max()) for got, want in zip(wasm, expected)]
+    print(f"{variant} vs native, max |logit difference| (base, two adapters, one, after a refusal): {differences}")
+    assert max(differences) < 1e-4  # test_wasm_parity's EXACT_BOUND for F32
     assert float(np.abs(wasm[1] - wasm[0]).max()) > 0.1
 
 
