@@ -9,9 +9,11 @@
 //   const chat = client.conversation();
 //   const done = await chat.ask(text, { system, settings, maxTokens, onText, onPrompt });
 //   chat.stop(); chat.reset();
+//   await client.setAdapter(adapter, scale);           // adapter: {url, bytes, sha256} or null; -> [{id, name, ...}]
 //
 // Requests (chat-worker.js): boot {id, config, model} -> loaded | load {id, model} -> loaded
 //   | ask {id, request} -> prompt*, text*, done | bench {id, n_prompt, n_gen} -> bench
+//   | adapter {id, adapter, scale} -> result {adapters}
 "use strict";
 import { WorkerClient } from "./worker-client.js";
 
@@ -92,6 +94,15 @@ export class ChatClient extends WorkerClient {
 
   conversation() {
     return new Conversation(this);
+  }
+
+  // Apply a LoRA adapter to the loaded model (queued behind answers and loads), replacing the one applied before;
+  // null removes it. A new model, or a fresh worker after a crash, starts without one.
+  setAdapter(adapter, scale = 1) {
+    return this._enqueue(() => {
+      if (!this.card) throw new Error("no model is loaded");
+      return this._send(this._worker, "adapter", { adapter, scale }).answer.then((data) => data.adapters);
+    });
   }
 
   bench(nPrompt, nGen) {

@@ -48,6 +48,27 @@ async function attach(id, { buffer, size, fromCache, stored, storeError }) {
   postMessage({ type: "loaded", id, card: JSON.parse(service.card_json()), fromCache, stored, storeError });
 }
 
+// Apply one LoRA adapter ({url, bytes, sha256}, fetched through the model store like a model) at `scale`, in place
+// of the adapters applied before; null removes them. The buffer is ours again once add_adapter returns.
+async function setAdapter(id, { adapter, scale }) {
+  if (!service) throw new Error("no model is loaded");
+  for (const { id: old } of JSON.parse(service.adapters_json()).adapters) service.remove_adapter(old);
+  let listed = service.adapters_json();
+  if (adapter) {
+    const { M, A } = engine;
+    const { buffer, size } = await downloadModel(M, A, adapter, (loaded, total, how) =>
+      postMessage({ type: "progress", id, what: "adapter", loaded, total, fromCache: !!(how && how.fromCache) }));
+    try {
+      listed = service.add_adapter(buffer, size, scale);
+    } catch (e) {
+      throw new Error(pythonMessage(e));
+    } finally {
+      M._pm_buffer_free(buffer);
+    }
+  }
+  postMessage({ type: "result", id, ...JSON.parse(listed) });
+}
+
 function ask(id, request) {
   if (!service) throw new Error("no model is loaded");
   return streamSteps(id, service, () => service.start(JSON.stringify(request)));
@@ -73,6 +94,7 @@ serve({
     await attach(id, await download(id, model));
   },
   ask: (id, { request }) => ask(id, request),
+  adapter: setAdapter,
   bench: async (id, { n_prompt: nPrompt, n_gen: nGen }) => {
     if (!service) throw new Error("no model is loaded");
     postMessage({ type: "bench", id, ...JSON.parse(service.bench(nPrompt, nGen)) });

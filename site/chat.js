@@ -15,6 +15,7 @@ const STAGES = { engine: "engine started", python: "Python started", glue: "glue
 // the Settings inputs and the sampling setting each one holds
 const SETTINGS = { temperature: "temperature", "top-p": "top_p", "repeat-penalty": "repeat_penalty" };
 let writing = null; // the assistant message element being written
+let adapting = false; // an adapter is being applied
 let booted = 0;
 
 function showError(message) {
@@ -27,6 +28,7 @@ function render() {
   $("send").disabled = Boolean(writing) || !usable;
   $("stop").disabled = !writing;
   $("model").disabled = Boolean(writing) || client.loading; // one load at a time, never under an answer
+  for (const id of ["adapter", "adapter-scale", "adapter-file"]) $(id).disabled = Boolean(writing) || !usable || adapting;
   $("new-chat").disabled = chat.history.length === 0 && !writing;
 }
 
@@ -59,6 +61,7 @@ client.addEventListener("stage", ({ detail }) => {
   $("boot-text").textContent = `${STAGES[detail.stage] || detail.stage} (${detail.seconds.toFixed(1)} s)`;
 });
 client.addEventListener("progress", ({ detail }) => {
+  if (detail.what !== "model") return;
   $("model-progress").value = detail.loaded / detail.total;
   $("model-text").textContent = progressText(detail);
 });
@@ -82,6 +85,68 @@ client.addEventListener("state", () => {
   if (!client.card) window.pocketmindChat.card = null;
   render();
 });
+// a newly loaded model, or a fresh worker, starts without an adapter
+client.addEventListener("loaded", () => showAdapters([]));
+client.addEventListener("restart", () => showAdapters([]));
+
+// ---- LoRA adapters: kept in the model store under adapters/<file name>, applied one at a time ----
+
+const ADAPTERS = "adapters/";
+const adapterUrl = (name) => new URL(ADAPTERS + encodeURIComponent(name), location.href).href;
+
+function showAdapters(list) {
+  window.pocketmindChat.adapters = list;
+  if (list.length === 0) $("adapter").value = "";
+  $("adapter-status").textContent = list.map((a) => `${a.name} applied at scale ${a.scale}` +
+    (a.alpha != null ? ` (alpha ${a.alpha})` : "")).join("; ");
+  return list;
+}
+
+// The adapters in the model store become the menu's entries (after "None").
+async function listAdapters() {
+  const prefix = new URL(ADAPTERS, location.href).href;
+  const stored = (await pocketmindModelStore.listModels()).filter((m) => m.url.startsWith(prefix));
+  const chosen = $("adapter").value;
+  $("adapter").replaceChildren($("adapter").options[0]);
+  for (const m of stored) {
+    const option = document.createElement("option");
+    option.value = m.url;
+    option.dataset.bytes = String(m.size);
+    option.dataset.sha256 = m.sha256 || "";
+    option.textContent = decodeURIComponent(m.url.slice(prefix.length)); // text, never HTML
+    $("adapter").append(option);
+  }
+  $("adapter").value = stored.some((m) => m.url === chosen) ? chosen : "";
+  return stored;
+}
+
+// Apply the adapter chosen in the menu (none: remove it) at the scale given.
+function applyAdapter() {
+  const option = $("adapter").selectedOptions[0];
+  const adapter = option && option.value
+    ? { url: option.value, bytes: Number(option.dataset.bytes), sha256: option.dataset.sha256 || undefined } : null;
+  showError("");
+  adapting = true;
+  render();
+  return client.setAdapter(adapter, Number($("adapter-scale").value)).then(showAdapters, (e) => {
+    showError(e.message);
+    $("adapter").value = "";
+    showAdapters([]);
+    throw e;
+  }).finally(() => {
+    adapting = false;
+    render();
+  });
+}
+
+// A file the person picked: kept in the model store, then applied.
+async function addAdapterFile(file) {
+  const stored = await pocketmindModelStore.storeModel(adapterUrl(file.name), new Uint8Array(await file.arrayBuffer()));
+  await listAdapters();
+  storage.refresh().catch(() => {});
+  $("adapter").value = stored.url;
+  return applyAdapter();
+}
 client.addEventListener("restart", ({ detail }) => {
   showError(detail.message);
   $("runtime").textContent = detail.reloading ? "Restarting the engine…" : "The engine stopped.";
@@ -144,6 +209,13 @@ window.pocketmindChat = {
   newChat,
   bench: (nPrompt, nGen) => client.bench(nPrompt, nGen),
   use,
+  adapters: [],
+  // apply a stored adapter by file name (null: none) at a scale
+  adapter: (name, scale = 1) => {
+    $("adapter").value = name ? adapterUrl(name) : "";
+    $("adapter-scale").value = String(scale);
+    return applyAdapter();
+  },
 };
 
 $("ask").addEventListener("submit", (event) => {
@@ -162,6 +234,14 @@ $("prompt").addEventListener("keydown", (event) => {
 $("stop").addEventListener("click", () => chat.stop());
 $("new-chat").addEventListener("click", newChat);
 $("model").addEventListener("change", () => use($("model").value).catch(() => {}));
+$("adapter").addEventListener("change", () => applyAdapter().catch(() => {}));
+$("adapter-scale").addEventListener("change", () => { if ($("adapter").value) applyAdapter().catch(() => {}); });
+$("adapter-file").addEventListener("change", () => {
+  const file = $("adapter-file").files[0];
+  $("adapter-file").value = "";
+  if (file) addAdapterFile(file).catch((e) => showError(e.message));
+});
+listAdapters().catch(() => {});
 showEmbedSnippet($("embed-snippet"), $("model"));
 
 function renderOffline() {

@@ -12,6 +12,8 @@
 //       neither size nor Content-Length is known.
 //     stored: the model is now in Cache Storage; storeError: why not (e.g. quota), the load itself succeeded.
 //     cacheError: why a cached copy was discarded before this download (a failed check), else null.
+//   storeModel(url, bytes) -> {url, size, sha256}: keep bytes the person chose (a LoRA adapter from a file) under
+//     url, as if downloaded from there: fetchModel(url, {sha256}) then finds them, offline too.
 //   listModels() -> [{url, size, sha256, storedAt}]      deleteModel(url) -> bool
 //   storageEstimate() -> {usage, quota} | null           requestPersistence() -> bool | null
 //   new Sha256().update(bytes)...digest() -> hex         (incremental; crypto.subtle has no streaming digest)
@@ -345,6 +347,22 @@ var pocketmindModelStore = (function () {
       storeError: got.storeError, cacheError: discarded };
   }
 
+  // -> {url, size, sha256}; throws where Cache Storage is unavailable or full
+  async function storeModel(url, bytes) {
+    url = absolute(url);
+    const { cache, error } = await openCache();
+    if (!cache) throw new Error(error);
+    const sha256 = new Sha256().update(bytes).digest();
+    const headers = { "Content-Type": "application/octet-stream", "Content-Length": String(bytes.length),
+      [H_SIZE]: String(bytes.length), [H_SHA]: sha256, [H_AT]: new Date().toISOString() };
+    try {
+      await cache.put(url, new Response(bytes, { status: 200, headers }));
+    } catch (e) {
+      throw new Error(`cannot keep ${url}: ${describeStoreError(e)}`);
+    }
+    return { url, size: bytes.length, sha256 };
+  }
+
   // -> [{url, size, sha256, storedAt}] (size and sha256 null where unknown), in storage order
   async function listModels() {
     const { cache } = await openCache();
@@ -394,7 +412,7 @@ var pocketmindModelStore = (function () {
     }
   }
 
-  return { CACHE_NAME, Sha256, fetchModel, listModels, deleteModel, storageEstimate, requestPersistence };
+  return { CACHE_NAME, Sha256, fetchModel, storeModel, listModels, deleteModel, storageEstimate, requestPersistence };
 })();
 
 if (typeof self !== "undefined") self.pocketmindModelStore = pocketmindModelStore;

@@ -58,9 +58,11 @@ def write_parrot_llama(path: str | Path, text: str, quant: str = "F32") -> Path:
 def write_tiny_llama(path: str | Path, quant: str = "F16", seed: int = 0, n_layer: int = 2, n_embd: int = 64,
                      n_head: int = 4, n_head_kv: int = 2, n_ff: int = 128, n_ctx: int = 256,
                      chat_template: str | None = CHATML_TEMPLATE, extra_tokens: list[str] | None = None,
-                     parrot: bool = False, sampling: dict[str, float] | None = None) -> Path:
+                     parrot: bool = False, sampling: dict[str, float] | None = None,
+                     transform=None) -> Path:
     """sampling: recommended settings written as general.sampling.<name> through gguf's own add_sampling_<name>
-    (temp, top_k, top_p, min_p, penalty_repeat, penalty_last_n, ...)."""
+    (temp, top_k, top_p, min_p, penalty_repeat, penalty_last_n, ...). transform(name, array) -> array: changes
+    tensors before they are written (e.g. a LoRA merged into the weights); the random draws stay the same."""
     path = Path(path)
     rng = np.random.default_rng(seed)
     tokens, scores, types = vocabulary()
@@ -102,6 +104,8 @@ def write_tiny_llama(path: str | Path, quant: str = "F16", seed: int = 0, n_laye
         return (rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
 
     def add(name: str, data: np.ndarray, quantize: bool = True) -> None:
+        if transform is not None:
+            data = transform(name, data)
         if quantize and quant != "F32":
             qtype = QUANTS[quant]
             w.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
@@ -139,6 +143,68 @@ def write_tiny_llama(path: str | Path, quant: str = "F16", seed: int = 0, n_laye
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+# Shapes (rows = outputs, cols = inputs, numpy's order) of write_tiny_llama's matrices at its default sizes.
+TINY_SHAPES = {"attn_q": (64, 64), "attn_k": (32, 64), "attn_v": (32, 64), "attn_output": (64, 64),
+               "ffn_gate": (128, 64), "ffn_up": (128, 64), "ffn_down": (64, 128)}
+
+
+def random_lora(targets: dict[str, tuple[int, int]], rank: int = 4, seed: int = 1,
+                size: float = 0.5) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """LoRA pairs for base tensors: {"blk.0.attn_q.weight": (rows, cols)} -> {name: (A, B)} with A of shape
+    (rank, cols) and B of shape (rows, rank) (numpy's order), so that the update to the weight is B @ A."""
+    rng = np.random.default_rng(seed)
+    pairs = {}
+    for name, (rows, cols) in targets.items():
+        a = (rng.standard_normal((rank, cols)) / np.sqrt(cols)).astype(np.float32)
+        b = (size * rng.standard_normal((rows, rank)) / np.sqrt(rank)).astype(np.float32)
+        pairs[name] = (a, b)
+    return pairs
+
+
+def write_tiny_lora(path: str | Path, pairs: dict[str, tuple[np.ndarray, np.ndarray]], alpha: float = 8.0,
+                    architecture: str = "llama", kv: dict[str, object] | None = None, dtype=np.float32) -> Path:
+    """A GGUF LoRA adapter as llama.cpp's convert_lora_to_gguf.py writes one: general.type = adapter,
+    adapter.type = lora, adapter.lora.alpha, and F32 tensors "<base name>.lora_a" / ".lora_b". gguf reverses numpy's
+    dimension order, so A (rank, n_in) is stored with ne = [n_in, rank], as llama.cpp expects. kv: more keys
+    (strings, floats, ints), or None as a value to leave a standard key out. dtype: of the tensors as stored."""
+    path = Path(path)
+    w = gguf.GGUFWriter(str(path), architecture)
+    keys: dict[str, object] = {"general.type": "adapter", "adapter.type": "lora", "adapter.lora.alpha": float(alpha),
+                               "general.name": path.stem}
+    keys.update(kv or {})
+    for key, value in keys.items():
+        if value is None:
+            continue
+        if isinstance(value, str):
+            w.add_string(key, value)
+        elif isinstance(value, float):
+            w.add_float32(key, value)
+        else:
+            w.add_uint32(key, int(value))
+    for name, (a, b) in pairs.items():
+        w.add_tensor(f"{name}.lora_a", np.ascontiguousarray(a, dtype=dtype))
+        w.add_tensor(f"{name}.lora_b", np.ascontiguousarray(b, dtype=dtype))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def merged(adapters: list[tuple[dict[str, tuple[np.ndarray, np.ndarray]], float, float]]):
+    """A write_tiny_llama transform that folds LoRA adapters into the weights: for each (pairs, alpha, scale),
+    W + scale * alpha / rank * B @ A (computed in float64, stored as float32)."""
+    def transform(name: str, data: np.ndarray) -> np.ndarray:
+        total = data.astype(np.float64)
+        for pairs, alpha, scale in adapters:
+            if name in pairs:
+                a, b = pairs[name]
+                total = total + scale * alpha / a.shape[0] * (b.astype(np.float64) @ a.astype(np.float64))
+        return total.astype(np.float32)
+
+    return transform
 
 
 if __name__ == "__main__":

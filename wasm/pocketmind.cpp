@@ -4,9 +4,12 @@
 
 #include "ggml-cpu.h"
 #include "ggml.h"
+#include "gguf.h"
 #include "llama.h"
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdint>
 #include <cstdlib>
@@ -37,6 +40,7 @@ struct pm_model {
     llama_model * model = nullptr;
     const llama_vocab * vocab = nullptr;
     std::string buffer_path;  // the file that stands for a loaded buffer, removed on free
+    std::vector<pm_adapter *> adapters;  // loaded for this model: llama_model_free releases their llama.cpp part
 
     pm_model() = default;
     pm_model(const pm_model &) = delete;
@@ -51,12 +55,29 @@ struct pm_model {
     }
 };
 
+// A LoRA adapter loaded for one model. Contexts that apply it are listed, so that freeing it (or its model)
+// first takes it off them: llama.cpp's contexts keep bare pointers to the adapters they apply.
+struct pm_adapter {
+    pm_model * owner = nullptr;  // NULL once the model is freed
+    llama_adapter_lora * lora = nullptr;
+    std::vector<pm_context *> users;
+
+    pm_adapter() = default;
+    pm_adapter(const pm_adapter &) = delete;
+    pm_adapter & operator=(const pm_adapter &) = delete;
+    ~pm_adapter() {
+        if (lora) {
+            llama_adapter_lora_free(lora);  // also drops it from its model's list
+        }
+    }
+};
+
 struct pm_context {
     pm_model * owner = nullptr;
     llama_context * ctx = nullptr;
     ggml_threadpool * threadpool = nullptr;
-    // The batch's arrays live in vectors (one sequence id per token): unlike llama_batch_init's unchecked mallocs, running
-    // out of memory here throws, and the context is released.
+    // The batch's arrays live in vectors (one sequence id per token): unlike llama_batch_init's unchecked mallocs,
+    // running out of memory here throws, and the context is released.
     llama_batch batch{};
     std::vector<llama_token> batch_token;
     std::vector<llama_pos> batch_pos;
@@ -69,11 +90,16 @@ struct pm_context {
     int32_t last_n = 0;             // tokens in the last pm_decode
     bool last_all = false;          // whether it kept every position's logits
     std::vector<float> all_logits;  // every position's logits when the decode took several batches
+    std::vector<pm_adapter *> adapters;  // LoRA adapters applied, with their scales
+    std::vector<float> adapter_scales;
 
     pm_context() = default;
     pm_context(const pm_context &) = delete;
     pm_context & operator=(const pm_context &) = delete;
     ~pm_context() {
+        for (pm_adapter * a : adapters) {
+            a->users.erase(std::remove(a->users.begin(), a->users.end(), this), a->users.end());
+        }
         if (ctx) {
             llama_detach_threadpool(ctx);
             llama_free(ctx);
@@ -81,6 +107,26 @@ struct pm_context {
         if (threadpool) {
             ggml_threadpool_free(threadpool);
         }
+    }
+
+    // Hand the adapter list to llama.cpp (which rebuilds its graph on the next decode if the list changed).
+    void apply_adapters() {
+        std::vector<llama_adapter_lora *> loras;
+        for (pm_adapter * a : adapters) {
+            loras.push_back(a->lora);
+        }
+        llama_set_adapters_lora(ctx, loras.data(), loras.size(), adapter_scales.data());
+    }
+
+    // Stop applying adapter a (freed, or its model is).
+    void drop_adapter(const pm_adapter * a) {
+        for (size_t i = adapters.size(); i-- > 0;) {
+            if (adapters[i] == a) {
+                adapters.erase(adapters.begin() + i);
+                adapter_scales.erase(adapter_scales.begin() + i);
+            }
+        }
+        apply_adapters();
     }
 
     void alloc_batch(int32_t n) {
@@ -230,9 +276,133 @@ struct fd_closer {
     int fd;
     ~fd_closer() { close(fd); }
 };
+
+// Natively the loaders want a file: an anonymous in-memory file holding a copy of the bytes. On success *fd is
+// open (the caller closes it) and *path names it.
+int32_t memfd_copy(const void * data, size_t size, const char * name, int * fd, std::string * path) {
+    *fd = memfd_create(name, MFD_CLOEXEC);
+    if (*fd < 0) {
+        return fail(PM_ERR_INTERNAL, std::string("memfd_create failed: ") + strerror(errno));
+    }
+    const char * p = (const char *) data;
+    size_t left = size;
+    while (left > 0) {
+        ssize_t n = write(*fd, p, left);
+        if (n <= 0) {
+            const int saved = errno;
+            close(*fd);
+            *fd = -1;
+            return fail(PM_ERR_INTERNAL, std::string("writing the buffer failed: ") + strerror(saved));
+        }
+        p += n;
+        left -= (size_t) n;
+    }
+    *path = "/proc/self/fd/" + std::to_string(*fd);
+    return PM_OK;
+}
 #endif
 
 std::string buffer_label(size_t size) { return "from a buffer of " + std::to_string(size) + " bytes"; }
+
+// A string-valued GGUF key, "" when absent; *wrong_type when it is there but not a string.
+std::string gguf_string(const gguf_context * g, const char * key, bool * wrong_type) {
+    const int64_t id = gguf_find_key(g, key);
+    *wrong_type = id >= 0 && gguf_get_kv_type(g, id) != GGUF_TYPE_STRING;
+    return id < 0 || *wrong_type ? std::string() : std::string(gguf_get_val_str(g, id));
+}
+
+// What llama.cpp's adapter loader does not check itself, or reports less clearly (it names neither architecture,
+// and reads some keys with an abort on a wrong type): refuse those adapters with a message saying why.
+int32_t check_adapter(const pm_model * m, const char * path, const std::string & label) {
+    ggml_context * meta = nullptr;
+    gguf_init_params params = {/*no_alloc =*/ true, /*ctx =*/ &meta};
+    std::unique_ptr<gguf_context, decltype(&gguf_free)> g(gguf_init_from_file(path, params), gguf_free);
+    std::unique_ptr<ggml_context, decltype(&ggml_free)> tensors(meta, ggml_free);
+    const std::string what = "cannot load adapter " + label;
+    if (!g || !meta) {
+        return fail(PM_ERR_LOAD, what + ": not a GGUF file, or a damaged or truncated one");
+    }
+    bool bad = false;
+    const std::string type = gguf_string(g.get(), "general.type", &bad);
+    const auto shown = [&](const std::string & value) {
+        return bad ? std::string("not a string") : value.empty() ? std::string("missing") : "'" + value + "'";
+    };
+    if (bad || type != "adapter") {
+        return fail(PM_ERR_LOAD, what + ": not an adapter (general.type is " + shown(type) + ", not 'adapter')");
+    }
+    const std::string kind = gguf_string(g.get(), "adapter.type", &bad);
+    if (bad || kind != "lora") {
+        return fail(PM_ERR_LOAD, what + ": not a LoRA adapter (adapter.type is " + shown(kind) + ", not 'lora')");
+    }
+    const std::string arch = gguf_string(g.get(), "general.architecture", &bad);
+    std::string model_arch;
+    get_string([&](char * b, size_t n) { return llama_model_meta_val_str(m->model, "general.architecture", b, n); },
+               model_arch);
+    if (bad || arch.empty()) {
+        return fail(PM_ERR_LOAD, what + ": it names no architecture (general.architecture is " + shown(arch) + ")");
+    }
+    if (arch != model_arch) {
+        return fail(PM_ERR_LOAD, what + ": it is for architecture '" + arch + "', the model is '" + model_arch + "'");
+    }
+    const int64_t alpha = gguf_find_key(g.get(), "adapter.lora.alpha");
+    if (alpha >= 0 && gguf_get_kv_type(g.get(), alpha) != GGUF_TYPE_FLOAT32) {
+        return fail(PM_ERR_LOAD, what + ": adapter.lora.alpha is a " +
+                                     gguf_type_name(gguf_get_kv_type(g.get(), alpha)) + ", not a float32");
+    }
+    // converters may record the base model's width: another one is the wrong base model
+    const int64_t width = gguf_find_key(g.get(), (arch + ".embedding_length").c_str());
+    if (width >= 0) {
+        const gguf_type t = gguf_get_kv_type(g.get(), width);
+        const int64_t n_embd = t == GGUF_TYPE_UINT32 ? (int64_t) gguf_get_val_u32(g.get(), width)
+                             : t == GGUF_TYPE_INT32  ? (int64_t) gguf_get_val_i32(g.get(), width) : -1;
+        if (n_embd != llama_model_n_embd(m->model)) {
+            return fail(PM_ERR_LOAD, what + ": it was made for a base model with n_embd " + std::to_string(n_embd) +
+                                         ", this model has " + std::to_string(llama_model_n_embd(m->model)));
+        }
+    }
+    if (gguf_get_n_tensors(g.get()) == 0) {
+        return fail(PM_ERR_LOAD, what + ": it holds no tensors");
+    }
+    for (ggml_tensor * t = ggml_get_first_tensor(meta); t; t = ggml_get_next_tensor(meta, t)) {
+        if (t->ne[2] != 1 || t->ne[3] != 1) {
+            return fail(PM_ERR_LOAD, what + ": tensor '" + t->name + "' is not a matrix");
+        }
+        const bool usable = t->type == GGML_TYPE_F32 || t->type == GGML_TYPE_F16 || t->type == GGML_TYPE_BF16 ||
+                            ggml_is_quantized(t->type);
+        if (!usable) {
+            return fail(PM_ERR_LOAD, what + ": tensor '" + t->name + "' is of type " + ggml_type_name(t->type) +
+                                         ", not a floating-point or quantized one");
+        }
+        // llama.cpp checks that lora_a and lora_b agree on the rank, except for the token embeddings (stored
+        // the other way round): a mismatch there would fail inside the graph
+        const std::string name = t->name;
+        const std::string embd = "token_embd.weight.lora_a";
+        if (name.size() >= embd.size() && name.compare(name.size() - embd.size(), embd.size(), embd) == 0) {
+            const ggml_tensor * b = ggml_get_tensor(meta, (name.substr(0, name.size() - 1) + "b").c_str());
+            if (b && b->ne[0] != t->ne[0]) {
+                return fail(PM_ERR_LOAD, what + ": the rank of '" + name + "' (" + std::to_string(t->ne[0]) +
+                                             ") differs from its lora_b's (" + std::to_string(b->ne[0]) + ")");
+            }
+        }
+    }
+    return PM_OK;
+}
+
+// Load the adapter file at path for model m (after check_adapter); on success *out takes it.
+int32_t load_adapter(pm_model * m, const char * path, const std::string & label, pm_adapter ** out) {
+    if (check_adapter(m, path, label) != PM_OK) {
+        return PM_ERR_LOAD;
+    }
+    std::unique_ptr<pm_adapter> a(new pm_adapter);
+    a->lora = llama_adapter_lora_init(m->model, path);
+    if (!a->lora) {
+        return fail(PM_ERR_LOAD, "cannot load adapter " + label);  // + the reason llama.cpp logged
+    }
+    m->adapters.push_back(a.get());
+    a->owner = m;
+    *out = a.release();
+    return PM_OK;
+}
 
 bool valid_token(const pm_model * m, int32_t token) {
     return token >= 0 && token < llama_vocab_n_tokens(m->vocab);
@@ -324,29 +494,37 @@ int32_t pm_model_load_buffer(const void * data, size_t size, pm_model ** out) {
         const std::string path = m->buffer_path;
         return load(std::move(m), path.c_str(), buffer_label(size), out);
 #else
-        // Natively the loader wants a file to mmap: an anonymous in-memory file holds a copy of the bytes.
-        const int fd = memfd_create("pocketmind-model", MFD_CLOEXEC);
-        if (fd < 0) {
-            return fail(PM_ERR_INTERNAL, std::string("memfd_create failed: ") + strerror(errno));
+        int fd = -1;
+        std::string path;
+        if (memfd_copy(data, size, "pocketmind-model", &fd, &path) != PM_OK) {
+            return PM_ERR_INTERNAL;
         }
         const fd_closer closer{fd};  // however this call ends; a loaded model's mapping keeps the bytes alive
-        const char * p = (const char *) data;
-        size_t left = size;
-        while (left > 0) {
-            ssize_t n = write(fd, p, left);
-            if (n <= 0) {
-                return fail(PM_ERR_INTERNAL, std::string("writing the model buffer failed: ") + strerror(errno));
-            }
-            p += n;
-            left -= (size_t) n;
-        }
-        const std::string path = "/proc/self/fd/" + std::to_string(fd);
         return load(std::unique_ptr<pm_model>(new pm_model), path.c_str(), buffer_label(size), out);
 #endif
     });
 }
 
-void pm_model_free(pm_model * model) { delete model; }
+void pm_model_free(pm_model * model) {
+    if (!model) {
+        return;
+    }
+    guarded([&]() -> int32_t {
+        // llama_model_free releases the adapters' llama.cpp part: take them off their contexts first, and leave
+        // their handles empty for pm_adapter_free
+        for (pm_adapter * a : model->adapters) {
+            for (pm_context * c : a->users) {
+                c->drop_adapter(a);
+            }
+            a->users.clear();
+            a->owner = nullptr;
+            a->lora = nullptr;
+        }
+        model->adapters.clear();
+        return PM_OK;
+    });
+    delete model;
+}
 
 int32_t pm_model_n_vocab(const pm_model * m) { return m ? llama_vocab_n_tokens(m->vocab) : -1; }
 int32_t pm_model_n_ctx_train(const pm_model * m) { return m ? llama_model_n_ctx_train(m->model) : -1; }
@@ -417,6 +595,115 @@ int32_t pm_model_chat_template(const pm_model * m, const char ** out) {
         }
         *out = llama_model_chat_template(m->model, nullptr);
         return *out ? PM_OK : fail(PM_ERR_NOT_FOUND, "the model declares no chat template");
+    });
+}
+
+int32_t pm_adapter_load_file(pm_model * m, const char * path, pm_adapter ** out) {
+    return guarded([&]() -> int32_t {
+        if (!m || !path || !out) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "model, path and out must not be NULL");
+        }
+        *out = nullptr;
+        return load_adapter(m, path, std::string("'") + path + "'", out);
+    });
+}
+
+int32_t pm_adapter_load_buffer(pm_model * m, const void * data, size_t size, pm_adapter ** out) {
+    return guarded([&]() -> int32_t {
+        if (!m || !data || !out || size == 0) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "model, data and out must not be NULL and size must not be 0");
+        }
+        *out = nullptr;
+#ifdef __EMSCRIPTEN__
+        // the loader reads the buffer through a file that is the heap itself (no copy), removed after the load:
+        // the adapter keeps copies of its tensors
+        const std::string path = "/pm-buffers/adapter-" + std::to_string((uintptr_t) data) + ".gguf";
+        if (pm_js_map_buffer(path.c_str(), data, size) != 0) {
+            return fail(PM_ERR_INTERNAL, "cannot expose the buffer to the loader");
+        }
+        struct remover {
+            const std::string & path;
+            ~remover() { remove(path.c_str()); }
+        } const removed{path};
+#else
+        int fd = -1;
+        std::string path;
+        if (memfd_copy(data, size, "pocketmind-adapter", &fd, &path) != PM_OK) {
+            return PM_ERR_INTERNAL;
+        }
+        const fd_closer closer{fd};
+#endif
+        return load_adapter(m, path.c_str(), buffer_label(size), out);
+    });
+}
+
+void pm_adapter_free(pm_adapter * a) {
+    if (!a) {
+        return;
+    }
+    guarded([&]() -> int32_t {
+        for (pm_context * c : a->users) {
+            c->drop_adapter(a);
+        }
+        a->users.clear();
+        if (a->owner) {
+            auto & list = a->owner->adapters;
+            list.erase(std::remove(list.begin(), list.end(), a), list.end());
+        }
+        return PM_OK;
+    });
+    delete a;
+}
+
+int32_t pm_adapter_meta_get(const pm_adapter * a, const char * key, char * buf, int32_t size, int32_t * n_out) {
+    return guarded([&]() -> int32_t {
+        if (!a || !key) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "adapter and key must not be NULL");
+        }
+        if (!a->lora) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "the adapter's model was freed");
+        }
+        std::string s;
+        if (get_string([&](char * b, size_t n) { return llama_adapter_meta_val_str(a->lora, key, b, n); }, s) < 0) {
+            return fail(PM_ERR_NOT_FOUND, std::string("no adapter metadata key '") + key + "'");
+        }
+        return put_string(s, buf, size, n_out);
+    });
+}
+
+int32_t pm_context_set_adapters(pm_context * c, pm_adapter * const * adapters, const float * scales, int32_t n) {
+    return guarded([&]() -> int32_t {
+        if (!c || n < 0 || (n > 0 && (!adapters || !scales))) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "set_adapters needs a context, n >= 0, and n adapters and scales");
+        }
+        std::vector<pm_adapter *> chosen(adapters, adapters + n);
+        std::vector<float> chosen_scales(scales, scales + n);
+        for (int32_t i = 0; i < n; i++) {
+            const std::string which = "adapter " + std::to_string(i);
+            if (!chosen[i]) {
+                return fail(PM_ERR_INVALID_ARGUMENT, which + " is NULL");
+            }
+            if (chosen[i]->owner != c->owner) {
+                return fail(PM_ERR_INVALID_ARGUMENT, which + (chosen[i]->owner ? " was loaded for another model"
+                                                                                : "'s model was freed"));
+            }
+            if (!std::isfinite(chosen_scales[i])) {
+                return fail(PM_ERR_INVALID_ARGUMENT, which + " has a scale that is not a finite number");
+            }
+            if (std::find(chosen.begin(), chosen.begin() + i, chosen[i]) != chosen.begin() + i) {
+                return fail(PM_ERR_INVALID_ARGUMENT, which + " is given twice");
+            }
+        }
+        for (pm_adapter * a : c->adapters) {
+            a->users.erase(std::remove(a->users.begin(), a->users.end(), c), a->users.end());
+        }
+        c->adapters = std::move(chosen);
+        c->adapter_scales = std::move(chosen_scales);
+        for (pm_adapter * a : c->adapters) {
+            a->users.push_back(c);
+        }
+        c->apply_adapters();
+        return PM_OK;
     });
 }
 

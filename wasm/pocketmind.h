@@ -29,6 +29,7 @@ enum pm_status {
 
 typedef struct pm_model   pm_model;
 typedef struct pm_context pm_context;
+typedef struct pm_adapter pm_adapter;
 
 /* Message of the last failed call on this thread ("" if none). Valid until the next call. */
 const char * pm_last_error(void);
@@ -70,6 +71,24 @@ int32_t pm_model_meta_get(const pm_model * model, const char * key, char * buf, 
 int32_t pm_model_desc(const pm_model * model, char * buf, int32_t size, int32_t * n_out);
 /* The model's default chat template (tokenizer.chat_template) or NULL with PM_ERR_NOT_FOUND. */
 int32_t pm_model_chat_template(const pm_model * model, const char ** out);
+
+/* ---- LoRA adapters ---- */
+
+/* A LoRA adapter (a GGUF with general.type = "adapter", adapter.type = "lora") loaded for one model: its tensors
+ * are read into memory of their own, so the file or buffer is not needed after the load. Refused (PM_ERR_LOAD,
+ * with the reason) when the bytes are not a GGUF, are cut short, are not a LoRA adapter, or were made for another
+ * architecture or another base model (a tensor the model lacks, or of another shape). */
+int32_t pm_adapter_load_file(pm_model * model, const char * path, pm_adapter ** out);
+int32_t pm_adapter_load_buffer(pm_model * model, const void * data, size_t size, pm_adapter ** out);
+/* Also takes the adapter off every context using it. After pm_model_free (which releases the model's adapters
+ * along with it) this only frees the handle. */
+void    pm_adapter_free(pm_adapter * adapter);
+/* Metadata of the adapter's GGUF as a string (e.g. "adapter.lora.alpha"); same convention as pm_model_meta_get. */
+int32_t pm_adapter_meta_get(const pm_adapter * adapter, const char * key, char * buf, int32_t size, int32_t * n_out);
+/* The adapters a context applies, each with its scale (the weights act as W + scale * alpha / rank * B A),
+ * replacing those set before; n = 0 removes them all. Each adapter must have been loaded for the context's model,
+ * and appear once. The KV cache is left as it is: positions already decoded keep what they were computed with. */
+int32_t pm_context_set_adapters(pm_context * ctx, pm_adapter * const * adapters, const float * scales, int32_t n);
 
 /* ---- tokens ---- */
 

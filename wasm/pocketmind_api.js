@@ -52,6 +52,26 @@ function pocketmindApi(M) {
     return readPointer(scratch);
   }
 
+  // A LoRA adapter for `model` from GGUF bytes (in wasm memory for the load only): {adapter} or {error, status}.
+  function loadAdapter(model, bytes) {
+    return withBuffer(bytes.length, (ptr) => {
+      heapU8().set(bytes, ptr);
+      const status = M._pm_adapter_load_buffer(model, ptr, bytes.length, scratch);
+      return status < 0 ? { error: lastError(), status } : { adapter: readPointer(scratch) };
+    });
+  }
+
+  // Apply [[adapter, scale], ...] to a context instead of what it applied before ([] removes them all).
+  function setAdapters(ctx, list) {
+    withBuffer(8 * list.length, (ptr) => {
+      list.forEach(([adapter, scale], i) => {
+        M.HEAPU32[(ptr >>> 2) + i] = adapter;
+        M.HEAPF32[(ptr >>> 2) + list.length + i] = scale;
+      });
+      check(M._pm_context_set_adapters(ctx, ptr, ptr + 4 * list.length, list.length), "adapters");
+    });
+  }
+
   function decode(ctx, tokens, pos, allLogits) {
     withBuffer(4 * tokens.length, (ptr) => {
       heap32().set(Int32Array.from(tokens), ptr >>> 2);
@@ -131,8 +151,8 @@ function pocketmindApi(M) {
     return { pp_tps: nPrompt / ppSeconds, tg_tps: nGen / tgSeconds };
   }
 
-  return { check, lastError, allocModelBuffer, loadModel, freeModel, newContext, decode, logits, argmax, tokenize,
-           tokenBytes, greedy, bench };
+  return { check, lastError, allocModelBuffer, loadModel, freeModel, loadAdapter, setAdapters, newContext, decode,
+           logits, argmax, tokenize, tokenBytes, greedy, bench };
 }
 
 if (typeof module !== "undefined" && module.exports) module.exports = pocketmindApi;

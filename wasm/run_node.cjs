@@ -13,6 +13,9 @@
 //   {op: "try", model}                    load a model, run one token, free it: "ran", "load-error: ..." or
 //                                         "run-error: ..." (for fuzzing; the current model stays)
 //   {op: "alloc", size}                   the address pm_buffer_alloc(size) returns (freed again)
+//   {op: "adapters", adapters: [{file, scale}]}  free the LoRA adapters loaded before, load these (from wasm
+//                                         memory) and apply them to the context; a refused one is reported as
+//                                         {error} and then none is applied
 // high_memory: bytes to take with pm_buffer_alloc before anything else, so that what follows lies above 2 GiB.
 // progress: print {"started": i} before task i, so a crash or hang can be pinned on it.
 // Prints one JSON array with a result per task, after an "info" entry. Models load from wasm memory.
@@ -94,6 +97,7 @@ async function main() {
                            kv_f32: !!job.kv_f32 };
   let loaded = null;
   let ctx = 0;
+  let adapters = [];
   const info = { op: "info", version: M.UTF8ToString(M._pm_version() >>> 0) };
   if (job.model) {
     loaded = loadFile(M, A, job.model);
@@ -142,6 +146,21 @@ async function main() {
       }
     } else if (task.op === "try") {
       results.push({ op: "try", result: tryModel(M, A, task.model) });
+    } else if (task.op === "adapters") {
+      A.setAdapters(ctx, []);
+      adapters.forEach((a) => M._pm_adapter_free(a));
+      adapters = [];
+      let error = null;
+      for (const { file } of task.adapters) {
+        const got = A.loadAdapter(loaded.model, fs.readFileSync(file));
+        if (got.error) {
+          error = got.error;
+          break;
+        }
+        adapters.push(got.adapter);
+      }
+      if (!error) A.setAdapters(ctx, adapters.map((a, i) => [a, task.adapters[i].scale]));
+      results.push(error ? { op: "adapters", error } : { op: "adapters", n: adapters.length });
     } else if (task.op === "alloc") {
       const ptr = M._pm_buffer_alloc(task.size) >>> 0;
       if (ptr) M._pm_buffer_free(ptr);

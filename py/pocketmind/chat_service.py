@@ -20,6 +20,12 @@ The contract with the page (site/chat-worker.js):
   n_prompt_decoded, prompt_seconds, generation_seconds, n_generated, prompt_tokens_per_s, generation_tokens_per_s,
   n_dropped} where n_dropped is how many of the oldest messages were left out so the chat fits in the context.
 - `stop()`: the answer ends (finish_reason "abort") at the next prompt batch or token.
+- `add_adapter(buffer, size, scale=1.0)`: load a GGUF LoRA adapter the worker copied into library memory and
+  apply it at `scale` on top of those applied already; the buffer stays the caller's to free, whatever happens (the
+  adapter keeps copies of its tensors). A refused adapter raises with the library's reason. Returns
+  `adapters_json()`. `set_adapter_scale(id, scale)` and `remove_adapter(id)` likewise. Changing the adapters drops
+  the cached chat (the KV cache was computed with other weights), and is refused while an answer is running.
+- `adapters_json()`: {"adapters": [{id, name, alpha, scale}]} in the order they were added.
 
 The prompt is decoded PROMPT_BATCH tokens at a time, so a stop during a long prompt is seen within one batch.
 """
@@ -29,7 +35,7 @@ import json
 from dataclasses import asdict, replace
 
 from .capi import Backend
-from .engine import Model, load_service
+from .engine import Adapter, Model, load_service
 from .generate import ChatSession, Chunk, Done, Prefill
 from .sampling import GREEDY, GGUF_SAMPLING_KEYS, SamplingParams, defaults_from_metadata, settings_dict
 
@@ -48,6 +54,8 @@ class ChatService:
         self.sampling_defaults = defaults_from_metadata(model.metadata)
         self._events = None
         self._stop = False
+        self._adapters: list[tuple[int, Adapter, float]] = []  # (id, adapter, scale), in the order added
+        self._next_adapter_id = 1
 
     @classmethod
     def from_buffer(cls, backend: Backend, buffer: int, size: int, n_ctx: int = 2048, n_threads: int = 1):
@@ -63,6 +71,61 @@ class ChatService:
     def card_json(self) -> str:
         return json.dumps({**self.model.card(), "n_ctx": self.ctx.n_ctx,
                            "sampling_defaults": settings_dict(self.sampling_defaults)})
+
+    # ---- LoRA adapters ----
+
+    def adapters_json(self) -> str:
+        return json.dumps({"adapters": [{"id": i, "name": a.name, "alpha": a.alpha, "scale": s}
+                                        for i, a, s in self._adapters]})
+
+    def _apply(self, adapters: list[tuple[int, Adapter, float]]) -> None:
+        if self._events is not None:
+            raise RuntimeError("an answer is running: stop it or let it end before changing adapters")
+        self.ctx.set_adapters([(a, s) for _, a, s in adapters])
+        self._adapters = adapters
+
+    def _find(self, adapter_id: int) -> int:
+        for k, (i, _, _) in enumerate(self._adapters):
+            if i == adapter_id:
+                return k
+        raise KeyError(f"no adapter with id {adapter_id}")
+
+    @staticmethod
+    def _scale(scale) -> float:
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale != scale or abs(scale) == float("inf"):
+            raise ValueError(f"an adapter's scale must be a finite number, got {scale!r}")
+        return float(scale)
+
+    def add_adapter(self, buffer: int, size: int, scale: float = 1.0) -> str:
+        """Load the adapter in library memory [buffer, buffer + size) and apply it too (see the module's docstring)."""
+        scale = self._scale(scale)
+        if self._events is not None:
+            raise RuntimeError("an answer is running: stop it or let it end before changing adapters")
+        adapter = Adapter.from_buffer(self.model, buffer, size)
+        try:
+            self._apply([*self._adapters, (self._next_adapter_id, adapter, scale)])
+        except BaseException:
+            adapter.close()
+            raise
+        if adapter.name is None:
+            adapter.name = f"adapter {self._next_adapter_id}"
+        self._next_adapter_id += 1
+        return self.adapters_json()
+
+    def set_adapter_scale(self, adapter_id: int, scale: float) -> str:
+        scale = self._scale(scale)
+        k = self._find(adapter_id)
+        adapters = list(self._adapters)
+        adapters[k] = (adapter_id, adapters[k][1], scale)
+        self._apply(adapters)
+        return self.adapters_json()
+
+    def remove_adapter(self, adapter_id: int) -> str:
+        k = self._find(adapter_id)
+        adapter = self._adapters[k][1]
+        self._apply(self._adapters[:k] + self._adapters[k + 1:])
+        adapter.close()
+        return self.adapters_json()
 
     def params(self, settings: dict | None) -> SamplingParams:
         """The sampling defaults with the request's settings in their place (unknown keys and nulls are ignored)."""

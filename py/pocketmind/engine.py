@@ -118,6 +118,7 @@ class Model(_Handle):
         self._buffer = buffer
         self._owns_buffer = False  # see adopt_buffer()
         self._contexts: weakref.WeakSet[Context] = weakref.WeakSet()  # closed before the model is freed
+        self._adapters: weakref.WeakSet[Adapter] = weakref.WeakSet()  # likewise
         self.n_vocab = backend.call("pm_model_n_vocab", ptr)
         self.n_ctx_train = backend.call("pm_model_n_ctx_train", ptr)
         self.n_embd = backend.call("pm_model_n_embd", ptr)
@@ -198,6 +199,8 @@ class Model(_Handle):
     def close(self) -> None:
         for ctx in list(getattr(self, "_contexts", ())):
             ctx.close()
+        for adapter in list(getattr(self, "_adapters", ())):
+            adapter.close()
         super().close()
         buffer, owned = getattr(self, "_buffer", 0), getattr(self, "_owns_buffer", False)
         self._buffer, self._owns_buffer = 0, False  # forgotten before freeing: a second close() frees nothing
@@ -343,6 +346,7 @@ class Context(_Handle):
         # the token at each KV position 0.. as decoded through this object, so a caller can keep a shared prefix
         # (cached_prefix); None once it is unknown (a failed decode, a removed middle range)
         self._kv_tokens: list[int] | None = []
+        self._adapters: list[tuple[Adapter, float]] = []  # the LoRA adapters applied, with their scales
 
     @property
     def n_past(self) -> int:
@@ -395,6 +399,48 @@ class Context(_Handle):
         self.backend.call("pm_kv_clear", self.ptr)
         self._kv_tokens = []
 
+    # ---- LoRA adapters ----
+
+    @property
+    def adapters(self) -> list[tuple[Adapter, float]]:
+        """The adapters applied, with their scales (a closed adapter is no longer applied)."""
+        return [(a, s) for a, s in self._adapters if a._ptr]
+
+    def set_adapters(self, adapters: Sequence[tuple[Adapter, float]] | dict[Adapter, float]) -> None:
+        """Apply these adapters, each at its scale, instead of those applied before ([] removes them all). Each
+        must be loaded for this context's model. When the set changes, the KV cache is cleared: what it holds was
+        computed with other weights."""
+        pairs = list(adapters.items()) if isinstance(adapters, dict) else [(a, s) for a, s in adapters]
+        for adapter, scale in pairs:
+            if not isinstance(adapter, Adapter):
+                raise TypeError(f"expected an Adapter, got {type(adapter).__name__}")
+            if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)):
+                raise TypeError(f"an adapter's scale must be a number, got {type(scale).__name__}")
+        pairs = [(a, float(s)) for a, s in pairs]
+        n = len(pairs)
+        size = self.backend.pointer_size
+        base = self._scratch.get(n * (size + 4) + 8)
+        if n:
+            pointers = b"".join(a.ptr.to_bytes(size, "little") for a, _ in pairs)
+            self.backend.write(base, pointers)
+            self.backend.write(base + n * size, np.array([s for _, s in pairs], dtype=np.float32))
+        before = [(id(a), np.float32(s)) for a, s in self.adapters if s != 0]
+        self._check(self.backend.call("pm_context_set_adapters", self.ptr, base, base + n * size, n))
+        self._adapters = pairs
+        if sorted(before) != sorted((id(a), np.float32(s)) for a, s in pairs if s != 0):
+            self.kv_clear()
+        for adapter, _ in pairs:
+            adapter._users.add(self)
+
+    def clear_adapters(self) -> None:
+        self.set_adapters([])
+
+    def _adapter_closed(self, adapter: Adapter) -> None:
+        """The library took a closed adapter off this context: forget it, and the cache computed with it."""
+        if any(a is adapter and s != 0 for a, s in self._adapters):
+            self.kv_clear()
+        self._adapters = [(a, s) for a, s in self._adapters if a is not adapter]
+
     def cached_prefix(self, tokens: Sequence[int] | np.ndarray) -> int:
         """How many leading `tokens` the KV cache already holds at positions 0.. (0 when unknown)."""
         known = self._kv_tokens
@@ -427,6 +473,91 @@ class Context(_Handle):
         out = ptr + n_tok + n_len
         self._check(self.backend.call("pm_embeddings", self.ptr, ptr, ptr + n_tok, len(lengths), out))
         return self.backend.float32_array(out, len(lengths) * dim).copy().reshape(len(lengths), dim)
+
+
+class Adapter(_Handle):
+    """A LoRA adapter loaded for one model (Context.set_adapters applies it). Its tensors are copies: the bytes it
+    was loaded from are not kept."""
+
+    _free_fn = "pm_adapter_free"
+
+    def __init__(self, model: Model, ptr: int):
+        super().__init__(model.backend, ptr)
+        self.model = model  # keeps the model alive as long as the adapter
+        self._users: weakref.WeakSet[Context] = weakref.WeakSet()  # contexts it was applied to
+        model._adapters.add(self)
+        alpha = self.meta("adapter.lora.alpha")
+        self.alpha = float(alpha) if alpha is not None else None
+        self.name = self.meta("general.name")
+
+    @classmethod
+    def from_bytes(cls, model: Model, data: bytes | bytearray | memoryview) -> Adapter:
+        """Load a GGUF LoRA adapter held in memory, for `model` (copied into library memory for the load only)."""
+        backend = model.backend
+        size = len(data)
+        if size == 0:
+            raise PocketmindError(-1, "the adapter data is empty")
+        buffer = int(backend.call("pm_buffer_alloc", size))
+        if not buffer:
+            raise MemoryError(f"cannot allocate {size} bytes for the adapter")
+        try:
+            backend.write(buffer, data)
+            return cls.from_buffer(model, buffer, size)
+        finally:
+            backend.call("pm_buffer_free", buffer)
+
+    @classmethod
+    def from_buffer(cls, model: Model, buffer: int, size: int) -> Adapter:
+        """Load a GGUF LoRA adapter from library memory. The buffer stays the caller's (free it after this call,
+        whether it succeeded or not): the adapter keeps copies of its tensors."""
+        scratch = _Scratch(model.backend)
+        try:
+            out = scratch.get(8)
+            check(model.backend, model.backend.call("pm_adapter_load_buffer", model.ptr, buffer, size, out))
+            ptr = _read_pointer(model.backend, out)
+        finally:
+            scratch.release()
+        return cls(model, ptr)
+
+    @classmethod
+    def from_file(cls, model: Model, path: str | os.PathLike) -> Adapter:
+        """Load a GGUF LoRA adapter by path (a path of the runtime's file system: in Pyodide, its MEMFS)."""
+        backend = model.backend
+        encoded = os.fsencode(path) + b"\0"
+        scratch = _Scratch(backend)
+        try:
+            arg = scratch.get(len(encoded) + 8)
+            out = arg + (len(encoded) + 7) // 8 * 8
+            backend.write(arg, encoded)
+            check(backend, backend.call("pm_adapter_load_file", model.ptr, arg, out))
+            return cls(model, _read_pointer(backend, out))
+        finally:
+            scratch.release()
+
+    def meta(self, key: str, default: str | None = None) -> str | None:
+        """One metadata value of the adapter's GGUF as a string."""
+        encoded = key.encode() + b"\0"
+        head = (len(encoded) + 7) // 8 * 8
+        size = 256
+        while True:
+            base = self._scratch.get(head + size + 8)
+            self.backend.write(base, encoded)
+            buf, n_out = base + head, base + head + size
+            status = self.backend.call("pm_adapter_meta_get", self.ptr, base, buf, size, n_out)
+            if status == NOT_FOUND:
+                return default
+            if status == BUFFER_TOO_SMALL:
+                size = self._read_i32(n_out) + 1
+                continue
+            self._check(status)
+            return self.backend.read(buf, self._read_i32(n_out)).decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        if self._ptr:
+            for ctx in list(getattr(self, "_users", ())):
+                if ctx._ptr:
+                    ctx._adapter_closed(self)
+        super().close()
 
 
 def load_service(make, backend: Backend, buffer: int, size: int):
