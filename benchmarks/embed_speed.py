@@ -191,7 +191,8 @@ def page_run(browser, url: str, files: list[tuple[str, bytes]], queries: list[st
         t0 = time.perf_counter()
         page.set_input_files("#file", files=[{"name": name, "mimeType": "text/plain", "buffer": data}
                                              for name, data in files])
-        page.wait_for_function("() => window.pocketmindSearch.state.adding", polling=250, timeout=300_000)
+        # Boolean(): a predicate that returns the add's promise would make Playwright wait for the whole add
+        page.wait_for_function("() => Boolean(window.pocketmindSearch.state.adding)", polling=250, timeout=60_000)
         done = bounded(page, "() => window.pocketmindSearch.state.adding", ms=1_800_000)
         wall_s = time.perf_counter() - t0
         after_load = load()
@@ -304,7 +305,7 @@ def report(args, meta: dict, results: dict, tjs: dict | None) -> str:
              "native build (`build/native`) of the same llama.cpp. One run on a shared machine with other engineers' "
              f"tests running: load average (1 min) {meta['load_start']} at the start and {meta['load_end']} at the "
              "end, and before→after each measurement in the tables. Timings are rough; the ratios within one run "
-             "are the figures to read.", "",
+             "are the figures to read.", ""] + ([meta["note"], ""] if meta.get("note") else []) + [
              "## The chunks", "",
              f"{meta['n_chunks']} chunks ({meta['n_paragraphs']} paragraphs): the project's chunker (`chunk_text`, "
              f"1000 characters, 200 overlap: what the Search page's service does) over {len(meta['files'])} license "
