@@ -62,7 +62,8 @@ def drop(page, files: dict) -> dict:
     page.set_input_files("#file", files=[{"name": name, "mimeType": "text/plain",
                                           "buffer": data if isinstance(data, bytes) else data.encode()}
                                          for name, data in files.items()])
-    page.wait_for_function("() => window.pocketmindSearch.state.adding", timeout=60_000)
+    # Boolean(...): wait for the add to start, not (as a bare promise would make it) for it to end
+    page.wait_for_function("() => Boolean(window.pocketmindSearch.state.adding)", timeout=60_000)
     return bounded(page, "() => window.pocketmindSearch.state.adding", timeout_ms=240_000)
 
 
