@@ -150,14 +150,8 @@ class Model(_Handle):
     def from_bytes(cls, data: bytes | bytearray | memoryview, backend: Backend | None = None) -> Model:
         """Load GGUF bytes: they are copied once into library memory, which the model then uses in place and owns."""
         backend = backend or default_backend()
-        size = len(data)
-        if size == 0:
-            raise PocketmindError(-1, "the model data is empty")
-        buffer = int(backend.call("pm_buffer_alloc", size))
-        if not buffer:
-            raise MemoryError(f"cannot allocate {size} bytes for the model")
+        buffer, size = _copy_in(backend, data, "model")
         try:
-            backend.write(buffer, data)
             model = cls.from_buffer(buffer, size, backend, owns_buffer=False)
         except BaseException:
             backend.call("pm_buffer_free", buffer)
@@ -494,14 +488,8 @@ class Adapter(_Handle):
     def from_bytes(cls, model: Model, data: bytes | bytearray | memoryview) -> Adapter:
         """Load a GGUF LoRA adapter held in memory, for `model` (copied into library memory for the load only)."""
         backend = model.backend
-        size = len(data)
-        if size == 0:
-            raise PocketmindError(-1, "the adapter data is empty")
-        buffer = int(backend.call("pm_buffer_alloc", size))
-        if not buffer:
-            raise MemoryError(f"cannot allocate {size} bytes for the adapter")
+        buffer, size = _copy_in(backend, data, "adapter")
         try:
-            backend.write(buffer, data)
             return cls.from_buffer(model, buffer, size)
         finally:
             backend.call("pm_buffer_free", buffer)
@@ -572,6 +560,22 @@ def load_service(make, backend: Backend, buffer: int, size: int):
         raise
     model.adopt_buffer()
     return service
+
+
+def _copy_in(backend: Backend, data: bytes | bytearray | memoryview, what: str) -> tuple[int, int]:
+    """(buffer, size): data copied into new library memory (pm_buffer_alloc), which the caller then owns."""
+    size = len(data)
+    if size == 0:
+        raise PocketmindError(-1, f"the {what} data is empty")
+    buffer = int(backend.call("pm_buffer_alloc", size))
+    if not buffer:
+        raise MemoryError(f"cannot allocate {size} bytes for the {what}")
+    try:
+        backend.write(buffer, data)
+    except BaseException:
+        backend.call("pm_buffer_free", buffer)
+        raise
+    return buffer, size
 
 
 def _read_pointer(backend: Backend, ptr: int) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..whole_file import write_whole
 from . import SearchError
 from .chunk import Chunk
 
@@ -107,17 +108,7 @@ class Index:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the index to path whole or not at all."""
-        path = Path(path)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        try:
-            with open(partial, "wb") as f:
-                f.write(self.to_bytes())
-                f.flush()
-                os.fsync(f.fileno())
-            partial.replace(path)
-        finally:
-            partial.unlink(missing_ok=True)
-        return path
+        return write_whole(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Index:

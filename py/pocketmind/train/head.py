@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ..whole_file import write_whole
 from . import HeadError
 from .features import FEATURE_KIND
 
@@ -169,14 +170,7 @@ class Head:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the head whole or not at all (a temporary file, then a rename)."""
-        path = Path(path)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        try:
-            partial.write_text(self.to_json(), encoding="utf-8")
-            partial.replace(path)
-        finally:
-            partial.unlink(missing_ok=True)
-        return path
+        return write_whole(path, self.to_json().encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Head:
