@@ -135,16 +135,7 @@ class Model(_Handle):
     @classmethod
     def from_file(cls, path: str | os.PathLike, backend: Backend | None = None) -> Model:
         backend = backend or default_backend()
-        encoded = os.fsencode(path) + b"\0"
-        scratch = _Scratch(backend)
-        try:
-            arg = scratch.get(len(encoded) + 8)
-            out = arg + (len(encoded) + 7) // 8 * 8
-            backend.write(arg, encoded)
-            check(backend, backend.call("pm_model_load_file", arg, out))
-            return cls(backend, _read_pointer(backend, out))
-        finally:
-            scratch.release()
+        return cls(backend, _load_by_path(backend, "pm_model_load_file", path))
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview, backend: Backend | None = None) -> Model:
@@ -510,17 +501,7 @@ class Adapter(_Handle):
     @classmethod
     def from_file(cls, model: Model, path: str | os.PathLike) -> Adapter:
         """Load a GGUF LoRA adapter by path (a path of the runtime's file system: in Pyodide, its MEMFS)."""
-        backend = model.backend
-        encoded = os.fsencode(path) + b"\0"
-        scratch = _Scratch(backend)
-        try:
-            arg = scratch.get(len(encoded) + 8)
-            out = arg + (len(encoded) + 7) // 8 * 8
-            backend.write(arg, encoded)
-            check(backend, backend.call("pm_adapter_load_file", model.ptr, arg, out))
-            return cls(model, _read_pointer(backend, out))
-        finally:
-            scratch.release()
+        return cls(model, _load_by_path(model.backend, "pm_adapter_load_file", path, model.ptr))
 
     def meta(self, key: str, default: str | None = None) -> str | None:
         """One metadata value of the adapter's GGUF as a string."""
@@ -560,6 +541,20 @@ def load_service(make, backend: Backend, buffer: int, size: int):
         raise
     model.adopt_buffer()
     return service
+
+
+def _load_by_path(backend: Backend, fn: str, path: str | os.PathLike, *args: int) -> int:
+    """fn(*args, path, out) for a C loader that takes a NUL-terminated path: the pointer it wrote to out."""
+    encoded = os.fsencode(path) + b"\0"
+    scratch = _Scratch(backend)
+    try:
+        arg = scratch.get(len(encoded) + 8)
+        out = arg + (len(encoded) + 7) // 8 * 8
+        backend.write(arg, encoded)
+        check(backend, backend.call(fn, *args, arg, out))
+        return _read_pointer(backend, out)
+    finally:
+        scratch.release()
 
 
 def _copy_in(backend: Backend, data: bytes | bytearray | memoryview, what: str) -> tuple[int, int]:
