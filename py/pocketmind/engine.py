@@ -81,6 +81,27 @@ class _Handle:
     def _read_i32(self, ptr: int) -> int:
         return int.from_bytes(self.backend.read(ptr, 4), "little", signed=True)
 
+    def _string(self, fn: str, *args: int, key: str | None = None) -> str | None:
+        """Call a string getter of the C API, growing the buffer when the library says it is too small. With
+        `key`, the key string is passed first and a missing key gives None."""
+        encoded = key.encode() + b"\0" if key is not None else b""
+        head = (len(encoded) + 7) // 8 * 8
+        size = 256
+        while True:
+            base = self._scratch.get(head + size + 8)  # may move: (re)write the key after it
+            if key is not None:
+                self.backend.write(base, encoded)
+                args = (base,)
+            buf, n_out = base + head, base + head + size
+            status = self.backend.call(fn, self.ptr, *args, buf, size, n_out)
+            if status == NOT_FOUND and key is not None:
+                return None
+            if status == BUFFER_TOO_SMALL:
+                size = self._read_i32(n_out) + 1
+                continue
+            self._check(status)
+            return self.backend.read(buf, self._read_i32(n_out)).decode("utf-8", errors="replace")
+
     def close(self) -> None:
         if self._ptr:
             self.backend.call(self._free_fn, self._ptr)
@@ -193,27 +214,6 @@ class Model(_Handle):
             self.backend.call("pm_buffer_free", buffer)
 
     # ---- facts ----
-
-    def _string(self, fn: str, *args: int, key: str | None = None) -> str | None:
-        """Call a string getter of the C API, growing the buffer when the library says it is too small. With
-        `key`, the key string is passed first and a missing key gives None."""
-        encoded = key.encode() + b"\0" if key is not None else b""
-        head = (len(encoded) + 7) // 8 * 8
-        size = 256
-        while True:
-            base = self._scratch.get(head + size + 8)  # may move: (re)write the key after it
-            if key is not None:
-                self.backend.write(base, encoded)
-                args = (base,)
-            buf, n_out = base + head, base + head + size
-            status = self.backend.call(fn, self.ptr, *args, buf, size, n_out)
-            if status == NOT_FOUND and key is not None:
-                return None
-            if status == BUFFER_TOO_SMALL:
-                size = self._read_i32(n_out) + 1
-                continue
-            self._check(status)
-            return self.backend.read(buf, self._read_i32(n_out)).decode("utf-8", errors="replace")
 
     @property
     def description(self) -> str:
@@ -505,21 +505,8 @@ class Adapter(_Handle):
 
     def meta(self, key: str, default: str | None = None) -> str | None:
         """One metadata value of the adapter's GGUF as a string."""
-        encoded = key.encode() + b"\0"
-        head = (len(encoded) + 7) // 8 * 8
-        size = 256
-        while True:
-            base = self._scratch.get(head + size + 8)
-            self.backend.write(base, encoded)
-            buf, n_out = base + head, base + head + size
-            status = self.backend.call("pm_adapter_meta_get", self.ptr, base, buf, size, n_out)
-            if status == NOT_FOUND:
-                return default
-            if status == BUFFER_TOO_SMALL:
-                size = self._read_i32(n_out) + 1
-                continue
-            self._check(status)
-            return self.backend.read(buf, self._read_i32(n_out)).decode("utf-8", errors="replace")
+        value = self._string("pm_adapter_meta_get", key=key)
+        return default if value is None else value
 
     def close(self) -> None:
         if self._ptr:

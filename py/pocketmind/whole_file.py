@@ -1,9 +1,17 @@
-"""Writing a file whole or not at all: what the CLI's outputs (an index, a task head) need, so that a failed or
-interrupted save never leaves half a file where a good one was."""
+"""The CLI's saved files (an index, a task head): written whole or not at all, so that a failed or interrupted save
+never leaves half a file where a good one was, and read back with a message that names the file."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+
+def read_whole(path: str | os.PathLike, what: str, error: type[Exception]) -> bytes:
+    """path's bytes; a file that cannot be read raises `error` naming the path, `what` it is and why."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise error(f"{path}: cannot read the {what} ({e.strerror})") from None
 
 
 def write_whole(path: str | os.PathLike, data: bytes) -> Path:

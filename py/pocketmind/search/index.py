@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..whole_file import write_whole
+from ..whole_file import read_whole, write_whole
 from . import SearchError
 from .chunk import Chunk
 
@@ -112,12 +112,7 @@ class Index:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Index:
-        path = Path(path)
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise SearchError(f"{path}: cannot read the index ({e.strerror})") from None
-        return cls.from_bytes(data, str(path))
+        return cls.from_bytes(read_whole(path, "index", SearchError), str(path))
 
 
 def file_sha256(path: str | os.PathLike) -> str:

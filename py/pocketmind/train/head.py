@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..whole_file import write_whole
+from ..whole_file import read_whole, write_whole
 from . import HeadError
 from .features import FEATURE_KIND
 
@@ -174,12 +174,7 @@ class Head:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Head:
-        path = Path(path)
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise HeadError(f"{path}: cannot read the head ({e.strerror})") from None
-        return cls.from_json(data, str(path))
+        return cls.from_json(read_whole(path, "head", HeadError), str(path))
 
 
 def _check_head(head: Head, name: str) -> None:
