@@ -51,8 +51,9 @@ Task heads (train.run.HeadRun, what `python -m pocketmind train-head` runs):
   measured; "model": a loaded model's name (default: the first), "name": the head's name (default "<model>
   head"), "seed" (default 0), "l2", "max_epochs", "patience", "max_items": the first n rows}. Everything is checked
   before the first feature is computed (train.head.check_rows: labels, at least 4 and at most 10 000 rows, two
-  labels or more). step() then gives {"type": "progress", "phase": "features", "done", "total"} per chunk of texts,
-  {"type": "epoch", "epoch", "loss", "train_accuracy", "dev_loss", "dev_accuracy"} per epoch, then {"type": "done",
+  labels or more). step() then gives {"type": "progress", "phase": "features", "done", "total"} per decode batch
+  of texts, {"type": "epoch", "epoch", "loss", "train_accuracy", "dev_loss", "dev_accuracy"} per epoch, then
+  {"type": "done",
   "stopped", "head": its name (null when stopped before training), "accuracy": {train, dev, test}, "macro_f1",
   "n", "seconds": {features, training}, "training": the head's summary}. A stop while training keeps the best epoch
   so far; the head is kept under its name.
