@@ -159,8 +159,8 @@ def test_the_pages_q8_0_embeddings_match_cpythons_within_3e_4_cosine(page, site,
     """The same on the Q8_0 model the site ships by default. Q8_0 quantizes each activation row to 8 bits before
     every matrix product, so a last-bit difference between the wasm and native kernels that flips one rounding moves
     the result far more than in F16: natively alone, batching a text with others moves it up to 2.8e-4
-    (test_search_embed.py) and an F32 instead of F16 attention cache by 1.6e-3 (measured ad hoc). Measured here: 1.5e-4, over the 1e-4
-    the issue asks (the F16 test above meets it); this bound keeps it from getting worse."""
+    (test_search_embed.py). Measured here: 1.5e-4, over the 1e-4 the issue asks (the F16 test above meets it); this
+    bound keeps it from getting worse."""
     cosines = page_vs_cpython_cosines(page, site, cpython)
     print(f"\nQ8_0, page vs CPython embeddings: max 1 - cosine {1 - cosines.min():.2e}")
     assert 1 - cosines.min() <= 3e-4
