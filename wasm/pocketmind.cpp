@@ -2,7 +2,9 @@
 // turn every failure into a status code plus a message.
 #include "pocketmind.h"
 
+#include "ggml-backend.h"
 #include "ggml-cpu.h"
+#include "ggml-opt.h"
 #include "ggml.h"
 #include "gguf.h"
 #include "llama.h"
@@ -40,6 +42,9 @@ struct pm_model {
     llama_model * model = nullptr;
     const llama_vocab * vocab = nullptr;
     std::string buffer_path;  // the file that stands for a loaded buffer, removed on free
+    std::string source;       // the file llama.cpp read (empty for a buffer natively: its copy is gone)
+    bool writable = false;    // weights in memory of the model's own (pm_model_load_trainable): trainable
+    int32_t n_ctx_train = 0;  // as loaded: llama.cpp's training sets the llama_model's own value to its window
     std::vector<pm_adapter *> adapters;  // loaded for this model: llama_model_free releases their llama.cpp part
 
     pm_model() = default;
@@ -142,6 +147,32 @@ struct pm_context {
         batch_logits.resize(n);
         batch = llama_batch{0, batch_token.data(), nullptr, batch_pos.data(), batch_n_seq_id.data(),
                             batch_seq_id.data(), batch_logits.data()};
+    }
+};
+
+// Fine-tuning state: its own context (made for training: window = batch = micro-batch, F32 KV), llama.cpp's
+// optimizer in that context, and a one-window data set refilled for every step.
+struct pm_trainer {
+    pm_context * ctx = nullptr;
+    int32_t n_ctx = 0;
+    int32_t first_layer = 0;                 // blocks first_layer.. are trained
+    std::vector<ggml_tensor *> params;       // the trainable tensors (llama.cpp's param filter picked them)
+    std::vector<std::vector<char>> saved;    // their checkpoint, once pm_trainer_checkpoint(save) ran
+    ggml_opt_optimizer_params opt{};         // read by the optimizer before every step
+    ggml_opt_dataset_t data = nullptr;
+    ggml_opt_result_t result = nullptr;
+
+    pm_trainer() = default;
+    pm_trainer(const pm_trainer &) = delete;
+    pm_trainer & operator=(const pm_trainer &) = delete;
+    ~pm_trainer() {
+        if (result) {
+            ggml_opt_result_free(result);
+        }
+        if (data) {
+            ggml_opt_dataset_free(data);
+        }
+        delete ctx;  // with it the optimizer (llama.cpp's context owns it)
     }
 };
 
@@ -260,13 +291,15 @@ int32_t get_string(G && getter, std::string & out) {
 // Load into m (made before the load, so nothing loaded can be orphaned); on success *out takes it over.
 int32_t load(std::unique_ptr<pm_model> m, const char * path, const std::string & label, pm_model ** out) {
     llama_model_params params = llama_model_default_params();
-    params.load_mode = LLAMA_LOAD_MODE_MMAP;  // weights stay where the file's bytes are
+    // weights stay where the file's bytes are, unless they are to be trained: then in writable memory of their own
+    params.load_mode = m->writable ? LLAMA_LOAD_MODE_NONE : LLAMA_LOAD_MODE_MMAP;
     params.use_extra_bufts = false;          // no repacked copy of the weights
     m->model = llama_model_load_from_file(path, params);
     if (!m->model) {
         return fail(PM_ERR_LOAD, "cannot load model " + label);
     }
     m->vocab = llama_model_get_vocab(m->model);
+    m->n_ctx_train = llama_model_n_ctx_train(m->model);
     *out = m.release();
     return PM_OK;
 }
@@ -472,7 +505,9 @@ int32_t pm_model_load_file(const char * path, pm_model ** out) {
             return fail(PM_ERR_INVALID_ARGUMENT, "path and out must not be NULL");
         }
         *out = nullptr;
-        return load(std::unique_ptr<pm_model>(new pm_model), path, std::string("'") + path + "'", out);
+        std::unique_ptr<pm_model> m(new pm_model);
+        m->source = path;
+        return load(std::move(m), path, std::string("'") + path + "'", out);
     });
 }
 
@@ -492,6 +527,7 @@ int32_t pm_model_load_buffer(const void * data, size_t size, pm_model ** out) {
             return fail(PM_ERR_INTERNAL, "cannot expose the buffer to the loader");
         }
         const std::string path = m->buffer_path;
+        m->source = path;
         return load(std::move(m), path.c_str(), buffer_label(size), out);
 #else
         int fd = -1;
@@ -527,7 +563,7 @@ void pm_model_free(pm_model * model) {
 }
 
 int32_t pm_model_n_vocab(const pm_model * m) { return m ? llama_vocab_n_tokens(m->vocab) : -1; }
-int32_t pm_model_n_ctx_train(const pm_model * m) { return m ? llama_model_n_ctx_train(m->model) : -1; }
+int32_t pm_model_n_ctx_train(const pm_model * m) { return m ? m->n_ctx_train : -1; }
 int32_t pm_model_n_embd(const pm_model * m) { return m ? llama_model_n_embd(m->model) : -1; }
 double pm_model_n_params(const pm_model * m) { return m ? (double) llama_model_n_params(m->model) : 0; }
 double pm_model_size(const pm_model * m) { return m ? (double) llama_model_size(m->model) : 0; }
@@ -749,68 +785,72 @@ int32_t pm_token_bytes(const pm_model * m, int32_t token, int32_t special, char 
     });
 }
 
+// pm_context_new's work, for it and for pm_trainer_new (inside their guarded call).
+static int32_t new_context(pm_model * m, int32_t n_ctx, int32_t n_batch, int32_t n_threads, int32_t flags,
+                           pm_context ** out) {
+    if (!m || !out) {
+        return fail(PM_ERR_INVALID_ARGUMENT, "model and out must not be NULL");
+    }
+    *out = nullptr;
+    const int32_t n_ctx_train = m->n_ctx_train;
+    if (n_ctx < 0 || n_ctx > n_ctx_train) {
+        return fail(PM_ERR_INVALID_ARGUMENT, "n_ctx " + std::to_string(n_ctx) + " is outside 0.." +
+                                                 std::to_string(n_ctx_train) + " (the model's trained context)");
+    }
+    if (n_batch < 0 || n_batch > 8192) {
+        return fail(PM_ERR_INVALID_ARGUMENT, "n_batch " + std::to_string(n_batch) + " is outside 0..8192");
+    }
+    if (n_threads < 1 || n_threads > PM_MAX_THREADS) {
+        return fail(PM_ERR_INVALID_ARGUMENT, "n_threads " + std::to_string(n_threads) + " is outside 1.." +
+                                                 std::to_string(PM_MAX_THREADS) + " for this build");
+    }
+    if (flags & ~(PM_CONTEXT_EMBEDDINGS | PM_CONTEXT_KV_F32)) {
+        return fail(PM_ERR_INVALID_ARGUMENT, "unknown context flags " + std::to_string(flags));
+    }
+    llama_context_params params = llama_context_default_params();
+    params.n_ctx = n_ctx == 0 ? n_ctx_train : n_ctx;
+    params.n_batch = n_batch == 0 ? 512 : n_batch;
+    params.n_batch = params.n_batch < params.n_ctx ? params.n_batch : params.n_ctx;
+    params.n_ubatch = params.n_batch;  // embeddings need the whole text in one micro-batch
+    // an embeddings context decodes up to PM_EMBEDDINGS_MAX_SEQS texts at once, each free to use all of n_ctx;
+    // texts have a token each at least, so a batch never holds more texts than n_batch (llama.cpp's limit)
+    params.n_seq_max = (flags & PM_CONTEXT_EMBEDDINGS) ? std::min<uint32_t>(PM_EMBEDDINGS_MAX_SEQS, params.n_batch) : 1;
+    params.kv_unified = true;
+    params.n_threads = n_threads;
+    params.n_threads_batch = n_threads;
+    params.embeddings = (flags & PM_CONTEXT_EMBEDDINGS) != 0;
+    if (flags & PM_CONTEXT_KV_F32) {
+        params.type_k = GGML_TYPE_F32;
+        params.type_v = GGML_TYPE_F32;
+        params.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;  // flash attention casts K and V to F16
+    }
+    params.no_perf = true;
+    // c owns the llama context from the moment it exists: any later failure or exception frees both
+    std::unique_ptr<pm_context> c(new pm_context);
+    c->owner = m;
+    c->ctx = llama_init_from_model(m->model, params);
+    if (!c->ctx) {
+        return fail(PM_ERR_CONTEXT, "cannot create a context with n_ctx " + std::to_string(params.n_ctx));
+    }
+    c->n_batch = (int32_t) llama_n_batch(c->ctx);
+    c->embeddings = params.embeddings;
+    c->alloc_batch(c->n_batch);
+    if (n_threads > 1) {
+        // one pool of threads for the context's life, instead of new threads for every graph
+        ggml_threadpool_params tp = ggml_threadpool_params_default(n_threads);
+        c->threadpool = ggml_threadpool_new(&tp);
+        if (!c->threadpool) {
+            return fail(PM_ERR_CONTEXT, "cannot start " + std::to_string(n_threads) + " threads");
+        }
+        llama_attach_threadpool(c->ctx, c->threadpool, c->threadpool);
+    }
+    *out = c.release();
+    return PM_OK;
+}
+
 int32_t pm_context_new(pm_model * m, int32_t n_ctx, int32_t n_batch, int32_t n_threads, int32_t flags,
                        pm_context ** out) {
-    return guarded([&]() -> int32_t {
-        if (!m || !out) {
-            return fail(PM_ERR_INVALID_ARGUMENT, "model and out must not be NULL");
-        }
-        *out = nullptr;
-        const int32_t n_ctx_train = llama_model_n_ctx_train(m->model);
-        if (n_ctx < 0 || n_ctx > n_ctx_train) {
-            return fail(PM_ERR_INVALID_ARGUMENT, "n_ctx " + std::to_string(n_ctx) + " is outside 0.." +
-                                                     std::to_string(n_ctx_train) + " (the model's trained context)");
-        }
-        if (n_batch < 0 || n_batch > 8192) {
-            return fail(PM_ERR_INVALID_ARGUMENT, "n_batch " + std::to_string(n_batch) + " is outside 0..8192");
-        }
-        if (n_threads < 1 || n_threads > PM_MAX_THREADS) {
-            return fail(PM_ERR_INVALID_ARGUMENT, "n_threads " + std::to_string(n_threads) + " is outside 1.." +
-                                                     std::to_string(PM_MAX_THREADS) + " for this build");
-        }
-        if (flags & ~(PM_CONTEXT_EMBEDDINGS | PM_CONTEXT_KV_F32)) {
-            return fail(PM_ERR_INVALID_ARGUMENT, "unknown context flags " + std::to_string(flags));
-        }
-        llama_context_params params = llama_context_default_params();
-        params.n_ctx = n_ctx == 0 ? n_ctx_train : n_ctx;
-        params.n_batch = n_batch == 0 ? 512 : n_batch;
-        params.n_batch = params.n_batch < params.n_ctx ? params.n_batch : params.n_ctx;
-        params.n_ubatch = params.n_batch;  // embeddings need the whole text in one micro-batch
-        // an embeddings context decodes up to PM_EMBEDDINGS_MAX_SEQS texts at once, each free to use all of n_ctx;
-        // texts have a token each at least, so a batch never holds more texts than n_batch (llama.cpp's limit)
-        params.n_seq_max = (flags & PM_CONTEXT_EMBEDDINGS) ? std::min<uint32_t>(PM_EMBEDDINGS_MAX_SEQS, params.n_batch) : 1;
-        params.kv_unified = true;
-        params.n_threads = n_threads;
-        params.n_threads_batch = n_threads;
-        params.embeddings = (flags & PM_CONTEXT_EMBEDDINGS) != 0;
-        if (flags & PM_CONTEXT_KV_F32) {
-            params.type_k = GGML_TYPE_F32;
-            params.type_v = GGML_TYPE_F32;
-            params.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;  // flash attention casts K and V to F16
-        }
-        params.no_perf = true;
-        // c owns the llama context from the moment it exists: any later failure or exception frees both
-        std::unique_ptr<pm_context> c(new pm_context);
-        c->owner = m;
-        c->ctx = llama_init_from_model(m->model, params);
-        if (!c->ctx) {
-            return fail(PM_ERR_CONTEXT, "cannot create a context with n_ctx " + std::to_string(params.n_ctx));
-        }
-        c->n_batch = (int32_t) llama_n_batch(c->ctx);
-        c->embeddings = params.embeddings;
-        c->alloc_batch(c->n_batch);
-        if (n_threads > 1) {
-            // one pool of threads for the context's life, instead of new threads for every graph
-            ggml_threadpool_params tp = ggml_threadpool_params_default(n_threads);
-            c->threadpool = ggml_threadpool_new(&tp);
-            if (!c->threadpool) {
-                return fail(PM_ERR_CONTEXT, "cannot start " + std::to_string(n_threads) + " threads");
-            }
-            llama_attach_threadpool(c->ctx, c->threadpool, c->threadpool);
-        }
-        *out = c.release();
-        return PM_OK;
-    });
+    return guarded([&]() -> int32_t { return new_context(m, n_ctx, n_batch, n_threads, flags, out); });
 }
 
 void pm_context_free(pm_context * c) { delete c; }
@@ -980,6 +1020,273 @@ int32_t pm_embeddings(pm_context * c, const int32_t * tokens, const int32_t * le
                     row[k] += e[k] / lengths[s];
                 }
             }
+        }
+        return PM_OK;
+    });
+}
+
+}  // extern "C"
+
+// ---- fine-tuning ----
+
+namespace {
+
+// llama.cpp's param filter: a block's tensors from first_layer on, and the output norm. (The token embeddings
+// are never trained by llama.cpp; the output matrix is left frozen: it is the token embeddings when tied.)
+bool trainable(const ggml_tensor * t, void * userdata) {
+    pm_trainer * tr = static_cast<pm_trainer *>(userdata);
+    const char * name = ggml_get_name(t);
+    int layer = -1;
+    const bool chosen = strcmp(name, "output_norm.weight") == 0 ||
+                        (sscanf(name, "blk.%d.", &layer) == 1 && layer >= tr->first_layer);
+    if (chosen) {
+        tr->params.push_back(const_cast<ggml_tensor *>(t));
+    }
+    return chosen;
+}
+
+int32_t ftype_of(const std::string & type, llama_ftype * out) {
+    static const std::pair<const char *, llama_ftype> types[] = {
+        {"F32", LLAMA_FTYPE_ALL_F32},       {"F16", LLAMA_FTYPE_MOSTLY_F16},   {"Q8_0", LLAMA_FTYPE_MOSTLY_Q8_0},
+        {"Q4_0", LLAMA_FTYPE_MOSTLY_Q4_0}, {"Q4_1", LLAMA_FTYPE_MOSTLY_Q4_1},
+    };
+    for (const auto & t : types) {
+        if (type == t.first) {
+            *out = t.second;
+            return PM_OK;
+        }
+    }
+    return fail(PM_ERR_INVALID_ARGUMENT, "unknown weight type '" + type + "': F32, F16, Q8_0, Q4_0 or Q4_1");
+}
+
+}  // namespace
+
+extern "C" {
+
+int32_t pm_model_convert(const char * path_in, const char * path_out, const char * type, int32_t n_threads) {
+    return guarded([&]() -> int32_t {
+        if (!path_in || !path_out || !type) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "path_in, path_out and type must not be NULL");
+        }
+        if (n_threads < 1 || n_threads > PM_MAX_THREADS) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "n_threads " + std::to_string(n_threads) + " is outside 1.." +
+                                                     std::to_string(PM_MAX_THREADS));
+        }
+        llama_model_quantize_params params = llama_model_quantize_default_params();
+        if (ftype_of(type, &params.ftype) != PM_OK) {
+            return PM_ERR_INVALID_ARGUMENT;
+        }
+#ifdef __EMSCRIPTEN__
+        n_threads = 1;  // the quantizer starts std::threads per call; the page's module runs it on its own thread
+#endif
+        params.nthread = n_threads;
+        params.allow_requantize = true;  // a quantized input is dequantized first (to F32, or to be requantized)
+        if (llama_model_quantize(path_in, path_out, &params) != 0) {
+            remove(path_out);  // nothing half-written stays behind
+            return fail(PM_ERR_LOAD, std::string("cannot convert '") + path_in + "' to " + type);
+        }
+        return PM_OK;
+    });
+}
+
+int32_t pm_model_source(const pm_model * m, const char ** out) {
+    return guarded([&]() -> int32_t {
+        if (!m || !out) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "model and out must not be NULL");
+        }
+        *out = m->source.empty() ? nullptr : m->source.c_str();
+        return *out ? PM_OK : fail(PM_ERR_NOT_FOUND, "the model was loaded from a buffer whose copy is gone");
+    });
+}
+
+int32_t pm_model_load_trainable(const char * path, pm_model ** out) {
+    return guarded([&]() -> int32_t {
+        if (!path || !out) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "path and out must not be NULL");
+        }
+        *out = nullptr;
+        std::unique_ptr<pm_model> m(new pm_model);
+        m->source = path;
+        m->writable = true;
+        return load(std::move(m), path, std::string("'") + path + "'", out);
+    });
+}
+
+int32_t pm_trainer_new(pm_model * m, int32_t n_ctx, int32_t n_layers, int32_t n_threads, pm_trainer ** out) {
+    return guarded([&]() -> int32_t {
+        if (!m || !out) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "model and out must not be NULL");
+        }
+        *out = nullptr;
+        if (!m->writable) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "the model's weights are used in place, read-only: load it with "
+                                                 "pm_model_load_trainable to train it");
+        }
+        const int32_t n_layer = llama_model_n_layer(m->model);
+        if (n_layers < 1 || n_layers > n_layer) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "n_layers " + std::to_string(n_layers) + " is outside 1.." +
+                                                     std::to_string(n_layer) + " (the model's blocks)");
+        }
+        // llama.cpp rounds a context up to a multiple of 256 tokens, and a window must fill the context
+        const int32_t most = std::min(m->n_ctx_train, 4096) / 256 * 256;
+        if (most < 256) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "the model's trained context (" + std::to_string(m->n_ctx_train) +
+                                                     " tokens) is shorter than a training window (256)");
+        }
+        if (n_ctx < 256 || n_ctx % 256 != 0 || n_ctx > most) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "n_ctx " + std::to_string(n_ctx) + " is not a multiple of 256 in "
+                                                     "256.." + std::to_string(most));
+        }
+        std::unique_ptr<pm_trainer> t(new pm_trainer);
+        t->n_ctx = n_ctx;
+        t->first_layer = n_layer - n_layers;
+        // the whole window in one micro-batch: only then do K and V get gradients (llama.cpp reads them from the
+        // micro-batch, not from the cache); F32 KV, since the backward pass has no F16 for it
+        if (new_context(m, n_ctx, n_ctx, n_threads, PM_CONTEXT_KV_F32, &t->ctx) != PM_OK) {
+            return PM_ERR_CONTEXT;
+        }
+        t->opt = ggml_opt_get_default_optimizer_params(nullptr);
+        llama_opt_params lopt{};
+        lopt.n_ctx_train = (uint32_t) n_ctx;
+        lopt.param_filter = trainable;
+        lopt.param_filter_ud = t.get();
+        lopt.get_opt_pars = ggml_opt_get_constant_optimizer_params;  // hands back *ud: t->opt as it is then
+        lopt.get_opt_pars_ud = &t->opt;
+        lopt.optimizer_type = GGML_OPT_OPTIMIZER_TYPE_ADAMW;
+        llama_opt_init(t->ctx->ctx, m->model, lopt);
+        // llama.cpp only offers F32 tensors to the filter: a block without any was not dequantized
+        std::vector<bool> seen(n_layer, false);
+        for (const ggml_tensor * p : t->params) {
+            int layer = -1;
+            if (sscanf(ggml_get_name(p), "blk.%d.", &layer) == 1 && layer >= 0 && layer < n_layer) {
+                seen[layer] = true;
+            }
+        }
+        for (int32_t l = t->first_layer; l < n_layer; l++) {
+            if (!seen[l]) {
+                return fail(PM_ERR_INVALID_ARGUMENT, "block " + std::to_string(l) + " has no F32 weights to "
+                            "train: convert the model to F32 first (pm_model_convert)");
+            }
+        }
+        t->data = ggml_opt_dataset_init(GGML_TYPE_I32, GGML_TYPE_I32, n_ctx, n_ctx, 1, 1);
+        t->result = ggml_opt_result_init();
+        *out = t.release();
+        return PM_OK;
+    });
+}
+
+void pm_trainer_free(pm_trainer * t) {
+    guarded([&]() -> int32_t {
+        delete t;
+        return PM_OK;
+    });
+}
+
+double pm_trainer_n_params(const pm_trainer * t) {
+    if (!t) {
+        return 0;
+    }
+    double n = 0;
+    for (const ggml_tensor * p : t->params) {
+        n += (double) ggml_nelements(p);
+    }
+    return n;
+}
+
+int32_t pm_trainer_step(pm_trainer * t, const int32_t * tokens, int32_t train, double lr, double wd, float * loss) {
+    return guarded([&]() -> int32_t {
+        if (!t || !tokens || !loss) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "trainer, tokens and loss must not be NULL");
+        }
+        if (!(lr >= 0 && lr < 1) || !(wd >= 0 && wd < 1)) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "the learning rate and the weight decay must be in [0, 1)");
+        }
+        const pm_model * m = t->ctx->owner;
+        for (int32_t i = 0; i <= t->n_ctx; i++) {
+            if (!valid_token(m, tokens[i])) {
+                return fail(PM_ERR_TOKEN, "token " + std::to_string(tokens[i]) + " at " + std::to_string(i) +
+                                              " is outside the vocabulary");
+            }
+        }
+        int32_t * inputs = (int32_t *) ggml_opt_dataset_data(t->data)->data;
+        int32_t * targets = (int32_t *) ggml_opt_dataset_labels(t->data)->data;
+        std::copy(tokens, tokens + t->n_ctx, inputs);
+        std::copy(tokens + 1, tokens + t->n_ctx + 1, targets);
+        t->opt.adamw.alpha = (float) lr;
+        t->opt.adamw.wd = (float) wd;
+        ggml_opt_result_reset(t->result);
+        // one data point: trained on (split 1) or only evaluated (split 0)
+        llama_opt_epoch(t->ctx->ctx, t->data, t->result, t->result, train ? 1 : 0, nullptr, nullptr);
+        double mean = 0, unc = 0;
+        ggml_opt_result_loss(t->result, &mean, &unc);
+        if (!std::isfinite(mean)) {
+            return fail(PM_ERR_DECODE, "the loss is not a finite number (the learning rate may be too high)");
+        }
+        *loss = (float) mean;
+        return PM_OK;
+    });
+}
+
+int32_t pm_trainer_checkpoint(pm_trainer * t, int32_t save) {
+    return guarded([&]() -> int32_t {
+        if (!t) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "trainer must not be NULL");
+        }
+        if (save) {
+            std::vector<std::vector<char>> copy(t->params.size());
+            for (size_t i = 0; i < t->params.size(); i++) {
+                copy[i].resize(ggml_nbytes(t->params[i]));
+                ggml_backend_tensor_get(t->params[i], copy[i].data(), 0, copy[i].size());
+            }
+            t->saved = std::move(copy);
+            return PM_OK;
+        }
+        if (t->saved.size() != t->params.size()) {
+            return fail(PM_ERR_NOT_FOUND, "no checkpoint was saved");
+        }
+        for (size_t i = 0; i < t->params.size(); i++) {
+            ggml_backend_tensor_set(t->params[i], t->saved[i].data(), 0, t->saved[i].size());
+        }
+        return PM_OK;
+    });
+}
+
+int32_t pm_trainer_write(const pm_trainer * t, const char * path) {
+    return guarded([&]() -> int32_t {
+        if (!t || !path) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "trainer and path must not be NULL");
+        }
+        gguf_init_params gp = {/*no_alloc =*/true, /*ctx =*/nullptr};
+        std::unique_ptr<gguf_context, void (*)(gguf_context *)> g(gguf_init_from_file(path, gp), gguf_free);
+        if (!g) {
+            return fail(PM_ERR_LOAD, std::string("'") + path + "' is not a GGUF file");
+        }
+        // check every tensor first, so that a mismatch leaves the file as it was
+        std::vector<size_t> offsets;
+        for (const ggml_tensor * p : t->params) {
+            const int64_t i = gguf_find_tensor(g.get(), ggml_get_name(p));
+            if (i < 0 || gguf_get_tensor_type(g.get(), i) != GGML_TYPE_F32 ||
+                gguf_get_tensor_size(g.get(), i) != ggml_nbytes(p)) {
+                return fail(PM_ERR_INVALID_ARGUMENT, std::string("'") + path + "' is not the model being trained: "
+                            "its tensor '" + ggml_get_name(p) + "' is missing or not F32 of the same size");
+            }
+            offsets.push_back(gguf_get_data_offset(g.get()) + gguf_get_tensor_offset(g.get(), i));
+        }
+        std::unique_ptr<FILE, int (*)(FILE *)> f(fopen(path, "r+b"), fclose);
+        if (!f) {
+            return fail(PM_ERR_INTERNAL, std::string("cannot open '") + path + "' for writing: " + strerror(errno));
+        }
+        std::vector<char> bytes;
+        for (size_t k = 0; k < t->params.size(); k++) {
+            bytes.resize(ggml_nbytes(t->params[k]));
+            ggml_backend_tensor_get(t->params[k], bytes.data(), 0, bytes.size());
+            if (fseek(f.get(), (long) offsets[k], SEEK_SET) != 0 ||
+                fwrite(bytes.data(), 1, bytes.size(), f.get()) != bytes.size()) {
+                return fail(PM_ERR_INTERNAL, std::string("writing '") + path + "' failed: " + strerror(errno));
+            }
+        }
+        if (fflush(f.get()) != 0) {
+            return fail(PM_ERR_INTERNAL, std::string("writing '") + path + "' failed: " + strerror(errno));
         }
         return PM_OK;
     });

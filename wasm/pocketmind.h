@@ -138,6 +138,38 @@ enum { PM_EMBEDDINGS_MAX_SEQS = 64 };
 int32_t pm_embeddings(pm_context * ctx, const int32_t * tokens, const int32_t * lengths, int32_t n_seqs,
                       float * out);
 
+/* ---- fine-tuning (llama.cpp's optimizer, AdamW, on F32 weights) ---- */
+
+typedef struct pm_trainer pm_trainer;
+
+/* Write the GGUF model at path_in to path_out with its weights of type `type`: "F32" (every quantized tensor
+ * dequantized: what training needs), "F16", "Q8_0", "Q4_0" or "Q4_1" (llama.cpp's quantizer picks the type of a
+ * few tensors itself, as llama-quantize does). Metadata (chat template, context length) is kept. */
+int32_t pm_model_convert(const char * path_in, const char * path_out, const char * type, int32_t n_threads);
+/* The file llama.cpp read the model from: the path given to pm_model_load_file, or in WebAssembly the file that
+ * stands for a loaded buffer; PM_ERR_NOT_FOUND for a buffer natively (its copy is gone after the load). */
+int32_t pm_model_source(const pm_model * model, const char ** out);
+/* Load a GGUF whose weights can be trained: read into memory of the model's own (writable), not used in place. */
+int32_t pm_model_load_trainable(const char * path, pm_model ** out);
+
+/* Training state for a model loaded with pm_model_load_trainable, whose trained layers are F32: a context of
+ * n_ctx tokens per training window (a multiple of 256, llama.cpp's context granule; F32 KV cache), AdamW, and as trainable parameters the weights of the last
+ * n_layers blocks and the output norm. llama.cpp sets the llama_model's trained context to n_ctx while training
+ * (pm_model_n_ctx_train keeps the loaded value, and pm_context_new still allows it). */
+int32_t pm_trainer_new(pm_model * model, int32_t n_ctx, int32_t n_layers, int32_t n_threads, pm_trainer ** out);
+void    pm_trainer_free(pm_trainer * trainer);
+double  pm_trainer_n_params(const pm_trainer * trainer);  /* trainable parameters */
+/* One window: tokens holds n_ctx + 1 ids; the model reads tokens[0..n_ctx) and predicts tokens[1..n_ctx]. train:
+ * one AdamW step (learning rate lr, weight decay wd) on its mean cross-entropy; 0: only the loss. *loss: the mean
+ * cross-entropy per token (before the step). */
+int32_t pm_trainer_step(pm_trainer * trainer, const int32_t * tokens, int32_t train, double lr, double wd,
+                        float * loss);
+/* save = 1: copy the trainable weights aside (a checkpoint); 0: put the checkpoint's weights back. */
+int32_t pm_trainer_checkpoint(pm_trainer * trainer, int32_t save);
+/* Write the trainable weights, as they are now, into the GGUF at path (in place), which must be the F32 file the
+ * model was loaded from (or a copy of it): the rest of that file, metadata included, is unchanged. */
+int32_t pm_trainer_write(const pm_trainer * trainer, const char * path);
+
 #ifdef __cplusplus
 }
 #endif

@@ -56,6 +56,15 @@ SIGNATURES: dict[str, tuple[str, str]] = {
     "pm_kv_clear": ("v", "p"),
     "pm_kv_pos_max": ("i", "p"),
     "pm_embeddings": ("i", "pppip"),
+    "pm_model_convert": ("i", "pppi"),
+    "pm_model_source": ("i", "pp"),
+    "pm_model_load_trainable": ("i", "pp"),
+    "pm_trainer_new": ("i", "piiip"),
+    "pm_trainer_free": ("v", "p"),
+    "pm_trainer_n_params": ("d", "p"),
+    "pm_trainer_step": ("i", "ppiddp"),
+    "pm_trainer_checkpoint": ("i", "pi"),
+    "pm_trainer_write": ("i", "pp"),
 }
 
 STATUS_NAMES = {

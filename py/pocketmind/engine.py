@@ -140,6 +140,7 @@ class Model(_Handle):
         self._owns_buffer = False  # see adopt_buffer()
         self._contexts: weakref.WeakSet[Context] = weakref.WeakSet()  # closed before the model is freed
         self._adapters: weakref.WeakSet[Adapter] = weakref.WeakSet()  # likewise
+        self._trainers: weakref.WeakSet[Trainer] = weakref.WeakSet()  # likewise
         self.n_vocab = backend.call("pm_model_n_vocab", ptr)
         self.n_ctx_train = backend.call("pm_model_n_ctx_train", ptr)
         self.n_embd = backend.call("pm_model_n_embd", ptr)
@@ -157,6 +158,13 @@ class Model(_Handle):
     def from_file(cls, path: str | os.PathLike, backend: Backend | None = None) -> Model:
         backend = backend or default_backend()
         return cls(backend, _load_by_path(backend, "pm_model_load_file", path))
+
+    @classmethod
+    def trainable(cls, path: str | os.PathLike, backend: Backend | None = None) -> Model:
+        """Load a GGUF (F32 in the blocks to train: see convert_model) with its weights in writable memory of its
+        own, as Model.trainer needs."""
+        backend = backend or default_backend()
+        return cls(backend, _load_by_path(backend, "pm_model_load_trainable", path))
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview, backend: Backend | None = None) -> Model:
@@ -203,6 +211,8 @@ class Model(_Handle):
         return self._owns_buffer
 
     def close(self) -> None:
+        for trainer in list(getattr(self, "_trainers", ())):
+            trainer.close()
         for ctx in list(getattr(self, "_contexts", ())):
             ctx.close()
         for adapter in list(getattr(self, "_adapters", ())):
@@ -228,6 +238,17 @@ class Model(_Handle):
     def meta(self, key: str, default: str | None = None) -> str | None:
         value = self._string("pm_model_meta_get", key=key)
         return default if value is None else value
+
+    @property
+    def source(self) -> str | None:
+        """The file llama.cpp read the model from (in Pyodide, the MEMFS file that stands for a loaded buffer);
+        None for a buffer natively."""
+        out = self._scratch.get(8)
+        status = self.backend.call("pm_model_source", self.ptr, out)
+        if status == NOT_FOUND:
+            return None
+        self._check(status)
+        return self.backend.read_cstring(_read_pointer(self.backend, out))
 
     @property
     def chat_template(self) -> str | None:
@@ -316,6 +337,15 @@ class Model(_Handle):
         ctx = Context(self, _read_pointer(self.backend, out))
         self._contexts.add(ctx)
         return ctx
+
+    def trainer(self, n_ctx: int, n_layers: int, n_threads: int = 1) -> Trainer:
+        """Fine-tuning state for this model (loaded with Model.trainable): AdamW on the last n_layers blocks and
+        the output norm, one window of n_ctx tokens per step."""
+        out = self._scratch.get(8)
+        self._check(self.backend.call("pm_trainer_new", self.ptr, int(n_ctx), int(n_layers), int(n_threads), out))
+        trainer = Trainer(self, _read_pointer(self.backend, out), int(n_ctx))
+        self._trainers.add(trainer)
+        return trainer
 
 
 class Context(_Handle):
@@ -514,6 +544,65 @@ class Adapter(_Handle):
                 if ctx._ptr:
                     ctx._adapter_closed(self)
         super().close()
+
+
+class Trainer(_Handle):
+    """llama.cpp's optimizer on one model (Model.trainer): step() trains on or measures one window of tokens."""
+
+    _free_fn = "pm_trainer_free"
+
+    def __init__(self, model: Model, ptr: int, n_ctx: int):
+        super().__init__(model.backend, ptr)
+        self.model = model  # keeps the model alive as long as the trainer
+        self.n_ctx = n_ctx
+        self.n_params = int(self.backend.call("pm_trainer_n_params", ptr))
+
+    def step(self, tokens: Sequence[int] | np.ndarray, train: bool = True, lr: float = 1e-4,
+             weight_decay: float = 0.0) -> float:
+        """The mean cross-entropy of predicting tokens[1:] from tokens[:-1] (n_ctx + 1 tokens), then, if train,
+        one AdamW step on it."""
+        arr = np.ascontiguousarray(tokens, dtype=np.int32)
+        if arr.ndim != 1 or arr.size != self.n_ctx + 1:
+            raise ValueError(f"a training window holds n_ctx + 1 = {self.n_ctx + 1} tokens, not {arr.size}")
+        ptr = self._scratch.get(arr.nbytes + 8)
+        loss = ptr + arr.nbytes
+        self.backend.write(ptr, arr.tobytes())
+        self._check(self.backend.call("pm_trainer_step", self.ptr, ptr, int(train), float(lr), float(weight_decay),
+                                      loss))
+        return float(np.frombuffer(self.backend.read(loss, 4), dtype=np.float32)[0])
+
+    def checkpoint(self) -> None:
+        """Copy the trainable weights aside; restore() puts them back."""
+        self._check(self.backend.call("pm_trainer_checkpoint", self.ptr, 1))
+
+    def restore(self) -> None:
+        self._check(self.backend.call("pm_trainer_checkpoint", self.ptr, 0))
+
+    def write(self, path: str | os.PathLike) -> None:
+        """Write the trained weights into the F32 GGUF at path (the file the model was loaded from, or a copy)."""
+        encoded = os.fsencode(path) + b"\0"
+        arg = self._scratch.get(len(encoded))
+        self.backend.write(arg, encoded)
+        self._check(self.backend.call("pm_trainer_write", self.ptr, arg))
+
+
+def convert_model(path_in: str | os.PathLike, path_out: str | os.PathLike, weight_type: str, n_threads: int = 1,
+                  backend: Backend | None = None) -> None:
+    """Write the GGUF at path_in to path_out with weights of weight_type: "F32" (dequantized, for training),
+    "F16", "Q8_0", "Q4_0" or "Q4_1"; the metadata is kept. On failure nothing is left at path_out."""
+    backend = backend or default_backend()
+    args = [os.fsencode(path_in) + b"\0", os.fsencode(path_out) + b"\0", weight_type.encode() + b"\0"]
+    scratch = _Scratch(backend)
+    try:
+        base = scratch.get(sum((len(a) + 7) // 8 * 8 for a in args))
+        ptrs, at = [], base
+        for a in args:
+            backend.write(at, a)
+            ptrs.append(at)
+            at += (len(a) + 7) // 8 * 8
+        check(backend, backend.call("pm_model_convert", *ptrs, int(n_threads)))
+    finally:
+        scratch.release()
 
 
 def load_service(make, backend: Backend, buffer: int, size: int):
