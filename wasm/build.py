@@ -83,10 +83,11 @@ def capi_signatures() -> dict[str, tuple[str, str]]:
     return module.SIGNATURES
 
 
-# What the wasm modules export: every C API function (Python calls them all through Pyodide) and the one runtime
-# helper JS code outside the module uses; the glue keeps FS for its own use (pm_js_map_buffer).
+# What the wasm modules export: every C API function (Python calls them all through Pyodide) and the runtime
+# helpers code outside the module uses: UTF8ToString, and FS (the module's in-memory file system, where the C API
+# reads and writes paths: fine-tuning's F32 and output files; the glue also uses it for pm_js_map_buffer).
 EXPORTS = list(capi_signatures())
-RUNTIME_METHODS = ["UTF8ToString"]
+RUNTIME_METHODS = ["UTF8ToString", "FS"]
 
 
 def log(msg: str) -> None:

@@ -1140,6 +1140,23 @@ int32_t pm_trainer_new(pm_model * m, int32_t n_ctx, int32_t n_layers, int32_t n_
         std::unique_ptr<pm_trainer> t(new pm_trainer);
         t->n_ctx = n_ctx;
         t->first_layer = n_layer - n_layers;
+        // llama.cpp trains F32 tensors only (and silently skips others): every tensor of the chosen blocks must be
+        gguf_init_params gp = {/*no_alloc =*/true, /*ctx =*/nullptr};
+        std::unique_ptr<gguf_context, void (*)(gguf_context *)> g(gguf_init_from_file(m->source.c_str(), gp),
+                                                                   gguf_free);
+        if (!g) {
+            return fail(PM_ERR_LOAD, "cannot read the tensor list of '" + m->source + "'");
+        }
+        for (int64_t i = 0; i < gguf_get_n_tensors(g.get()); i++) {
+            const char * name = gguf_get_tensor_name(g.get(), i);
+            int layer = -1;
+            if (sscanf(name, "blk.%d.", &layer) == 1 && layer >= t->first_layer &&
+                gguf_get_tensor_type(g.get(), i) != GGML_TYPE_F32) {
+                return fail(PM_ERR_INVALID_ARGUMENT, std::string("'") + name + "' is " +
+                            ggml_type_name(gguf_get_tensor_type(g.get(), i)) + ", not F32: llama.cpp trains F32 "
+                            "weights only; convert the model to F32 first (pm_model_convert)");
+            }
+        }
         // the whole window in one micro-batch: only then do K and V get gradients (llama.cpp reads them from the
         // micro-batch, not from the cache); F32 KV, since the backward pass has no F16 for it
         if (new_context(m, n_ctx, n_ctx, n_threads, PM_CONTEXT_KV_F32, &t->ctx) != PM_OK) {
@@ -1154,20 +1171,6 @@ int32_t pm_trainer_new(pm_model * m, int32_t n_ctx, int32_t n_layers, int32_t n_
         lopt.get_opt_pars_ud = &t->opt;
         lopt.optimizer_type = GGML_OPT_OPTIMIZER_TYPE_ADAMW;
         llama_opt_init(t->ctx->ctx, m->model, lopt);
-        // llama.cpp only offers F32 tensors to the filter: a block without any was not dequantized
-        std::vector<bool> seen(n_layer, false);
-        for (const ggml_tensor * p : t->params) {
-            int layer = -1;
-            if (sscanf(ggml_get_name(p), "blk.%d.", &layer) == 1 && layer >= 0 && layer < n_layer) {
-                seen[layer] = true;
-            }
-        }
-        for (int32_t l = t->first_layer; l < n_layer; l++) {
-            if (!seen[l]) {
-                return fail(PM_ERR_INVALID_ARGUMENT, "block " + std::to_string(l) + " has no F32 weights to "
-                            "train: convert the model to F32 first (pm_model_convert)");
-            }
-        }
         t->data = ggml_opt_dataset_init(GGML_TYPE_I32, GGML_TYPE_I32, n_ctx, n_ctx, 1, 1);
         t->result = ggml_opt_result_init();
         *out = t.release();

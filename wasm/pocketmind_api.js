@@ -151,7 +151,7 @@ function pocketmindApi(M) {
     return { pp_tps: nPrompt / ppSeconds, tg_tps: nGen / tgSeconds };
   }
 
-  return { check, lastError, allocModelBuffer, loadModel, freeModel, loadAdapter, setAdapters, newContext, decode,
+  return { check, lastError, withBuffer, allocModelBuffer, loadModel, freeModel, loadAdapter, setAdapters, newContext, decode,
            logits, argmax, tokenize, tokenBytes, greedy, bench };
 }
 

@@ -13,6 +13,9 @@
 //   {op: "try", model}                    load a model, run one token, free it: "ran", "load-error: ..." or
 //                                         "run-error: ..." (for fuzzing; the current model stays)
 //   {op: "alloc", size}                   the address pm_buffer_alloc(size) returns (freed again)
+//   {op: "train", windows, layers, lr, train}  fine-tune the model: converted to F32 in the module's file system,
+//                                         loaded trainable, one pm_trainer_step per window (n_ctx = its length - 1;
+//                                         train: whether to update): {losses}; the trained model is freed after
 //   {op: "adapters", adapters: [{file, scale}]}  free the LoRA adapters loaded before, load these (from wasm
 //                                         memory) and apply them to the context; a refused one is reported as
 //                                         {error} and then none is applied
@@ -78,6 +81,42 @@ function tryModel(M, A, file) {
   if (ctx) M._pm_context_free(ctx);
   A.freeModel(loaded.model, loaded.buffer);
   return result;
+}
+
+// The C API's fine-tuning calls on a copy of `model` (tests compare the losses with the native build's).
+function train(M, A, model, { windows, layers, lr, train: update = true }) {
+  const withString = (text, fn) => {
+    const bytes = Buffer.from(text + "\0", "utf8");
+    return A.withBuffer(bytes.length, (ptr) => {
+      M.HEAPU8.set(bytes, ptr);
+      return fn(ptr);
+    });
+  };
+  const out = A.withBuffer(8, (ptr) => {
+    A.check(M._pm_model_source(model, ptr), "source");
+    return M.UTF8ToString(M.HEAPU32[ptr >>> 2]);
+  });
+  const f32 = "/train.f32.gguf";
+  withString(out, (src) => withString(f32, (dst) => withString("F32", (type) =>
+    A.check(M._pm_model_convert(src, dst, type, 1), "convert"))));
+  const trainable = withString(f32, (path) => A.withBuffer(8, (ptr) => {
+    A.check(M._pm_model_load_trainable(path, ptr), "load trainable");
+    return M.HEAPU32[ptr >>> 2];
+  }));
+  const nCtx = windows[0].length - 1;
+  const trainer = A.withBuffer(8, (ptr) => {
+    A.check(M._pm_trainer_new(trainable, nCtx, layers, 1, ptr), "trainer");
+    return M.HEAPU32[ptr >>> 2];
+  });
+  const losses = windows.map((w) => A.withBuffer(4 * w.length + 8, (ptr) => {
+    M.HEAP32.set(w, ptr >>> 2);
+    const loss = ptr + 4 * w.length;
+    A.check(M._pm_trainer_step(trainer, ptr, update ? 1 : 0, lr, 0, loss), "step");
+    return M.HEAPF32[loss >>> 2];
+  }));
+  M._pm_trainer_free(trainer);
+  M._pm_model_free(trainable);
+  return losses;
 }
 
 // Resolves once the line has been handed to the OS: a pipe that is full takes the rest later, and exiting before
@@ -161,6 +200,8 @@ async function main() {
       }
       if (!error) A.setAdapters(ctx, adapters.map((a, i) => [a, task.adapters[i].scale]));
       results.push(error ? { op: "adapters", error } : { op: "adapters", n: adapters.length });
+    } else if (task.op === "train") {
+      results.push({ op: "train", losses: train(M, A, loaded.model, task) });
     } else if (task.op === "alloc") {
       const ptr = M._pm_buffer_alloc(task.size) >>> 0;
       if (ptr) M._pm_buffer_free(ptr);

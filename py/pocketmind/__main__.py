@@ -4,6 +4,7 @@
     python -m pocketmind index DIR --model M.gguf --out index.npz
     python -m pocketmind search index.npz "query" [--top 5]
     python -m pocketmind train-head TASK.json DATA.csv --model M.gguf [--seed S] [--out head.json]
+    python -m pocketmind finetune TASK.json DATA.csv --model M.gguf [--layers N] [--epochs E] [--out M-task.gguf]
 
 eval runs every model with every few-shot count as a voter on the test rows; with two or more voters, also the
 ensembles (majority, mean, and weighted with weights from the dev rows) and a cascade (voters from the smallest
@@ -20,6 +21,11 @@ train-head trains a task head (train.run.HeadRun, which the Tasks page's worker 
 states of each row as features, a logistic regression on them (trained on the "train" rows, or on part of the dev
 rows when there are none, stopped on the rest), and prints each split's accuracy and the seconds taken; --out saves
 the head as JSON (it records the model's sha256 and the task's labels, checked when it is used).
+
+finetune trains the model's last --layers blocks on the task's labelled rows (train.finetune.FinetuneRun, which the
+Tasks page's worker runs too): the model dequantized to F32, llama.cpp's AdamW on the rows' prompts and labels, the
+weights of the best dev loss kept, written as a quantized GGUF (--type, Q8_0 by default); it prints the loss per
+epoch and the test accuracy before and after.
 
 CLI-only packages (tqdm, the `cli` extra) are imported here and only when present: the
 package itself also runs in Pyodide.
@@ -43,6 +49,7 @@ from .search.embed import Embedder
 from .search.index import Hit, Index, file_sha256
 from .search.indexer import IndexBuild, folder_files, read_documents
 from .train.head import DEFAULTS as HEAD_DEFAULTS
+from .train.finetune import DEFAULTS as FINETUNE_DEFAULTS, WEIGHT_TYPES as FINETUNE_TYPES
 
 
 def _shots(text: str) -> list[int]:
@@ -111,6 +118,24 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--threads", type=int, default=1, help="CPU threads")
     h.add_argument("--json", action="store_true", help="print the result as JSON")
     h.add_argument("--no-progress", action="store_true", help="no progress bar")
+    f = sub.add_parser("finetune", help="fine-tune a model's last blocks for a task (llama.cpp's optimizer)")
+    f.add_argument("task", type=Path, help="the task document (JSON), a label task")
+    f.add_argument("data", type=Path, help="a labelled CSV (UTF-8) with a split column (train/dev/test)")
+    f.add_argument("--model", type=Path, required=True, help="the GGUF model to fine-tune (any weight type)")
+    f.add_argument("--layers", type=int, default=FINETUNE_DEFAULTS["layers"], help="train the last N blocks")
+    f.add_argument("--epochs", type=int, default=FINETUNE_DEFAULTS["epochs"], help="passes over the training rows")
+    f.add_argument("--lr", type=float, default=FINETUNE_DEFAULTS["lr"], help="AdamW's learning rate")
+    f.add_argument("--ctx", type=int, default=FINETUNE_DEFAULTS["n_ctx"],
+                   help="tokens per training window (a multiple of 256)")
+    f.add_argument("--type", default=FINETUNE_DEFAULTS["weight_type"], choices=FINETUNE_TYPES,
+                   help="weight type of the written model")
+    f.add_argument("--seed", type=int, default=0, help="the seed of the dev split and the rows' order")
+    f.add_argument("--limit", type=int, default=None, help="only the first N rows of the file")
+    f.add_argument("--out", type=Path, default=None, help="write the model here (default: M-TASK.gguf beside M)")
+    f.add_argument("--no-measure", action="store_true", help="skip the test accuracy before and after")
+    f.add_argument("--threads", type=int, default=1, help="CPU threads")
+    f.add_argument("--json", action="store_true", help="print the result as JSON")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -297,6 +322,49 @@ def _head_steps(run):
             yield "training", event["epoch"], run.options["max_epochs"]
 
 
+def run_finetune(args: argparse.Namespace) -> dict:
+    import tempfile
+
+    from .train.finetune import FinetuneRun
+
+    task = Task.load(args.task)
+    if task.labels is None:
+        raise TaskError("fine-tuning needs a task with labels; JSON-output tasks have no label set")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be a positive number of rows, got {args.limit}")
+    if not args.model.is_file():
+        raise FileNotFoundError(f"no model file at {args.model}")
+    rows = parse_rows(read_bytes(args.data), task.text_column, task.label_column, task.labels)[:args.limit]
+    out = args.out or args.model.with_name(f"{args.model.stem}-{_slug(task.name)}.gguf")
+    with tempfile.TemporaryDirectory(prefix="pocketmind-finetune-") as work:
+        run = FinetuneRun(task, rows, args.model, out, work, n_threads=args.threads, seed=args.seed,
+                          measure=not args.no_measure, layers=args.layers, epochs=args.epochs, lr=args.lr,
+                          n_ctx=args.ctx, weight_type=args.type)
+        _with_progress(_finetune_steps(run), not args.no_progress, unit="step")
+    result = {"task": task.name, "model": str(args.model), **run.result()}
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        r = run.result()
+        print(run.table())
+        print(f"trained {r['n_params_trained']:,} parameters in {r['seconds']['training']:.1f} s "
+              f"({r['tokens_per_s'] or 0:.0f} tokens/s); wrote {out}")
+    return result
+
+
+def _finetune_steps(run):
+    """FinetuneRun's events as (bar name, done, total) for the progress bar."""
+    for event in run:
+        if event["type"] == "step":
+            yield f"epoch {event['epoch']}", event["step"], event["steps"]
+        elif event["type"] == "progress":
+            yield event["phase"] + (f" ({event['when']})" if "when" in event else ""), event["done"], event["total"]
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-") or "task"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -308,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
             run_search(args)
         elif args.command == "train-head":
             run_train_head(args)
+        elif args.command == "finetune":
+            run_finetune(args)
     except (ValueError, FileNotFoundError, PocketmindError) as e:  # TaskError, DataError, SearchError: ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2

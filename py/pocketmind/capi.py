@@ -107,3 +107,11 @@ class Backend(Protocol):
 
     def float32_array(self, ptr: int, count: int) -> np.ndarray:
         """count float32 values at ptr as a numpy array (a view where the runtime allows, else one copy)."""
+
+    # The file system the C API reads and writes paths in: natively the OS's, in Pyodide the wasm module's own
+    # (Emscripten's in-memory one, which Python's open() does not see).
+    def remove_file(self, path: str) -> None:
+        """Remove a file; nothing happens if it is missing."""
+
+    def rename_file(self, src: str, dst: str) -> None:
+        """Move a file to dst, replacing what is there."""

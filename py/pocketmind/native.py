@@ -56,6 +56,12 @@ class NativeBackend:
     def read_cstring(self, ptr: int) -> str:
         return ctypes.string_at(ptr).decode("utf-8", errors="replace")
 
+    def remove_file(self, path: str) -> None:
+        Path(path).unlink(missing_ok=True)
+
+    def rename_file(self, src: str, dst: str) -> None:
+        os.replace(src, dst)
+
     def float32_array(self, ptr: int, count: int) -> np.ndarray:
         # a view on the library's memory: no copy
         return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(count,))

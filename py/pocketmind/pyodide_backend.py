@@ -45,6 +45,14 @@ class PyodideBackend:
     def read_cstring(self, ptr: int) -> str:
         return self.M.UTF8ToString(ptr & _U32)
 
+    # the module's own file system (MEMFS), where the C API reads and writes paths
+    def remove_file(self, path: str) -> None:
+        if self.M.FS.analyzePath(str(path)).exists:
+            self.M.FS.unlink(str(path))
+
+    def rename_file(self, src: str, dst: str) -> None:
+        self.M.FS.rename(str(src), str(dst))
+
     def float32_array(self, ptr: int, count: int) -> np.ndarray:
         """One copy, straight from wasm memory into a numpy array that is reused for the next read of the same
         size (like the native backend's view, it is valid until the next decode)."""

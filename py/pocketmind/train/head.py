@@ -204,7 +204,8 @@ def _check_head(head: Head, name: str) -> None:
 # ---- training ----
 
 def check_rows(n: int, labels: Sequence[str | None], label_set: Sequence[str], what: str = "row",
-               numbers: Sequence[int] | None = None) -> None:
+               numbers: Sequence[int] | None = None, who: str = "a head", max_rows: int = MAX_ROWS,
+               why_max: str = "each row's features take a forward pass of the model, minutes per thousand rows") -> None:
     """Refuse training rows before any feature is computed: a missing or unknown label (naming the row: its number
     in `numbers`, else its position), fewer than MIN_ROWS or more than MAX_ROWS rows, or only one label among
     them."""
@@ -215,13 +216,13 @@ def check_rows(n: int, labels: Sequence[str | None], label_set: Sequence[str], w
         if label not in allowed:
             raise HeadError(f"{what} {i} has the label {label!r}, which is not one of {list(label_set)}")
     if n < MIN_ROWS:
-        raise HeadError(f"a head needs at least {MIN_ROWS} labelled rows to train and stop on; got {n}")
-    if n > MAX_ROWS:
-        raise HeadError(f"{n} labelled rows: a head trains on at most {MAX_ROWS} (each row's features take a forward "
-                        "pass of the model, minutes per thousand rows); use a sample, e.g. the first rows (--limit)")
+        raise HeadError(f"{who} needs at least {MIN_ROWS} labelled rows to train and stop on; got {n}")
+    if n > max_rows:
+        raise HeadError(f"{n} labelled rows: {who} trains on at most {max_rows} ({why_max}); use a sample, e.g. "
+                        "the first rows (--limit)")
     present = sorted(set(labels), key=list(label_set).index)
     if len(present) < 2:
-        raise HeadError(f"every training row has the label {present[0]!r}: a head needs examples of at least two "
+        raise HeadError(f"every training row has the label {present[0]!r}: {who} needs examples of at least two "
                         "labels")
 
 
