@@ -41,7 +41,8 @@ STATIC = ["model-store.js", "engine-boot.js", "engine-worker.js", "engine-check.
           "chat-worker.js", "chat-client.js", "chat.js", "frame-guard.js",
           "offline.js", "style.css", "manifest.webmanifest", "chat-shared.js", "storage-panel.js", "embed.js", "embed.css",
           "pocketmind-chat.js",
-          "task-worker.js", "task-client.js", "task-shared.js", "tasks.js", "evaluate.js",
+          "task-worker.js", "task-client.js", "task-shared.js", "tasks.js", "evaluate.js", "finetune-panel.js",
+          "local-models.js",
           "search-worker.js", "search-client.js", "search-store.js", "search.js"]
 PAGES = ["index.html", "tasks.html", "evaluate.html", "search.html", "engine-check.html", "embed.html"]
 TASKS = REPO / "data" / "tasks"  # the example tasks the Tasks and Evaluate pages offer, each with its labelled CSV

@@ -4,6 +4,7 @@ import { describe, showUpdate, startOffline } from "./offline.js";
 import { ChatClient } from "./chat-client.js";
 import { progressText, runtimeText, showEmbedSnippet, showOutcome } from "./chat-shared.js";
 import { storagePanel } from "./storage-panel.js";
+import { addLocalModels } from "./local-models.js";
 
 const $ = (id) => document.getElementById(id);
 const config = JSON.parse($("config").textContent);
@@ -256,6 +257,7 @@ const offline = startOffline(renderOffline);
 window.pocketmindOffline = offline;
 renderOffline();
 render();
+addLocalModels($("model")).catch(() => []); // models fine-tuned on the Tasks page
 window.pocketmindChat.ready = offline.ready.then(({ reloading }) => {
   if (reloading) return new Promise(() => {}); // this page is going away
   offline.booted();

@@ -2,6 +2,7 @@
 // as `python -m pocketmind eval` runs it); this page draws its progress, its table, a chart and the prices.
 import { TaskClient } from "./task-client.js";
 import { $, cell, download, fileDrop, formatBytes, modelOf, showError, startPage, taskPicker } from "./task-shared.js";
+import { addLocalModels } from "./local-models.js";
 
 const config = JSON.parse($("config").textContent);
 const client = new TaskClient({ wheels: config.wheels });
@@ -258,10 +259,12 @@ $("target").addEventListener("change", () => summary && summary.setups.length &&
 $("download-json").addEventListener("click", () => {
   download(`${summary.task}-evaluation.json`, JSON.stringify({ ...summary, wasm_memory_peak: peak }, null, 2), "application/json");
 });
-document.querySelectorAll("#models input").forEach((input) => input.addEventListener("change", render));
+$("models").addEventListener("change", render); // the site's models and those made in this browser alike
 client.addEventListener("state", render);
 
 window.pocketmindEvaluate = { client, evaluate, picker, lastDone: null, ready: null };
 render();
-window.pocketmindEvaluate.ready = startPage(client).then(() => picker.pick()).then(render);
+window.pocketmindEvaluate.ready = startPage(client)
+  .then(() => addLocalModels($("models"), { checkbox: true }).catch(() => []))
+  .then(() => picker.pick()).then(render);
 window.pocketmindEvaluate.ready.catch((e) => showError(e.message));

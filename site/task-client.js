@@ -90,6 +90,12 @@ export class TaskClient extends WorkerClient {
     return this._job("train", request, options);
   }
 
+  // Fine-tune the model on a labelled CSV (task_service.py's start_finetune): its done event carries the written
+  // model's bytes (model_bytes, a Uint8Array) when there is one.
+  finetune(request, options) {
+    return this._job("finetune", request, options);
+  }
+
   _job(type, request, { data = null, onEvent = null } = {}) {
     const ticket = { id: null, cancelled: false };
     const done = this._enqueueStoppable(ticket, type, { request, data }, { onEvent }, () => {

@@ -6,6 +6,8 @@
 //   progress events, then [done]. data: a dropped file's bytes (Uint8Array) or null. boot's config.maxThreads
 //   caps the engine's threads (a page running several of these workers side by side shares the cores).
 //   train {request, data}: a task head (start_train_head): streamed progress and epoch events, then [done].
+//   finetune {request, data}: fine-tuning (start_finetune): streamed events, then [done] with model_bytes, the
+//   written model read out of the engine's file system (and removed there).
 "use strict";
 importScripts("model-store.js", "engine-boot.js", "worker-common.js");
 
@@ -46,9 +48,18 @@ function serviceCall(fn) {
   return pythonCall(fn);
 }
 
-function stream(id, start) {
+function stream(id, start, decorate = withMemory) {
   if (!service) throw new Error("the engine is not running");
-  return streamSteps(id, service, start, withMemory);
+  return streamSteps(id, service, start, decorate);
+}
+
+// A fine-tuning's done event names the model file it wrote in the engine's MEMFS: its bytes go to the page.
+function withFinetuned(event) {
+  event = withMemory(event);
+  if (event.type !== "done" || !event.out) return event;
+  const bytes = engine.M.FS.readFile(event.out);
+  pythonCall(() => service.take_finetuned(event.out));
+  return { ...event, model_bytes: bytes };
 }
 
 serve({
@@ -67,4 +78,6 @@ serve({
   evaluate: (id, { request, data }) => stream(id, () => service.start_eval(JSON.stringify(request), data || null)),
   answers: (id, { request, data }) => stream(id, () => service.start_answers(JSON.stringify(request), data || null)),
   train: (id, { request, data }) => stream(id, () => service.start_train_head(JSON.stringify(request), data || null)),
+  finetune: (id, { request, data }) => stream(id, () => service.start_finetune(JSON.stringify(request), data || null),
+                                              withFinetuned),
 });

@@ -1,6 +1,8 @@
 // The Tasks page: rendering only. The task, the items and every answer are the worker's (task_service.py).
 import { TaskClient } from "./task-client.js";
 import { $, cell, download, fileDrop, modelOf, showError, startPage, taskPicker } from "./task-shared.js";
+import { finetunePanel } from "./finetune-panel.js";
+import { addLocalModels } from "./local-models.js";
 
 const config = JSON.parse($("config").textContent);
 const client = new TaskClient({ wheels: config.wheels });
@@ -10,19 +12,22 @@ let finished = false; // results to download
 let headJob = null; // the head being trained: {done, stop}
 let headName = null; // the last head trained or imported (the worker keeps it)
 let curve = []; // [{epoch, loss, dev_accuracy}] of the head being trained
+let finetune = null; // the fine-tuning panel (finetune-panel.js), made below
 
 function render() {
   const task = picker.current().info;
-  $("run").disabled = Boolean(job || headJob) || !task || !client.ready || client.loading;
+  const training = Boolean(headJob || (finetune && finetune.busy()));
+  $("run").disabled = Boolean(job) || training || !task || !client.ready || client.loading;
   $("stop").disabled = !job;
-  $("model").disabled = Boolean(job) || client.loading;
+  $("model").disabled = Boolean(job) || training || client.loading;
   $("task").disabled = Boolean(job);
   $("download-csv").disabled = $("download-json").disabled = Boolean(job) || !finished;
   const labelled = Boolean(task && task.labels);
-  $("train-head").disabled = Boolean(job || headJob) || !labelled || !client.ready || client.loading;
+  $("train-head").disabled = Boolean(job) || training || !labelled || !client.ready || client.loading;
   $("stop-head").disabled = !headJob;
   $("download-head").disabled = Boolean(headJob) || !headName;
   $("head-file").disabled = Boolean(headJob) || !client.ready;
+  if (finetune) finetune.render(labelled);
 }
 
 const picker = taskPicker(client, config.tasks, (info) => {
@@ -139,7 +144,7 @@ async function headData() {
 }
 
 async function trainHead() {
-  if (headJob || job) throw new Error("the worker is busy");
+  if (headJob || job || finetune.busy()) throw new Error("the worker is busy");
   showError("");
   const model = modelOf($("model").selectedOptions[0]).name;
   const request = { file: "csv", model, seed: Number($("head-seed").value || 0), name: `${model} head` };
@@ -194,6 +199,17 @@ async function save(kind) {
   else download(`${name}-results.json`, await client.call("results_json"), "application/json");
 }
 
+// ---- fine-tuning: its own panel (finetune-panel.js); the result joins the model menu ----
+
+finetune = finetunePanel({
+  client,
+  model: () => modelOf($("model").selectedOptions[0]),
+  data: headData,
+  taskName: () => (picker.current().info || { name: "task" }).name,
+  busy: () => Boolean(job || headJob),
+  onChange: render,
+});
+
 $("run").addEventListener("click", () => run().catch(() => {}));
 $("stop").addEventListener("click", () => job && job.stop());
 $("model").addEventListener("change", () => useModel().catch(() => {}));
@@ -209,9 +225,11 @@ $("head-file").addEventListener("change", () => {
 });
 client.addEventListener("state", render);
 
-window.pocketmindTasks = { client, run, picker, trainHead, lastDone: null, lastHead: null, ready: null };
+window.pocketmindTasks = { client, run, picker, trainHead, finetune: finetune.start, lastDone: null, lastHead: null,
+                           lastFinetune: null, ready: null };
 render();
 window.pocketmindTasks.ready = startPage(client)
+  .then(() => addLocalModels($("model")).catch(() => []))
   .then(() => Promise.all([useModel(), picker.pick()]))
   .then(render);
 window.pocketmindTasks.ready.catch((e) => showError(e.message));

@@ -323,3 +323,56 @@ def test_native_and_wasm_loss_curves_agree(native, source, run_wasm, tmp_path, v
     # the same steps from the same weights: wasm and x86 sum in other orders, ~1e-6 per operation (measured:
     # at most 2e-5 over these six steps)
     assert np.allclose(got, expected, rtol=0, atol=1e-4), (got, expected)
+
+
+# ---- the Tasks page's service ----
+
+class SmallHeap:
+    """The native backend, claiming the little room a crowded page's wasm heap would have left."""
+
+    def __init__(self, inner, room: int):
+        self.inner, self.room = inner, room
+
+    def heap_room(self) -> int:
+        return self.room
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_the_service_fine_tunes_a_loaded_model_and_hands_over_its_file(native, source):
+    from pocketmind.task_service import TaskService
+
+    service = TaskService(n_ctx=512)
+    service.add_model(Model.from_file(source, native), "tiny")
+    service.load_task(json.dumps(TASK))
+    with pytest.raises(ValueError, match="unknown key\\(s\\) in the request: rank; the keys are: csv, epochs"):
+        service.start_finetune(json.dumps({"file": "csv", "rank": 4}), rows_csv({"dev": 12}).encode())
+    service.start_finetune(json.dumps({"file": "csv", "epochs": 1, "layers": 1, "measure": False}),
+                           rows_csv({"dev": 12}).encode())
+    events = []
+    while (event := service.step()) is not None:
+        events.append(json.loads(event))
+    done = events[-1]
+    assert done["type"] == "done" and done["base"] == "tiny" and done["written"]
+    out = Path(done["out"])
+    assert out.exists() and out.parent == Path("/tmp")
+    with Model.from_file(out, native) as tuned:
+        assert tuned.n_vocab == service.contexts["tiny"].model.n_vocab
+    with pytest.raises(ValueError, match="not a fine-tuned model's file"):
+        service.take_finetuned("/etc/passwd")
+    service.take_finetuned(str(out))
+    assert not out.exists()
+    service.close()
+
+
+def test_the_page_refuses_a_fine_tuning_its_memory_cannot_hold(native, source):
+    from pocketmind.task_service import TaskService
+
+    service = TaskService(n_ctx=512)
+    service.add_model(Model.from_file(source, SmallHeap(native, 1 << 20)), "tiny")
+    service.load_task(json.dumps(TASK))
+    with pytest.raises(FinetuneError, match=r"needs about \d+ MB of the page's memory .* and 1 MB are left of the 4 GB"):
+        service.start_finetune(json.dumps({"file": "csv"}), rows_csv({"dev": 12}).encode())
+    assert not list(Path("/tmp").glob("finetuned-*.gguf.part"))
+    service.close()

@@ -61,6 +61,16 @@ Task heads (train.run.HeadRun, what `python -m pocketmind train-head` runs):
   (format, shapes, finite numbers) and refused (train.HeadError) unless a loaded model has its sha256 and the
   loaded task has its labels; returns {"name", "model", "task", "labels", "dim", "training"}.
 - `start_eval` takes "heads": [name, ...]: each head joins the line-up as one more voter (ensembles and cascade).
+
+Fine-tuning (train.finetune.FinetuneRun, what `python -m pocketmind finetune` runs):
+- `start_finetune(request_json, data=None)`: the labelled CSV as for a head; "model": a loaded model's name
+  (default: the first), "layers", "epochs", "lr", "n_ctx", "weight_type", "seed", "max_items", "measure" (default
+  true: test accuracy before and after). Refused before any work: bad rows or options (FinetuneError), and in the
+  page a model whose training would not fit the wasm heap (train.finetune.check_memory: what it needs and what is
+  left). step() gives FinetuneRun's events (convert, measure, step, epoch, quantize), then {"type": "done",
+  ...FinetuneRun.result(), "out": the written GGUF's path in the backend's file system (the worker reads it and
+  removes it with take_finetuned(path)), "base": the model's name}. A stop keeps the best weights so far and still
+  writes them; stopped before training, "out" is null.
 """
 from __future__ import annotations
 
@@ -80,9 +90,11 @@ from .tasks.task import DEFAULT_N_CTX
 from .train import HeadError
 from .train.features import feature_extractor
 from .train.head import DEFAULTS as HEAD_DEFAULTS, Head
+from .train.finetune import DEFAULTS as FINETUNE_DEFAULTS, FinetuneRun, check_memory
 from .train.run import HeadRun, head_voter
 
 
+FINETUNE_DIR = "/tmp"  # natively the OS's temp folder; in the page the engine module's MEMFS (/tmp exists in both)
 TRAIN_KEYS = {"csv", "file", "model", "model_sha256", "name", "seed", "max_items"}  # and the training options
 
 
@@ -286,6 +298,44 @@ class TaskService(SteppedService):
         if run.head is not None:
             self.heads[name] = run.head
         yield {"type": "done", "head": name if run.head is not None else None, **run.result()}
+
+    def start_finetune(self, request_json: str, data=None) -> None:
+        """Begin fine-tuning a loaded model (see the module's docstring)."""
+        task, request = self._begin(request_json)
+        model_name = request.get("model") or next(iter(self.contexts), None)
+        model = self._context(model_name).model
+        allowed = {"csv", "file", "model", "seed", "max_items", "measure", *FINETUNE_DEFAULTS}
+        unknown = sorted(set(request) - allowed)
+        if unknown:
+            raise ValueError(f"unknown key(s) in the request: {', '.join(unknown)}; the keys are: "
+                             f"{', '.join(sorted(allowed))}")
+        options = {k: request[k] for k in FINETUNE_DEFAULTS if k in request}
+        raw = _file_bytes(request, data, "fine-tuning", ("csv",))
+        rows = parse_rows(raw, task.text_column, task.label_column, task.labels)[:_max_items(request)] \
+            if task.labels is not None else []
+        source = model.source
+        if source is None:
+            raise ValueError("this model was loaded from memory that is gone: load it from its file to fine-tune it")
+        self._finetune_serial = getattr(self, "_finetune_serial", 0) + 1
+        out = f"{FINETUNE_DIR}/finetuned-{self._finetune_serial}.gguf"
+        run = FinetuneRun(task, rows, source, out, FINETUNE_DIR, backend=model.backend, n_threads=self.n_threads,
+                          seed=request.get("seed", 0), measure=request.get("measure", True) is not False,
+                          stop=lambda: self._stop, **options)
+        check_memory(model, run.options)
+        self._events = self._finetune(run, model_name)
+
+    def _finetune(self, run: FinetuneRun, base: str) -> Iterator[dict]:
+        yield from run
+        yield {"type": "done", "base": base, **run.result()}
+
+    def take_finetuned(self, path: str) -> None:
+        """Remove a fine-tuned model's file once the worker has read it (it would hold memory until the page
+        closes)."""
+        if not isinstance(path, str) or not path.startswith(FINETUNE_DIR + "/"):
+            raise ValueError(f"not a fine-tuned model's file: {path!r}")
+        backend = next(iter(self.contexts.values())).model.backend if self.contexts else None
+        if backend is not None:
+            backend.remove_file(path)
 
     def export_head(self, name: str) -> str:
         return self._head(name).to_json()

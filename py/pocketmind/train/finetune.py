@@ -97,9 +97,32 @@ def windows(sequences: Sequence[np.ndarray], n_ctx: int) -> list[np.ndarray]:
     return [stream[s:s + n_ctx + 1] for s in starts]
 
 
-def f32_bytes(model: Model) -> int:
-    """Bytes of the model's weights once dequantized to F32 (what step 1 writes and step 2 loads)."""
-    return 4 * model.n_params
+def training_bytes(model: Model, layers: int, n_ctx: int) -> int:
+    """About how much memory fine-tuning takes besides the model itself: its weights in F32, and for the trained
+    blocks four more copies (gradients, AdamW's two moments, the checkpoint), plus the window's activations, of
+    which the output's (n_ctx x n_vocab floats, several times over: logits, softmax, their gradients) dominate for
+    small models. Calibrated against the wasm heap's growth (docs/finetune.md), rounded up."""
+    arch = model.meta("general.architecture") or ""
+    n_layer = int(model.meta(f"{arch}.block_count") or 1)
+    per_block = max(0, model.n_params - model.n_vocab * model.n_embd) / max(1, n_layer)
+    trained = per_block * min(layers, n_layer)
+    activations = n_ctx * (8 * model.n_vocab + 64 * model.n_embd * n_layer) * 4
+    return int(4 * model.n_params + 4 * 4 * trained + activations)
+
+
+def check_memory(model: Model, options: dict) -> None:
+    """Refuse, before any work, a fine-tuning the backend's memory cannot hold (the page's wasm heap; natively
+    the OS decides)."""
+    room = getattr(model.backend, "heap_room", None)
+    if room is None:
+        return
+    need, left = training_bytes(model, options["layers"], options["n_ctx"]), room()
+    if need > left:
+        mb = 1 << 20
+        raise FinetuneError(f"fine-tuning this model needs about {need / mb:,.0f} MB of the page's memory (its "
+                            f"weights in F32 are {4 * model.n_params / mb:,.0f} MB), and {left / mb:,.0f} MB are left "
+                            "of the 4 GB a page's engine may use: train fewer layers, a shorter window, or a smaller "
+                            "model (or fine-tune it with `python -m pocketmind finetune`)")
 
 
 class FinetuneRun:
