@@ -311,3 +311,61 @@ def test_tasks_page_trains_a_head_draws_its_curve_and_downloads_and_imports_it(p
     page.wait_for_function("() => document.querySelector('#error').textContent.includes('not a pocketmind head')")
     assert not page.locator("#train-head").is_disabled()
     assert not errors, errors
+
+
+def test_tasks_page_fine_tunes_stops_keeps_the_best_weights_and_every_menu_offers_the_model(page, site, native, smollm2,
+                                                                                            tmp_path):
+    """SmolLM2 in the page: dequantized to F32 in the worker, one block trained on the tickets' rows until Stop,
+    the kept model stored and offered by the Tasks, Evaluate and chat pages; the untrained dev loss is CPython's."""
+    from pocketmind.tasks import parse_rows
+    from pocketmind.train.finetune import FinetuneRun
+
+    errors = open_page(page, site, "tasks.html", "pocketmindTasks")
+    pick_task(page, "pocketmindTasks", "tasks/support_tickets.json")
+    data = head_rows()
+    drop_file(page, "tickets.csv", data.encode())
+    page.wait_for_function("() => document.querySelector('#file-info').textContent.includes('tickets.csv')")
+    page.fill("#ft-layers", "1")
+    page.fill("#ft-epochs", "3")
+    page.evaluate("() => { window.ftRun = window.pocketmindTasks.finetune(); }")
+    # the first training window's loss is drawn; then Stop
+    page.wait_for_function("() => document.querySelector('#ft-loss').getAttribute('points').split(' ').length >= 1 "
+                           "&& document.querySelector('#ft-loss').getAttribute('points') !== ''", timeout=600_000)
+    page.click("#stop-finetune")
+    done = bounded(page, "() => window.ftRun", timeout_ms=600_000)
+    assert done["stopped"] and done["written"] and done["kept"] is not None
+    assert done["n"] == {"train": 15, "dev": 5, "test": 10} and done["options"]["layers"] == 1
+    epochs = done["epochs"]
+    assert epochs[0]["epoch"] == 0 and epochs[-1]["partial"]
+    assert done["best_epoch"] == min(epochs, key=lambda e: e["dev_loss"])["epoch"]  # what Stop kept
+    assert done["accuracy"]["before"] is not None and done["accuracy"]["after"] is not None
+    kept = done["kept"]
+    assert kept["name"].startswith("SmolLM2-135M-Instruct.Q4_1-support-tickets-") and kept["size"] > 100e6
+    assert page.locator("#ft-summary").text_content().startswith("Stopped early, the best weights so far kept. ")
+    assert f'Kept as "{kept["name"]}"' in page.locator("#ft-summary").text_content()
+
+    # the same rows and seed in CPython: the same split and, before any training, the same dev loss
+    task = Task.load(TICKETS)
+    rows = parse_rows(data.encode(), task.text_column, task.label_column, task.labels)
+    run = FinetuneRun(task, rows, smollm2, tmp_path / "unused.gguf", tmp_path, backend=native, measure=False,
+                      layers=1)
+    first = next(e for e in run if e["type"] == "epoch")  # the run's generator is closed here: nothing is written
+    assert (len(run.train), len(run.dev), len(run.test)) == (15, 5, 10)
+    # wasm and x86 sum in other orders; over the dev rows' windows the mean loss moves by less than this
+    assert abs(first["dev_loss"] - epochs[0]["dev_loss"]) < 1e-3
+
+    # the kept model is in this page's menu and answers
+    assert page.locator(f"#model option[value='{kept['url']}']").count() == 1
+    page.select_option("#model", kept["url"])
+    page.wait_for_function(f"() => window.pocketmindTasks.client.models.has({json.dumps(kept['name'])})",
+                           timeout=240_000)
+    page.fill("#items", "My invoice was charged twice this month.")
+    answered = bounded(page, "() => window.pocketmindTasks.run()", timeout_ms=240_000)
+    assert answered["n_done"] == 1 and answered["label_counts"]
+    assert not errors, errors
+
+    # and the other pages list it from the model store
+    for path, selector in (("evaluate.html", "#models input"), ("index.html", "#model option")):
+        page.goto(site + path)
+        page.wait_for_function(f"() => [...document.querySelectorAll({json.dumps(selector)})]"
+                               f".some((e) => e.value === {json.dumps(kept['url'])})", timeout=120_000)
