@@ -2,7 +2,7 @@
 // as `python -m pocketmind eval` runs it); this page draws its progress, its table, a chart and the prices.
 import { TaskClient } from "./task-client.js";
 import { $, cell, download, fileDrop, formatBytes, modelOf, showError, startPage, taskPicker } from "./task-shared.js";
-import { addLocalModels } from "./local-models.js";
+import { addLocalModels, listHeads } from "./local-models.js";
 
 const config = JSON.parse($("config").textContent);
 const client = new TaskClient({ wheels: config.wheels });
@@ -15,7 +15,42 @@ let helpers = []; // extra TaskClients that answer for some models in parallel
 let helperJobs = []; // their answer jobs in flight
 const WORKER_OVERHEAD = 300 * 1048576; // Pyodide, the glue and the engine in one worker, before any model
 
-const picker = taskPicker(client, config.tasks, () => render());
+const picker = taskPicker(client, config.tasks, () => {
+  render();
+  showHeads().catch((e) => showError(e.message));
+});
+
+// The kept heads of the loaded task, as checkboxes (unchecked: a head is an extra voter to ask for).
+let heads = []; // listHeads() entries of this task
+async function showHeads() {
+  const { info } = picker.current();
+  heads = info ? (await listHeads()).filter((h) => h.task === info.name) : [];
+  const box = $("heads");
+  box.replaceChildren(box.querySelector("legend"));
+  for (const head of heads) {
+    const input = document.createElement("input");
+    input.type = "checkbox";
+    input.value = head.name;
+    const label = document.createElement("label");
+    label.className = "check";
+    label.append(input, ` ${head.name} (reads ${head.model_name || "its model"})`); // text, never HTML
+    box.append(label);
+  }
+  box.hidden = heads.length === 0;
+}
+
+// The checked heads, imported into the evaluating worker with their models loaded there: their names.
+async function useHeads(models) {
+  const chosen = [...document.querySelectorAll("#heads input:checked")].map((i) => heads.find((h) => h.name === i.value));
+  for (const head of chosen) {
+    const model = models.find((m) => m.sha256 === head.model_sha256);
+    if (!model) throw new Error(`The head "${head.name}" reads the features of ${head.model_name || "another model"}: `
+                                + "check that model too.");
+    await client.load(model);
+    await client.call("import_head", head.json, head.name);
+  }
+  return chosen.map((h) => h.name);
+}
 
 function checkedModels() {
   return [...document.querySelectorAll("#models input:checked")].map(modelOf);
@@ -28,7 +63,7 @@ function render() {
     || checkedModels().length === 0;
   $("stop").disabled = !job;
   $("task").disabled = Boolean(job);
-  for (const input of document.querySelectorAll("#models input")) input.disabled = Boolean(job);
+  for (const input of document.querySelectorAll("#models input, #heads input")) input.disabled = Boolean(job);
   $("download-json").disabled = Boolean(job) || !summary;
   $("data-name").textContent = file ? `${file.name} (${file.size} bytes)`
     : shipped && shipped.data ? `${shipped.data}, shipped with this task` : "none yet: drop a CSV";
@@ -109,13 +144,14 @@ async function evaluate() {
     // the models dealt round-robin: this page's worker takes the first, each helper its share
     const groups = Array.from({ length: count }, (_, i) => models.filter((_, j) => j % count === i));
     for (const model of groups[0]) await client.load(model); // kept loaded: the ensembles ask them all
+    const headNames = await useHeads(models); // the evaluating worker's voters only: not the helpers' request
     if (count > 1) {
       request.answers = Object.assign({}, ...await answerInParallel(await startHelpers(count - 1), groups, request, data, onEvent));
     }
     if (job.stopped) {
       summary = { stopped: true, setups: [] };
     } else {
-      const evaluation = client.evaluate(request, { data, onEvent });
+      const evaluation = client.evaluate(headNames.length ? { ...request, heads: headNames } : request, { data, onEvent });
       job.stop = evaluation.stop;
       summary = await evaluation.done;
       summary.workers = count;

@@ -53,3 +53,32 @@ export async function addLocalModels(container, { checkbox = false, checked = fa
   }
   return models;
 }
+
+// Task heads trained or imported on the Tasks page, kept the same way (their JSON file) under HEADS_PREFIX: the
+// Evaluate page offers a task's heads as voters.
+export const HEADS_PREFIX = "models/local-heads/";
+const headsPrefix = () => new URL(HEADS_PREFIX, location.href).href;
+
+export function keepHead(name, json) {
+  const safe = name.replace(/[^\w.-]+/g, "_");
+  return pocketmindModelStore.storeModel(`${headsPrefix()}${safe}.json`, new TextEncoder().encode(json));
+}
+
+// [{name, json, task, model_sha256, model_name}] of the kept heads (read back from the store, offline too)
+export async function listHeads() {
+  const stored = (await pocketmindModelStore.listModels()).filter((m) => m.url.startsWith(headsPrefix()));
+  const heads = [];
+  for (const m of stored) {
+    const { bytes } = await pocketmindModelStore.fetchModel(m.url, { sha256: m.sha256, size: m.size });
+    const json = new TextDecoder().decode(bytes);
+    let doc;
+    try {
+      doc = JSON.parse(json);
+    } catch {
+      continue; // not a head any more: the worker would refuse it anyway
+    }
+    const name = m.url.slice(headsPrefix().length).replace(/\.json$/i, "");
+    heads.push({ name, json, task: doc.task, model_sha256: doc.model_sha256, model_name: doc.model_name });
+  }
+  return heads;
+}

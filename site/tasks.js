@@ -2,7 +2,7 @@
 import { TaskClient } from "./task-client.js";
 import { $, cell, download, fileDrop, modelOf, showError, startPage, taskPicker } from "./task-shared.js";
 import { finetunePanel } from "./finetune-panel.js";
-import { addLocalModels } from "./local-models.js";
+import { addLocalModels, keepHead } from "./local-models.js";
 
 const config = JSON.parse($("config").textContent);
 const client = new TaskClient({ wheels: config.wheels });
@@ -169,7 +169,10 @@ async function trainHead() {
   render();
   try {
     const done = await headJob.done;
-    if (done.head) headName = done.head;
+    if (done.head) {
+      headName = done.head;
+      await keepHead(headName, await client.call("export_head", headName)); // for the Evaluate page, offline too
+    }
     $("head-summary").textContent = headText(done);
     window.pocketmindTasks.lastHead = done;
     return done;
@@ -185,8 +188,10 @@ async function saveHead() {
 
 async function importHead(chosen) {
   showError("");
-  const info = JSON.parse(await client.call("import_head", await chosen.text()));
+  const text = await chosen.text();
+  const info = JSON.parse(await client.call("import_head", text));
   headName = info.name;
+  await keepHead(headName, text);
   $("head-summary").textContent = `Imported head "${info.name}" for ${info.model} (task ${info.task}, labels `
     + `${info.labels.join(", ")}).`;
   render();

@@ -312,6 +312,20 @@ def test_tasks_page_trains_a_head_draws_its_curve_and_downloads_and_imports_it(p
     assert not page.locator("#train-head").is_disabled()
     assert not errors, errors
 
+    # the head was kept in the browser: the Evaluate page offers it for this task as one more voter
+    page.goto(site + "evaluate.html")
+    bounded(page, "() => window.pocketmindEvaluate.ready", timeout_ms=240_000)
+    pick_task(page, "pocketmindEvaluate", "tasks/support_tickets.json")
+    name = "SmolLM2-135M-Instruct.Q4_1 head"
+    page.wait_for_function(f"() => [...document.querySelectorAll('#heads input')].some((i) => i.value === "
+                           f"{json.dumps(name)})", timeout=60_000)
+    page.check(f"#heads input[value='{name}']")
+    page.uncheck("#models input[value$='gemma-3-270m-q4_k_m.gguf']")
+    page.set_input_files("#file", files=[{"name": "ten.csv", "mimeType": "text/csv", "buffer": ten_rows().encode()}])
+    page.fill("#shots", "0")
+    summary = bounded(page, "() => window.pocketmindEvaluate.evaluate()", timeout_ms=240_000)
+    assert name in [s["name"] for s in summary["setups"]]
+
 
 def test_tasks_page_fine_tunes_stops_keeps_the_best_weights_and_every_menu_offers_the_model(page, site, native, smollm2,
                                                                                             tmp_path):
