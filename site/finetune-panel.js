@@ -25,7 +25,7 @@ export function finetunePanel({ client, model, data, taskName, busy, onChange })
   function show(event) {
     if (event.type === "progress") {
       const what = { convert: "Converting the model to F32", quantize: "Writing the fine-tuned model",
-                     measure: `Test accuracy ${event.when} training` }[event.phase] || event.phase;
+                     measure: `Test accuracy ${event.when} training`, dev: "Dev loss" }[event.phase] || event.phase;
       $("ft-phase").textContent = event.phase === "measure" ? "Measuring" : "Preparing";
       $("ft-progress").value = event.total ? event.done / event.total : 0;
       $("ft-text").textContent = `${what}: ${event.done} of ${event.total}`;

@@ -11,10 +11,13 @@
 //   const job = client.answers(request, { data, onEvent });   // done.answers: for another client's evaluate()
 //   const csv = await client.call("results_csv");
 //   const job = client.trainHead(request, { data, onEvent });  // a task head: progress and epoch events, then done
-// Heads live in the worker: after a crash they are gone (export_head / import_head keep one across reloads).
+//   const job = client.finetune(request, { data, onEvent });   // fine-tuning: done.model_bytes, the written model
+// Heads live in the worker: after a crash they are gone (the pages keep them in the model store: local-models.js).
 // Events: those of WorkerClient (stage, progress, ready, restart, failed), loaded {card, fromCache, stored,
 // storeError} and state {ready, loading}.
 import { WorkerClient } from "./worker-client.js";
+
+const FINETUNE_HANG_MS = 15 * 60_000; // the watchdog's patience while fine-tuning (one window per engine call)
 
 export class TaskClient extends WorkerClient {
   constructor({ wheels, maxThreads = 4, workerUrl = "task-worker.js", ...options }) {
@@ -91,9 +94,14 @@ export class TaskClient extends WorkerClient {
   }
 
   // Fine-tune the model on a labelled CSV (task_service.py's start_finetune): its done event carries the written
-  // model's bytes (model_bytes, a Uint8Array) when there is one.
+  // model's bytes (model_bytes, a Uint8Array) when there is one. One training window, or the model's conversion,
+  // is a single call into the engine that can take minutes on a slow device: the watchdog waits longer meanwhile.
   finetune(request, options) {
-    return this._job("finetune", request, options);
+    const job = this._job("finetune", request, options);
+    const usual = this.hangMs;
+    this.hangMs = Math.max(usual, FINETUNE_HANG_MS);
+    job.done.finally(() => { this.hangMs = usual; }).catch(() => {});
+    return job;
   }
 
   _job(type, request, { data = null, onEvent = null } = {}) {

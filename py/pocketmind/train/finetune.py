@@ -128,7 +128,7 @@ def check_memory(model: Model, options: dict) -> None:
 class FinetuneRun:
     """Fine-tune the GGUF at `source` for `task` on `rows` (tasks.data.Row); the result is written to `out`.
     Iterating yields JSON-ready events:
-      {"type": "progress", "phase": "convert" | "measure" | "quantize", "done", "total"}
+      {"type": "progress", "phase": "convert" | "measure" | "dev" | "quantize", "done", "total"}
       {"type": "step", "epoch", "step", "steps", "loss", "tokens_per_s"}   after each training window
       {"type": "epoch", "epoch", "train_loss", "dev_loss", "best"}         after each epoch (epoch 0: untrained)
     stop(): checked between windows (a stop keeps the best weights so far and still writes `out`) and between
@@ -190,7 +190,7 @@ class FinetuneRun:
         dev_windows = windows([example_tokens(model, self.task, r.text, r.label) for r in self.dev], o["n_ctx"])
         with model.trainer(o["n_ctx"], o["layers"], self.n_threads) as trainer:
             self.n_params_trained = trainer.n_params
-            best = self._dev_loss(trainer, dev_windows)
+            best = yield from self._dev_loss(trainer, dev_windows, 0)
             trainer.checkpoint()
             self.epochs.append({"epoch": 0, "train_loss": None, "dev_loss": best, "best": True})
             yield {"type": "epoch", **self.epochs[-1]}
@@ -210,7 +210,7 @@ class FinetuneRun:
                            "tokens_per_s": self.tokens_trained / elapsed if elapsed > 0 else None}
                 if not losses:
                     break
-                dev = self._dev_loss(trainer, dev_windows)
+                dev = yield from self._dev_loss(trainer, dev_windows, epoch)
                 improved = dev < best
                 if improved:
                     best = dev
@@ -234,8 +234,14 @@ class FinetuneRun:
         self.seconds["quantize"] = time.perf_counter() - t
         yield {"type": "progress", "phase": "quantize", "done": 1, "total": 1}
 
-    def _dev_loss(self, trainer, dev_windows: Sequence[np.ndarray]) -> float:
-        return float(np.mean([trainer.step(w, train=False) for w in dev_windows]))
+    def _dev_loss(self, trainer, dev_windows: Sequence[np.ndarray], epoch: int) -> Iterator[dict]:
+        """The mean loss over the dev windows (the generator's return value), with an event per window (each is
+        one engine call: the page's worker answers its watchdog between them)."""
+        losses = []
+        for i, w in enumerate(dev_windows):
+            losses.append(trainer.step(w, train=False))
+            yield {"type": "progress", "phase": "dev", "epoch": epoch, "done": i + 1, "total": len(dev_windows)}
+        return float(np.mean(losses))
 
     def _measure(self, model: Model, when: str) -> Iterator[dict]:
         """Test accuracy and macro-F1 by the task's zero-shot label scoring, on the model in memory."""
