@@ -264,6 +264,7 @@ def test_a_stop_keeps_the_best_weights_and_still_writes_them(native, source, tmp
     ({"dev": 1}, None, "fine-tuning needs at least 4 labelled rows"),
     ({"dev": 9}, ["red"] * 9, "every training row has the label 'red': fine-tuning needs examples of at least two"),
     ({"dev": 9}, ["red", None] + ["blue"] * 7, "row 2 has no label"),
+    ({"dev": 100_000}, None, "100000 labelled rows: fine-tuning trains on at most 5000"),
 ])
 def test_bad_rows_are_refused_before_any_work(native, source, tmp_path, splits, labels, message):
     task = Task.from_dict(TASK)
