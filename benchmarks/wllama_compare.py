@@ -298,7 +298,8 @@ def write_docs(report: dict) -> None:
     lines = [
         "# Speed: pocketmind against wllama and native llama.cpp",
         "",
-        f"Measured {report['date']} by `{report['command']}` (commit `{report['commit']}`), "
+        f"Measured {report['date']} ({report['minutes']} minutes) by `{report['command']}` (commit "
+        f"`{report['commit']}`), "
         f"{report['n_prompt']} prompt tokens (the first {report['n_prompt']} tokens of `pocketmind.bench.TEXT`, the "
         f"same token ids for every engine), {report['n_gen']} greedy tokens, median of {report['rounds']} "
         "interleaved rounds, a fresh headless Chromium per browser sample.",
@@ -381,6 +382,10 @@ def main() -> int:
         f" {a}" for a in (shlex.quote(x) for x in sys.argv[1:]))
 
     load_before = os.getloadavg()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    commit = sh("git", "rev-parse", "--short", "HEAD", cwd=REPO)  # the code that runs: taken now, not at the end
+    if sh("git", "status", "--porcelain", "--untracked-files=no", cwd=REPO):
+        commit += " with uncommitted changes"
     wllama_info, wllama_esm = fetch_wllama()
     wasm_build.build("native")
     lib = REPO / "build" / "native" / "libpocketmind.so"
@@ -436,11 +441,9 @@ def main() -> int:
                      "load_s": med("load_s"), "n_generated": min(s["n_generated"] for s in runs),
                      "samples": [{k: s[k] for k in ("pp_tps", "tg_tps", "load_s", "n_generated")} for s in runs]})
     rows.sort(key=lambda r: (list(models).index(r["model"]), r["threads"], ENGINES.index(r["engine"])))
-    commit = sh("git", "rev-parse", "--short", "HEAD", cwd=REPO)
-    if sh("git", "status", "--porcelain", "--untracked-files=no", cwd=REPO):
-        commit += " with uncommitted changes"
     report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "minutes": round((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds() / 60, 1),
         "command": command, "commit": commit, "machine": machine(),
         "chromium": "Chromium " + next(s["chromium"] for v in samples.values() for s in v if "chromium" in s),
         "load_average_before": [round(x, 2) for x in load_before],
