@@ -70,8 +70,8 @@ function resultText(results, { nPrompt, nGen }) {
 async function run({ files = config.models.map((m) => m.file), nPrompt = Number($("n-prompt").value),
                      nGen = Number($("n-gen").value), tokens = null } = {}) {
   if (state.running) throw new Error("a benchmark is running already");
-  const run = { stopped: false, ticket: null };
-  state.running = run;
+  const job = { stopped: false, ticket: null };
+  state.running = job;
   state.results = [];
   state.text = "";
   showError("");
@@ -83,19 +83,19 @@ async function run({ files = config.models.map((m) => m.file), nPrompt = Number(
     for (const [index, card] of cards.entries()) {
       if (!card) throw new Error(`no model ${files[index]} on this site`);
       for (const name of ["engine", "pp", "tg", "tokens"]) cell(card.file, name, "");
-      cell(card.file, "state", run.stopped ? "stopped" : "loading");
+      cell(card.file, "state", job.stopped ? "stopped" : "loading");
       const result = { model: card.file, name: modelName(card.file), stopped: true };
-      if (!run.stopped) {
+      if (!job.stopped) {
         if (!client.card || client.model.url !== card.file) await client.load(asModel(card));
       }
-      if (!run.stopped) {
+      if (!job.stopped) {
         cell(card.file, "state", "running");
-        run.ticket = { id: null, cancelled: false };
+        job.ticket = { id: null, cancelled: false };
         const request = { n_prompt: nPrompt, n_gen: nGen, ...(tokens ? { tokens } : {}) };
         const done = await client.benchmark(request, (event) => {
           if (event.type === "progress") showProgress(index, cards.length, event);
-        }, run.ticket);
-        run.ticket = null;
+        }, job.ticket);
+        job.ticket = null;
         Object.assign(result, done.cancelled ? {} : done, { stopped: Boolean(done.cancelled || done.stopped) });
         delete result.id;
         delete result.type;
@@ -111,8 +111,8 @@ async function run({ files = config.models.map((m) => m.file), nPrompt = Number(
         cell(card.file, "state", "done");
       }
     }
-    $("bench-progress").value = run.stopped ? $("bench-progress").value : 1;
-    $("bench-text").textContent = run.stopped ? "stopped" : "done";
+    $("bench-progress").value = job.stopped ? $("bench-progress").value : 1;
+    $("bench-text").textContent = job.stopped ? "stopped" : "done";
     state.text = resultText(state.results, { nPrompt, nGen });
     $("result-text").value = state.text;
     return state.results;
@@ -126,10 +126,10 @@ async function run({ files = config.models.map((m) => m.file), nPrompt = Number(
 }
 
 function stop() {
-  const run = state.running;
-  if (!run) return;
-  run.stopped = true;
-  if (run.ticket) client.stopBenchmark(run.ticket);
+  const job = state.running;
+  if (!job) return;
+  job.stopped = true;
+  if (job.ticket) client.stopBenchmark(job.ticket);
 }
 
 async function copy() {
