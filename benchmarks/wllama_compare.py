@@ -68,6 +68,7 @@ from pocketmind.native import NativeBackend  # noqa: E402
 DOCS = REPO / "docs"
 WLLAMA = "@wllama/wllama"
 ENGINES = ["pocketmind JS only", "pocketmind Python glue", "wllama", "native llama.cpp"]
+HAND_WRITTEN = "<!-- written by hand below: kept when the script rewrites this file -->"
 TARGETS = {"tg": 0.7, "pp": 0.6, "glue_overhead_pct": 3.0}  # issue 11, at equal threads
 
 WLLAMA_PAGE = """<!doctype html>
@@ -358,7 +359,11 @@ def write_docs(report: dict) -> None:
               "rows as the reference table beside the visitor's own numbers.", ""]
     if report.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
-    (DOCS / "benchmarks.md").write_text("\n".join(lines))
+    target = DOCS / "benchmarks.md"
+    kept = target.read_text().split(HAND_WRITTEN, 1) if target.is_file() else []
+    if len(kept) == 2:  # what a person wrote below the marker stays (reread it against the new numbers)
+        lines += [HAND_WRITTEN + kept[1].rstrip("\n"), ""]
+    target.write_text("\n".join(lines))
 
 
 def machine() -> str:
