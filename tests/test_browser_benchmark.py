@@ -21,7 +21,7 @@ def site(tmp_path_factory, tiny_models, serve_site):
     build_site.build_site(out, [tiny_models["F16"], second])
     cards = json.loads((out / "models" / "index.json").read_text())
     reference = json.loads((out / "benchmarks.json").read_text())
-    return serve_site(out), [c["file"] for c in cards], reference
+    return serve_site(out), [c["file"] for c in cards], reference, out
 
 
 def open_page(page, url):
@@ -48,7 +48,7 @@ def run_to_end(page, n_prompt: int, n_gen: int):
 
 
 def test_a_run_fills_the_table_for_each_model_beside_the_reference(page, site):
-    url, files, reference = site
+    url, files, reference, _ = site
     errors = open_page(page, url)
     assert page.locator("nav strong").text_content() == "Benchmark"
     run_to_end(page, 24, 16)
@@ -79,7 +79,7 @@ def test_a_run_fills_the_table_for_each_model_beside_the_reference(page, site):
 
 
 def test_stop_ends_a_run_in_the_middle_and_the_page_runs_again(page, site):
-    url, files, _ = site
+    url, files, _, _ = site
     open_page(page, url)
     page.fill("#n-prompt", "16")
     page.fill("#n-gen", "200")
@@ -108,7 +108,7 @@ def test_stop_ends_a_run_in_the_middle_and_the_page_runs_again(page, site):
 
 
 def test_copy_puts_the_result_text_on_the_clipboard(page, site):
-    url, files, _ = site
+    url, files, _, _ = site
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url.rstrip("/"))
     open_page(page, url)
     assert page.locator("#copy").is_disabled()  # nothing to copy before a run
@@ -124,3 +124,15 @@ def test_copy_puts_the_result_text_on_the_clipboard(page, site):
     page.wait_for_function("() => document.querySelector('#copied').textContent !== ''", timeout=10_000)
     assert page.locator("#copied").text_content() == "Copied."
     assert page.evaluate("navigator.clipboard.readText()") == text
+
+
+def test_the_page_its_script_and_reference_are_precached_and_the_page_sends_its_csp(page, site):
+    url, _, reference, out = site
+    sw = (out / "sw.js").read_text()
+    precache = json.loads(sw.split("const PRECACHE = ", 1)[1].split(";\n", 1)[0])
+    names = {entry[0] for entry in precache}
+    assert {"benchmark.html", "benchmark.js", "benchmarks.json"} <= names
+    assert json.loads((out / "benchmarks.json").read_text()) == reference
+    response = page.goto(url + "benchmark.html")
+    assert "frame-ancestors 'self'" in response.headers["content-security-policy"]
+    assert 'integrity="sha256-' in (out / "benchmark.html").read_text()
