@@ -305,8 +305,9 @@ def write_docs(report: dict) -> None:
         f"{report['n_prompt']} prompt tokens (the first {report['n_prompt']} tokens of `pocketmind.bench.TEXT`: the "
         "same token ids for pocketmind and native; wllama takes a prompt only as text, so it gets those tokens as "
         "text and tokenizes them itself, and its prompt token count is checked), "
-        f"{report['n_gen']} greedy tokens, median of {report['rounds']} "
-        "interleaved rounds, a fresh headless Chromium per browser sample.",
+        f"{report['n_gen']} greedy tokens, "
+        + (f"median of {report['rounds']} interleaved rounds" if report["rounds"] > 1 else "one sample per engine (1 round)")
+        + ", a fresh headless Chromium per browser sample.",
         "",
         f"Machine: {report['machine']}; {report['chromium']}; wllama {report['wllama']['version']} "
         f"(npm tarball sha256 `{report['wllama']['sha256']}`); llama.cpp from `{report['llama_source']}`. "
