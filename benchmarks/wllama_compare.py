@@ -329,7 +329,7 @@ def write_docs(report: dict) -> None:
     for r in rows:
         lines.append(f"| {r['model']} | {r['threads']} | {r['engine']} | {r['variant']} | {r['pp_tps']:.1f} | "
                      f"{r['tg_tps']:.1f} | {r['load_s']:.2f} | {r['n_generated']} |")
-    lines += ["", "## Ratios (medians over medians)", "",
+    lines += ["", "## Ratios (of the values above)", "",
               "| model | threads | JS only / wllama (pp, tg) | glue / wllama (pp, tg) | JS only / native (pp, tg) | "
               "glue / native (pp, tg) | wllama / native (pp, tg) | glue overhead per generated token |",
               "|---|---:|---|---|---|---|---|---:|"]
