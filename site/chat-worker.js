@@ -99,4 +99,11 @@ serve({
     if (!service) throw new Error("no model is loaded");
     postMessage({ type: "bench", id, ...JSON.parse(service.bench(nPrompt, nGen)) });
   },
+  // the Benchmark page's speed test (pocketmind.bench), streamed: progress {what: "bench", phase, done, total}*,
+  // then done {pp_tps, tg_tps, ...}; a stop naming this id ends it early
+  benchmark: (id, { request }) => {
+    if (!service) throw new Error("no model is loaded");
+    return streamSteps(id, service, () => service.start_bench(JSON.stringify(request || {})),
+      (event) => (event.type === "progress" ? { ...event, what: "bench" } : event));
+  },
 });

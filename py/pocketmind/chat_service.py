@@ -26,6 +26,10 @@ The contract with the page (site/chat-worker.js):
   `adapters_json()`. `set_adapter_scale(id, scale)` and `remove_adapter(id)` likewise. Changing the adapters drops
   the cached chat (the KV cache was computed with other weights), and is refused while an answer is running.
 - `adapters_json()`: {"adapters": [{id, name, alpha, scale}]} in the order they were added.
+- `start_bench(request_json)`: {n_prompt (default 64), n_gen (default 64)}: a speed test of the loaded model
+  (pocketmind.bench: the benchmark text's first n_prompt tokens, n_gen greedy tokens, after a warm-up); step() then
+  gives bench.run()'s events as JSON: {"type": "progress", "phase", "done", "total"}*, then {"type": "done",
+  "pp_tps", "tg_tps", ...}. stop() ends it early (the done event says stopped). The chat's KV cache is cleared.
 
 The prompt is decoded PROMPT_BATCH tokens at a time, so a stop during a long prompt is seen within one batch.
 """
@@ -34,6 +38,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, replace
 
+from . import bench
 from .capi import Backend
 from .engine import Adapter, Model, load_service
 from .generate import ChatSession, Chunk, Done, Prefill
@@ -158,6 +163,10 @@ class ChatService:
         if event is None:
             self._events = None
             return None
+        if isinstance(event, dict):  # a speed test's events (start_bench)
+            if event["type"] == "done":
+                self._events = None
+            return json.dumps(event)
         if isinstance(event, Prefill):
             return json.dumps({"type": "prompt", "decoded": event.decoded, "total": event.total})
         if isinstance(event, Chunk):
@@ -171,15 +180,22 @@ class ChatService:
         return json.dumps(done)
 
     def bench(self, n_prompt: int, n_gen: int) -> str:
-        """Prompt and generation tokens/s through the whole glue (greedy sampling, streaming, stop checks), on the
-        same synthetic tokens the JS-only benchmark uses; the second of two runs (the first warms up)."""
-        prompt = [1 + (i * 7919) % (self.model.n_vocab - 1) for i in range(n_prompt)]
-        for _ in range(2):
-            self.session.reset()
-            done = self.session.complete(prompt, params=GREEDY, max_tokens=n_gen)
-        self.session.reset()
-        return json.dumps({"pp_tps": done.prompt_tokens_per_s, "tg_tps": done.generation_tokens_per_s,
-                           "n_generated": done.n_generated})
+        """Prompt and generation tokens/s through the whole glue (bench.measure: greedy sampling, streaming, stop
+        checks, after a warm-up) on the benchmark text's first n_prompt tokens, in one call."""
+        done = bench.measure(self.session, bench.text_prompt(self.model, n_prompt), n_gen)
+        return json.dumps({"pp_tps": done["pp_tps"], "tg_tps": done["tg_tps"], "n_generated": done["n_generated"]})
+
+    def start_bench(self, request_json: str) -> None:
+        """Begin a speed test streamed through step() (see the module's docstring)."""
+        request = json.loads(request_json) if request_json else {}
+        if not isinstance(request, dict):
+            raise ValueError("the request must be a JSON object")
+        n_prompt, n_gen = request.get("n_prompt", 64), request.get("n_gen", 64)
+        tokens = request.get("tokens")  # benchmarks may give the prompt's token ids themselves
+        prompt = bench.text_prompt(self.model, n_prompt) if tokens is None else [int(t) for t in tokens]
+        self._stop = False
+        self._events = None
+        self._events = bench.run(self.session, prompt, n_gen, abort=lambda: self._stop)
 
     def answer(self, request_json: str) -> dict:
         """Run one answer to the end (for tests and non-streaming callers): the text, the done event, and how many
