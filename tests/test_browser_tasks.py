@@ -248,11 +248,11 @@ def test_evaluate_page_refuses_bad_data_with_its_message(page, site, data, messa
     assert not page.locator("#run").is_disabled()
 
 
-def head_rows() -> str:
-    """The shipped tickets' header with 4 dev rows and 2 test rows of each label: a small labelled CSV for a head."""
+def head_rows(n_test: int = 2) -> str:
+    """The shipped tickets' header with 4 dev rows and n_test test rows of each label: a small labelled CSV."""
     rows = list(csv.DictReader(io.StringIO(TICKETS_CSV)))
     labels = Task.load(TICKETS).labels
-    keep = [r for label in labels for split, n in (("dev", 4), ("test", 2))
+    keep = [r for label in labels for split, n in (("dev", 4), ("test", n_test))
             for r in [r for r in rows if r["label"] == label and r["split"] == split][:n]]
     out = io.StringIO(newline="")
     writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
@@ -336,7 +336,7 @@ def test_tasks_page_fine_tunes_stops_keeps_the_best_weights_and_every_menu_offer
 
     errors = open_page(page, site, "tasks.html", "pocketmindTasks")
     pick_task(page, "pocketmindTasks", "tasks/support_tickets.json")
-    data = head_rows()
+    data = head_rows(n_test=1)  # few test rows: each is measured before and after training
     drop_file(page, "tickets.csv", data.encode())
     page.wait_for_function("() => document.querySelector('#file-info').textContent.includes('tickets.csv')")
     page.fill("#ft-layers", "1")
@@ -348,7 +348,7 @@ def test_tasks_page_fine_tunes_stops_keeps_the_best_weights_and_every_menu_offer
     page.click("#stop-finetune")
     done = bounded(page, "() => window.ftRun", timeout_ms=600_000)
     assert done["stopped"] and done["written"] and done["kept"] is not None
-    assert done["n"] == {"train": 15, "dev": 5, "test": 10} and done["options"]["layers"] == 1
+    assert done["n"] == {"train": 15, "dev": 5, "test": 5} and done["options"]["layers"] == 1
     epochs = done["epochs"]
     assert epochs[0]["epoch"] == 0 and epochs[-1]["partial"]
     assert done["best_epoch"] == min(epochs, key=lambda e: e["dev_loss"])["epoch"]  # what Stop kept
@@ -364,7 +364,7 @@ def test_tasks_page_fine_tunes_stops_keeps_the_best_weights_and_every_menu_offer
     run = FinetuneRun(task, rows, smollm2, tmp_path / "unused.gguf", tmp_path, backend=native, measure=False,
                       layers=1)
     first = next(e for e in run if e["type"] == "epoch")  # the run's generator is closed here: nothing is written
-    assert (len(run.train), len(run.dev), len(run.test)) == (15, 5, 10)
+    assert (len(run.train), len(run.dev), len(run.test)) == (15, 5, 5)
     # wasm and x86 sum in other orders; over the dev rows' windows the mean loss moves by less than this
     assert abs(first["dev_loss"] - epochs[0]["dev_loss"]) < 1e-3
 
