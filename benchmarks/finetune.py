@@ -131,7 +131,8 @@ def main() -> int:
              f"{args.epochs} epoch(s); the weights of the lowest dev loss kept and written as Q8_0. Accuracy is "
              "the task's zero-shot label scoring on the test rows (the same rows as docs/task_heads.md).", "",
              "| task | where | test accuracy before | after (F32 in memory) | after (written Q8_0) | macro-F1 before "
-             "/ after | trained parameters | training tokens/s | min per epoch | convert + quantize s | "
+             "/ after | trained parameters | training tokens/s (windows alone) | min per epoch (dev loss included) | "
+             "convert + quantize s | "
              "measuring ms/item | peak memory |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in names:

@@ -260,6 +260,15 @@ def test_a_stop_keeps_the_best_weights_and_still_writes_them(native, source, tmp
     assert (tmp_path / "out.gguf").exists() and not (tmp_path / "out.gguf.part").exists()
 
 
+def test_a_stop_before_the_first_window_writes_nothing(native, source, tmp_path):
+    run = FinetuneRun(Task.from_dict(TASK), rows({"dev": 12}), source, tmp_path / "out.gguf", tmp_path,
+                      backend=native, measure=False, stop=lambda: True)
+    kinds = [e["type"] for e in run]
+    r = run.result()
+    assert r["stopped"] and not r["written"] and r["out"] is None and "step" not in kinds
+    assert list(tmp_path.iterdir()) == []  # neither the F32 file nor an output
+
+
 @pytest.mark.parametrize("splits, labels, message", [
     ({"dev": 1}, None, "fine-tuning needs at least 4 labelled rows"),
     ({"dev": 9}, ["red"] * 9, "every training row has the label 'red': fine-tuning needs examples of at least two"),

@@ -159,7 +159,8 @@ class FinetuneRun:
         self.epochs: list[dict] = []
         self.accuracy: dict[str, float | None] = {"before": None, "after": None}
         self.macro_f1: dict[str, float | None] = {"before": None, "after": None}
-        self.seconds = {"convert": 0.0, "training": 0.0, "measure": 0.0, "quantize": 0.0}
+        # training: the epochs' wall time (their dev losses included); steps: the training windows' alone
+        self.seconds = {"convert": 0.0, "training": 0.0, "steps": 0.0, "measure": 0.0, "quantize": 0.0}
         self.tokens_trained = 0
         self.n_params_trained = 0
         self.stopped = False
@@ -185,6 +186,9 @@ class FinetuneRun:
         o = self.options
         if self.measure:
             yield from self._measure(model, "before")
+        if self.stop():  # stopped before training: nothing to write
+            self.stopped = True
+            return
         rng = np.random.default_rng(o["seed"])
         train_seqs = [example_tokens(model, self.task, r.text, r.label) for r in self.train]
         dev_windows = windows([example_tokens(model, self.task, r.text, r.label) for r in self.dev], o["n_ctx"])
@@ -203,11 +207,12 @@ class FinetuneRun:
                     if self.stop():
                         self.stopped = True
                         break
+                    started = time.perf_counter()
                     losses.append(trainer.step(window, train=True, lr=o["lr"], weight_decay=o["weight_decay"]))
+                    self.seconds["steps"] += time.perf_counter() - started
                     self.tokens_trained += o["n_ctx"]
-                    elapsed = time.perf_counter() - t
                     yield {"type": "step", "epoch": epoch, "step": step, "steps": len(batch), "loss": losses[-1],
-                           "tokens_per_s": self.tokens_trained / elapsed if elapsed > 0 else None}
+                           "tokens_per_s": self.tokens_trained / self.seconds["steps"]}
                 if not losses:
                     break
                 dev = yield from self._dev_loss(trainer, dev_windows, epoch)
@@ -221,6 +226,9 @@ class FinetuneRun:
                 if self.stopped:
                     break
             self.seconds["training"] = time.perf_counter() - t
+            if self.tokens_trained == 0:  # stopped before the first window: nothing was trained, nothing is written
+                self.stopped = True
+                return
             trainer.restore()  # the best weights: the last epoch's when it was the best
             trainer.write(f32)
         if self.measure:
@@ -263,14 +271,14 @@ class FinetuneRun:
 
     def result(self) -> dict:
         best = min(self.epochs, key=lambda e: e["dev_loss"]) if self.epochs else None
-        training = self.seconds["training"]
+        steps = self.seconds["steps"]
         return {"stopped": self.stopped, "written": self.written, "out": str(self.out) if self.written else None,
                 "options": self.options, "accuracy": self.accuracy, "macro_f1": self.macro_f1,
                 "n": {"train": len(self.train), "dev": len(self.dev), "test": len(self.test)},
                 "n_params_trained": self.n_params_trained, "epochs": self.epochs,
                 "best_epoch": None if best is None else best["epoch"], "seconds": self.seconds,
-                "tokens_trained": self.tokens_trained,
-                "tokens_per_s": self.tokens_trained / training if training > 0 else None}
+                "tokens_trained": self.tokens_trained,  # tokens_per_s: of the training windows' own time
+                "tokens_per_s": self.tokens_trained / steps if steps > 0 else None}
 
     def table(self) -> str:
         """Loss per epoch and accuracy before/after, as a few lines of text (the CLI prints them)."""
