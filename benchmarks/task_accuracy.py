@@ -30,10 +30,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "wasm"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 import build as wasm_build  # noqa: E402
 import deps  # noqa: E402
 import numpy as np  # noqa: E402
+from machine import cpu_name  # noqa: E402
 
 TASKS = ("support_tickets", "review_sentiment")
 SHOTS = "0,3"
@@ -70,14 +72,7 @@ def child_env() -> dict[str, str]:
 
 
 def machine() -> dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return {"cpu": cpu, "nproc": str(len(os.sched_getaffinity(0))), "python": platform.python_version(),
             "system": f"{platform.system()} {platform.release()}"}
 

@@ -61,6 +61,7 @@ import build_site  # noqa: E402
 import deps  # noqa: E402
 import numpy as np  # noqa: E402
 from browser_site import CHROMIUM, CHROMIUM_ARGS, bounded  # noqa: E402
+from machine import cpu_name  # noqa: E402
 
 from pocketmind import Model  # noqa: E402
 from pocketmind import bench  # noqa: E402
@@ -369,14 +370,7 @@ def write_docs(report: dict) -> None:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
     return f"{cpu}, {os.cpu_count()} logical cores, {mem:.0f} GiB, {platform.system()} {platform.release()}"
 

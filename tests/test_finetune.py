@@ -3,14 +3,13 @@ random-weight models: the loss falls, the written and quantized model is the tra
 alike, and every refusal says what to do."""
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_train_head import LABELS, TASK, synthetic_csv
 from tiny_gguf import write_tiny_llama
 
 from pocketmind import Model
@@ -21,24 +20,10 @@ from pocketmind.train import HeadError
 from pocketmind.train.finetune import FinetuneError, FinetuneRun, check_options, example_tokens, windows
 
 N_CTX = 256
-LABELS = ("red", "green", "blue")
-WORDS = {"red": ["the", "and", "of", "to"], "green": ["you", "that", "was", "for"],
-         "blue": ["with", "his", "they", "at"]}
-TASK = {"name": "colours", "instruction": "Which colour?", "output": {"labels": list(LABELS)}}
 
 
 def rows_csv(n_per_split: dict[str, int], seed: int = 0) -> str:
-    rng = np.random.default_rng(seed)
-    out = io.StringIO(newline="")
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["id", "split", "text", "label"])
-    i = 0
-    for split, n in n_per_split.items():
-        for _ in range(n):
-            label = LABELS[i % 3]
-            writer.writerow([f"x{i}", split, " ".join(rng.choice(WORDS[label], size=int(rng.integers(4, 9)))), label])
-            i += 1
-    return out.getvalue()
+    return synthetic_csv(n_per_split, seed)  # three labels of separable words: see test_train_head.py
 
 
 def rows(n_per_split: dict[str, int]):

@@ -317,13 +317,11 @@ def test_bad_data_is_refused_before_any_feature_is_computed():
     # a label missing from some rows: parse_rows names the row (the label '' is not in the set)
     with pytest.raises(ValueError, match=r"row 2 \(line 3\) has the label '', which is not one of: red, green, blue"):
         rows_of("id,split,text,label\nx1,dev,a,red\nx2,dev,b,\nx3,dev,c,blue\n")
-    # 100 000 rows: refused in well under a second, before a single text is embedded
+    # 100 000 rows: refused by the constructor, before a single text is embedded (that starts when iterating)
     many = "id,split,text,label\n" + "".join(f"x{i},dev,text {i},{LABELS[i % 3]}\n" for i in range(100_000))
     rows = rows_of(many)
-    t = time.perf_counter()
     with pytest.raises(HeadError, match=f"100000 labelled rows: a head trains on at most {MAX_ROWS}"):
         HeadRun(task, rows, embedder, SHA)
-    assert time.perf_counter() - t < 1.0
     with pytest.raises(HeadError, match="the seed must be a non-negative integer"):
         HeadRun(task, rows_of(synthetic_csv({"dev": 12})), embedder, SHA, seed="x")
     assert embedder.texts == 0

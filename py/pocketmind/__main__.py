@@ -278,17 +278,22 @@ def run_search(args: argparse.Namespace) -> list[Hit]:
     return hits
 
 
+def _labelled_rows(args: argparse.Namespace, who: str) -> tuple[Task, list]:
+    """The task (one with labels) and the first --limit rows of its labelled CSV, for training."""
+    task = Task.load(args.task)
+    if task.labels is None:
+        raise TaskError(f"{who} needs a task with labels; JSON-output tasks have no label set to learn")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be a positive number of rows, got {args.limit}")
+    return task, parse_rows(read_bytes(args.data), task.text_column, task.label_column, task.labels)[:args.limit]
+
+
 def run_train_head(args: argparse.Namespace) -> dict:
     from .engine import Model
     from .train.features import feature_extractor
     from .train.run import HeadRun
 
-    task = Task.load(args.task)
-    if task.labels is None:
-        raise TaskError("a head needs a task with labels; JSON-output tasks have no label set to learn")
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be a positive number of rows, got {args.limit}")
-    rows = parse_rows(read_bytes(args.data), task.text_column, task.label_column, task.labels)[:args.limit]
+    task, rows = _labelled_rows(args, "a head")
     sha256 = file_sha256(args.model)
     model = Model.from_file(args.model)
     try:
@@ -327,14 +332,9 @@ def run_finetune(args: argparse.Namespace) -> dict:
 
     from .train.finetune import FinetuneRun
 
-    task = Task.load(args.task)
-    if task.labels is None:
-        raise TaskError("fine-tuning needs a task with labels; JSON-output tasks have no label set")
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be a positive number of rows, got {args.limit}")
     if not args.model.is_file():
         raise FileNotFoundError(f"no model file at {args.model}")
-    rows = parse_rows(read_bytes(args.data), task.text_column, task.label_column, task.labels)[:args.limit]
+    task, rows = _labelled_rows(args, "fine-tuning")
     out = args.out or args.model.with_name(f"{args.model.stem}-{_slug(task.name)}.gguf")
     with tempfile.TemporaryDirectory(prefix="pocketmind-finetune-") as work:
         run = FinetuneRun(task, rows, args.model, out, work, n_threads=args.threads, seed=args.seed,

@@ -32,8 +32,7 @@ from ..engine import Model, convert_model, default_backend
 from ..tasks.evaluate import macro_f1
 from ..tasks.task import DEFAULT_N_CTX
 from . import HeadError
-from .head import check_rows
-from .run import split_rows
+from .run import checked_split
 
 WEIGHT_TYPES = ("Q8_0", "Q4_1", "Q4_0", "F16", "F32")
 MAX_ROWS = 5_000  # training + dev rows: a few hundred tokens each, seconds per window in the page
@@ -145,17 +144,9 @@ class FinetuneRun:
         self.options = check_options(seed, **options)
         self.stop = stop or (lambda: False)
         self.source, self.out, self.work_dir = Path(source), Path(out), Path(work_dir)
-        self.train, self.dev, self.test = split_rows(rows, seed)
-        labelled = self.train + self.dev
-        check_rows(len(labelled), [r.label for r in labelled], task.labels, numbers=[r.number for r in labelled],
-                   who="fine-tuning", max_rows=MAX_ROWS,
-                   why_max="each row is a few hundred tokens of forward and backward passes")
-        for r in self.test:
-            if r.label not in task.labels:
-                raise FinetuneError(f"test row {r.number} has the label {r.label!r}, which is not one of "
-                                    f"{list(task.labels)}")
-        if not self.dev:
-            raise FinetuneError("no rows are left to choose the best weights on: give each label at least two rows")
+        self.train, self.dev, self.test = checked_split(
+            task, rows, seed, who="fine-tuning", max_rows=MAX_ROWS,
+            why_max="each row is a few hundred tokens of forward and backward passes")
         self.epochs: list[dict] = []
         self.accuracy: dict[str, float | None] = {"before": None, "after": None}
         self.macro_f1: dict[str, float | None] = {"before": None, "after": None}

@@ -47,6 +47,20 @@ def split_rows(rows: Sequence, seed: int = 0, dev_fraction: float = DEV_FRACTION
     return ([r for i, r in enumerate(rest) if i not in dev_at], [r for i, r in enumerate(rest) if i in dev_at], test)
 
 
+def checked_split(task, rows: Sequence, seed: int, **check) -> tuple[list, list, list]:
+    """split_rows, then every row checked (head.check_rows, with `check`'s wording and bounds; a row is named by its
+    number in the file): HeadError (a ValueError) before any work is done."""
+    train, dev, test = split_rows(rows, seed)
+    labelled = train + dev
+    check_rows(len(labelled), [r.label for r in labelled], task.labels, numbers=[r.number for r in labelled], **check)
+    for r in test:
+        if r.label not in task.labels:
+            raise HeadError(f"test row {r.number} has the label {r.label!r}, which is not one of {list(task.labels)}")
+    if not dev:
+        raise HeadError("no rows are left to stop training on: give each label at least two rows")
+    return train, dev, test
+
+
 class HeadRun:
     """Train a head for `task` on `rows` (tasks.data.Row) with `embedder`'s features (train.features). Iterating
     yields JSON-ready events: {"type": "progress", "phase": "features", "done", "total"} after each chunk of texts,
@@ -62,16 +76,8 @@ class HeadRun:
             raise HeadError("a head's features are unnormalised: use train.features.feature_extractor")
         self.task, self.embedder, self.stop = task, embedder, stop or (lambda: False)
         self.options = check_options(seed, **options)  # now, not after minutes of features
-        self.train, self.dev, self.test = split_rows(rows, seed)
-        labelled = self.train + self.dev
-        # before any feature is computed; a row is named by its number in the file
-        check_rows(len(labelled), [r.label for r in labelled], task.labels, numbers=[r.number for r in labelled])
-        for r in self.test:
-            if r.label not in task.labels:
-                raise HeadError(f"test row {r.number} has the label {r.label!r}, which is not one of "
-                                f"{list(task.labels)}")
-        if not self.dev:
-            raise HeadError("no rows are left to stop training on: give each label at least two rows")
+        # before any feature is computed
+        self.train, self.dev, self.test = checked_split(task, rows, seed)
         self.model_sha256, self.model_name = model_sha256, model_name
         self.head: Head | None = None
         self.seconds = {"features": 0.0, "training": 0.0}
