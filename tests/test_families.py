@@ -1,0 +1,176 @@
+"""Every model family the project names (tests/family_models.py: llama as Llama 3.x, Mistral and WizardLM, phi3,
+gemma2, gemma3, qwen2, openelm, a Mixtral-style MoE llama) loads in the native build and in both wasm modules,
+the glue renders its chat with the family's own template, and wasm computes what native computes for that prompt.
+
+Two settings, because they differ in how exact the comparison can be:
+- F32 KV cache, no flash attention (`kv_f32`): the logits of the whole chat prompt agree within EXACT_BOUND and 32
+  greedy tokens are identical, for every family. The glue's chat path (ChatSession: template, tokenizing, sampling
+  at temperature 0, stopping at end-of-generation) runs natively and its answer is the wasm greedy run, token for
+  token.
+- The default context (F16 KV cache, flash attention), which ChatService and the page use: the logits agree within
+  DEFAULT_BOUND, and the greedy runs are identical except that they may part at a step where native's two best
+  logits are closer than twice that bound (a near-tie; see `part_at_near_tie`).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from family_models import FAMILIES, write_family
+from pocketmind import Model
+from pocketmind.chat_service import ChatService
+from pocketmind.chat_template import ChatTemplate, ChatTemplateError
+from pocketmind.generate import ChatSession
+from pocketmind.sampling import GREEDY
+
+WASM = ["wasm-st", "wasm-mt"]
+QUANT = "Q4_0"  # the quantization the site ships; big matrices only, norms stay F32
+N_CTX = 256
+N_GEN = 32
+GREEDY_SETTINGS = {"temperature": 0, "repeat_penalty": 1.0}
+
+# Max |wasm - native| of the prompt's logits (all positions), F32 KV cache. Measured: <= 7.2e-7 for the seven
+# families without GELU; gemma2 6e-7 and gemma3 2.9e-2 (Q4_0; with F32 weights 5.3e-4 and 4.8e-4). ggml's GELU
+# looks its input up in an F16 table (GGML_GELU_FP16 in ggml-cpu/vec.h), so a last-bit difference between x86 and
+# wasm that straddles an F16 step moves that activation by a whole F16 step, and the Q8_0 rounding of the next
+# matmul's input (Q4_0 weights) can move it by a whole Q8_0 step.
+EXACT_BOUND = {"gemma2": 0.1, "gemma3": 0.1}
+EXACT_BOUND_OTHERS = 1e-5
+# The default context: K and V are stored in F16 and flash attention accumulates in F16 (the same straddling of
+# F16 steps, then of Q8_0 steps). Measured max over families and both modules: 7.3e-2 (wizardlm).
+DEFAULT_BOUND = 0.15
+
+
+@pytest.fixture(scope="module")
+def family_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("families")
+    return {key: write_family(folder / f"{key}-{QUANT.lower()}.gguf", key, QUANT) for key in FAMILIES}
+
+
+def threads(variant: str) -> int:
+    return 2 if variant == "wasm-mt" else 1
+
+
+def native_run(native, path, tokens, n, kv_f32, ignore_eog=True):
+    """Native logits of every prompt position, and a greedy run with the logits of each step."""
+    with Model.from_file(path, native) as model, model.context(n_ctx=N_CTX, kv_f32=kv_f32) as ctx:
+        ctx.decode(tokens, all_logits=True)
+        prompt_logits = np.stack([ctx.logits(i).copy() for i in range(len(tokens))])
+        out, steps = [], []
+        for _ in range(n):
+            logits = ctx.logits().copy()
+            token = int(np.argmax(logits))
+            if model.is_eog(token) and not ignore_eog:
+                break
+            out.append(token)
+            steps.append(logits)
+            ctx.decode([token])
+        return prompt_logits, out, steps
+
+
+def part_at_near_tie(native_tokens, native_steps, other, bound) -> int | None:
+    """Where `other` parts from the native greedy run, or None if it does not. Fails unless it parts at a step
+    where native's best two logits are within 2 * bound (both sides' logits are within bound of the truth there,
+    so either could rank first)."""
+    for i, (a, b) in enumerate(zip(native_tokens, other)):
+        if a != b:
+            top2 = np.sort(native_steps[i])[-2:]
+            assert top2[1] - top2[0] < 2 * bound, f"parted at step {i} with a margin of {top2[1] - top2[0]:.3g}"
+            assert native_steps[i][b] >= top2[1] - 2 * bound  # the other side chose a near-best token
+            return i
+    assert len(other) == len(native_tokens)
+    return None
+
+
+def wasm_logits(path, n) -> np.ndarray:
+    return np.fromfile(path, dtype=np.float32).reshape(n, -1)
+
+
+def test_every_family_loads_with_its_architecture(native, family_files):
+    for key, path in family_files.items():
+        with Model.from_file(path, native) as model:
+            assert model.meta("general.architecture") == FAMILIES[key].arch
+            assert model.chat_template == FAMILIES[key].template
+    with Model.from_file(family_files["mixtral"], native) as model:
+        assert model.meta("llama.expert_count") == "8" and model.meta("llama.expert_used_count") == "2"
+
+
+@pytest.mark.parametrize("key", list(FAMILIES))
+def test_the_glue_renders_the_family_chat_format(native, family_files, key):
+    family = FAMILIES[key]
+    with Model.from_file(family_files[key], native) as model:
+        template = ChatTemplate.for_model(model)
+        assert template.render(family.messages) == family.expected_prompt
+        session = ChatSession(model.context(n_ctx=N_CTX))
+        tokens = session.prompt_tokens(family.messages).tolist()
+        # the family's markup became its control tokens, one each, and the BOS is at the start once where the family
+        # has one (written by the template, or else added by the glue)
+        added_bos = family.add_bos and not family.expected_prompt.startswith(family.bos)
+        for special in family.specials + ("<s>", "</s>", "<|im_start|>", "<|im_end|>"):
+            ids = model.tokenize(special, add_special=False, parse_special=True).tolist()
+            if len(ids) == 1 and model.control_text(ids[0]) is not None:
+                expected = family.expected_prompt.count(special) + (added_bos and special == family.bos)
+                assert tokens.count(ids[0]) == expected, special
+        assert (tokens[0] == model.bos) == family.add_bos and tokens[1] != model.bos
+    if key == "gemma2":
+        with pytest.raises(ChatTemplateError, match="System role not supported"):
+            template.render([{"role": "system", "content": "x"}] + family.messages)
+
+
+@pytest.mark.parametrize("variant", WASM)
+@pytest.mark.parametrize("key", list(FAMILIES))
+def test_wasm_answers_the_glue_chat_like_native(native, family_files, run_wasm, tmp_path, key, variant):
+    family, path = FAMILIES[key], family_files[key]
+    with Model.from_file(path, native) as model, model.context(n_ctx=N_CTX, n_batch=N_CTX, kv_f32=True) as ctx:
+        session = ChatSession(ctx)
+        prompt = session.prompt_tokens(family.messages).tolist()
+        done = list(session.chat(family.messages, GREEDY, max_tokens=N_GEN))[-1]
+        bos = model.bos
+    assert done.n_prompt == len(prompt)
+
+    exact = tmp_path / "exact.bin"
+    results = run_wasm(variant, path, [
+        {"op": "tokenize", "text": family.expected_prompt, "parse_special": True},
+        {"op": "logits", "tokens": prompt, "out": str(exact)},
+        {"op": "greedy", "tokens": prompt, "n": N_GEN},
+        {"op": "greedy", "tokens": prompt, "n": N_GEN, "ignore_eog": True},
+    ], n_ctx=N_CTX, threads=threads(variant), kv_f32=True)
+    wasm_tokens = results[1]["tokens"]
+    if wasm_tokens[:2] == [bos, bos]:  # the template wrote the BOS and the driver's tokenize adds one more
+        wasm_tokens = wasm_tokens[1:]
+    assert wasm_tokens == prompt  # wasm's tokenizer reads the rendered chat as the glue does
+
+    logits, greedy, _ = native_run(native, path, prompt, N_GEN, kv_f32=True)
+    diff = np.abs(wasm_logits(exact, len(prompt)) - logits).max()
+    print(f"{key} {variant} F32 KV: max |wasm - native| of the prompt logits {diff:.2e}")
+    assert diff < EXACT_BOUND.get(key, EXACT_BOUND_OTHERS), diff
+    assert results[3]["tokens"] == list(done.tokens)  # the glue's chat answer, token for token
+    assert len(results[4]["tokens"]) == N_GEN and results[4]["tokens"] == greedy
+    assert len(set(greedy)) >= 5  # a run of varied tokens, not one token repeated
+
+
+@pytest.mark.parametrize("variant", WASM)
+@pytest.mark.parametrize("key", list(FAMILIES))
+def test_default_context_matches_the_chat_service(native, family_files, run_wasm, tmp_path, key, variant):
+    """What the page runs: ChatService's default context (F16 KV cache, flash attention)."""
+    family, path = FAMILIES[key], family_files[key]
+    request = {"messages": family.messages, "max_tokens": N_GEN, "settings": GREEDY_SETTINGS}
+    with Model.from_file(path, native) as model:
+        service = ChatService(model, n_ctx=N_CTX)
+        prompt = service.session.prompt_tokens(family.messages).tolist()
+        answer = service.answer(json.dumps(request))
+    logits, greedy, steps = native_run(native, path, prompt, N_GEN, kv_f32=False, ignore_eog=False)
+    assert answer["done"]["tokens"] == greedy  # the service's sampling at temperature 0 is the argmax
+
+    out = tmp_path / "default.bin"
+    results = run_wasm(variant, path, [
+        {"op": "logits", "tokens": prompt, "out": str(out)},
+        {"op": "greedy", "tokens": prompt, "n": N_GEN},
+    ], n_ctx=N_CTX, threads=threads(variant))
+    diff = np.abs(wasm_logits(out, len(prompt)) - logits).max()
+    parted = part_at_near_tie(greedy, steps, results[2]["tokens"], DEFAULT_BOUND)
+    print(f"{key} {variant} default context: max |wasm - native| {diff:.2e}, greedy runs "
+          f"{'identical' if parted is None else f'part at step {parted} (a near-tie)'}")
+    assert diff < DEFAULT_BOUND, diff
