@@ -4,7 +4,8 @@ For each candidate (a published model's shape: width, layers, heads, FFN width, 
 writes a synthetic GGUF of exactly that shape with every big matrix in Q4_0 (random quant blocks; the values do not
 matter for memory), loads it into the wasm-st module under Node the way the page does (the file copied into wasm
 memory and used in place), makes a context of N_CTX tokens (the chat page's default) and decodes a few tokens.
-It prints a Markdown table: the file's size, "fits" or the error where it failed.
+It prints a Markdown table: the file's size, "fits" or the stage (alloc, load, context, decode) and error where it
+failed, and the size of wasm memory at the end. benchmarks/model_fit.cjs is the Node side.
 
     POCKETMIND_CACHE=... python3 benchmarks/model_fit.py [--only KEY ...] [--n-ctx 2048] [--keep DIR]
 
@@ -38,6 +39,7 @@ CANDIDATES = [
     ("llama", "Mistral 7B", "llama", 4096, 32, 32, 8, 128, 14336, 32768, False, {}),
     ("phi3", "Phi-3 / 3.5 mini (3.8B)", "phi3", 3072, 32, 32, 32, 96, 8192, 32064, False, {}),
     ("gemma2", "Gemma 2 2B", "gemma2", 2304, 26, 8, 4, 256, 9216, 256000, True, {}),
+    ("gemma3", "Gemma 3 1B", "gemma3", 1152, 26, 4, 1, 256, 6912, 262144, True, {}),
     ("gemma3", "Gemma 3 4B (text part)", "gemma3", 2560, 34, 8, 4, 256, 10240, 262144, True, {}),
     ("qwen2", "Qwen2.5 3B", "qwen2", 2048, 36, 16, 2, 128, 11008, 151936, True, {}),
     ("qwen2", "Qwen2 7B", "qwen2", 3584, 28, 28, 4, 128, 18944, 152064, False, {}),
@@ -147,25 +149,22 @@ def write_synthetic(path: Path, arch: str, n_embd: int, n_layer: int, n_head: in
     return path
 
 
-def try_in_wasm(model: Path, n_ctx: int, folder: Path) -> tuple[str, float]:
+def try_in_wasm(model: Path, n_ctx: int) -> tuple[str, float]:
     out = wasm_build.build("wasm-st")
     module = next(p for p in out if p.name.endswith(".js"))
-    job = folder / "job.json"
-    job.write_text(json.dumps({"module": str(module), "model": str(model), "n_ctx": n_ctx, "n_batch": 512,
-                               "tasks": [{"op": "greedy", "tokens": [1, 300, 301, 302], "n": 2}]}))
     t = time.perf_counter()
-    proc = subprocess.run(["node", "--no-experimental-fetch", str(REPO / "wasm" / "run_node.cjs"), str(job)],
-                          capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(["node", "--no-experimental-fetch", str(REPO / "benchmarks" / "model_fit.cjs"), str(module),
+                           str(model), str(n_ctx)], capture_output=True, text=True, timeout=1800)
     seconds = time.perf_counter() - t
-    lines = proc.stdout.strip().splitlines()
     try:
-        result = json.loads(lines[-1])
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
         tail = [line for line in proc.stderr.splitlines() if line.strip()][-3:]
         return f"crashed (exit {proc.returncode}): {' | '.join(tail)[:300]}", seconds
-    if isinstance(result, dict):
-        return f"fails: {result['error'][:300]}", seconds
-    return f"fits ({len(result[1]['tokens'])} tokens decoded)", seconds
+    heap = f"heap {result.get('heap_bytes', 0) / 2**30:.2f} GiB"
+    if result["ok"]:
+        return f"fits: loads, context, 2 tokens decoded ({heap})", seconds
+    return f"fails at {result['stage']}: {result.get('error', '')[:200]} ({heap})", seconds
 
 
 def main() -> None:
@@ -185,7 +184,7 @@ def main() -> None:
             path = write_synthetic(folder / f"{name.split(' (')[0].replace(' ', '-').replace('/', '')}.gguf", arch,
                                    *shape, **extra)
             size = path.stat().st_size / 2**30
-            result, seconds = try_in_wasm(path, args.n_ctx, folder)
+            result, seconds = try_in_wasm(path, args.n_ctx)
             print(f"| {family} | {name} | {size:.2f} | {args.n_ctx} | {result} | {seconds:.0f} |", flush=True)
             if not args.keep:
                 path.unlink()
