@@ -45,8 +45,8 @@ CANDIDATES = [
     ("qwen2", "Qwen2 7B", "qwen2", 3584, 28, 28, 4, 128, 18944, 152064, False, {}),
     # OpenELM varies heads (12..24) and FFN width (0.5..4 x n_embd) by layer: here their averages, on every layer
     ("openelm", "OpenELM 3B (per-layer widths averaged)", "openelm", 3072, 36, 18, 6, 128, 6912, 32000, True, {}),
-    ("moe", "Mixtral-style 8x (Mistral 7B blocks at 1/4 width)", "llama", 2048, 24, 16, 8, 128, 5632, 32000, False,
-     {"n_expert": 8}),
+    # no published Mixtral-style model is this small; a synthetic one: 8 experts (2 used), 2.6B parameters
+    ("moe", "Mixtral-style 8 x 0.3B (synthetic)", "llama", 1536, 16, 12, 4, 128, 4096, 32000, False, {"n_expert": 8}),
 ]
 
 
