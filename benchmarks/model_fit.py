@@ -173,7 +173,7 @@ def main() -> None:
     parser.add_argument("--n-ctx", type=int, default=2048)
     parser.add_argument("--keep", type=Path, help="write the GGUFs here and keep them")
     args = parser.parse_args()
-    print(f"| family | shape of | file (GiB) | n_ctx | result in wasm-st under Node | seconds |")
+    print("| family | shape of | file (GiB) | n_ctx | result in wasm-st under Node | seconds |")
     print("|---|---|---|---|---|---|")
     for family, name, arch, *shape, extra in CANDIDATES:
         if args.only and family not in args.only and name not in args.only:
