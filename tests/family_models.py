@@ -1,15 +1,15 @@
 """Tiny random-weight GGUF models of each model family the project names, written with the `gguf` package.
 
-Every model has 2 layers, n_embd 64 and the byte-fallback SentencePiece vocabulary of tiny_gguf.py with the
-family's own control tokens added (so the chat markup of the family's template becomes single control tokens, as
-in the real models). What is the family's own: the GGUF architecture, the tensors llama.cpp's loader asks for (as
+Every model has 2 layers, n_embd 64 and a small vocabulary (see below) with the family's own control tokens added
+(so the chat markup of the family's template becomes single control tokens, as in the real models). What is the family's own: the GGUF architecture, the tensors llama.cpp's loader asks for (as
 src/models/<arch>.cpp names them: fused or separate QKV, q/k norms, post-norms, experts), the hyperparameters that
 change the graph (per-layer head counts, sliding windows, soft-capping, rope bases and factors), BOS/EOS/EOT, and a
 Jinja chat template in the family's format (written for these tests in the format each family documents).
 
-What is not the family's own: the tokenizer. Llama 3 and Qwen2 use byte-level BPE vocabularies of 128k and 152k
-tokens; these models all use the small SentencePiece one. The sizes are tiny, and some values are chosen so the
-tiny model exercises the code path (a sliding window of 8 tokens, soft-caps small enough to bend random logits).
+What is not the family's own: the vocabulary. Llama 3 and Qwen2 get a small byte-level BPE vocabulary (the 256
+byte characters and merges for a few dozen words) read with their own pre-tokenizers ("llama-bpe", "qwen2"), the
+others the small SentencePiece one of tiny_gguf.py. The sizes are tiny, and some values are chosen so the tiny
+model exercises the code path (a sliding window of 8 tokens, soft-caps small enough to bend random logits).
 
     python tests/family_models.py OUT_DIR [QUANT]     writes every family to OUT_DIR/<key>-<quant>.gguf
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from tiny_gguf import FILE_TYPES, QUANTS, vocabulary
+from tiny_gguf import FILE_TYPES, QUANTS, WORDS, vocabulary
 
 N_EMBD = 64
 N_LAYER = 2
@@ -149,6 +149,8 @@ class Family:
     eot: str | None = None
     add_bos: bool = True
     notes: str = ""  # what the tiny model has of the family's own, for docs/models.md
+    bpe: str | None = None  # tokenizer.ggml.pre of a byte-level BPE vocabulary; None: the SentencePiece one
+    seed: int = 0  # added to write_family's seed (qwen2's seed 0 model answers one token 32 times)
 
 
 FAMILIES: dict[str, Family] = {f.key: f for f in [
@@ -161,7 +163,8 @@ FAMILIES: dict[str, Family] = {f.key: f for f in [
                             "<|start_header_id|>user<|end_header_id|>\n\nwhat was said<|eot_id|>"
                             "<|start_header_id|>assistant<|end_header_id|>\n\n"),
            notes="GQA (4 heads, 2 KV), rope base 500000 with a rope_freqs tensor (Llama 3.1+ rope scaling), "
-                 "tied embeddings (no output.weight, as 3.2 1B/3B)"),
+                 "tied embeddings (no output.weight, as 3.2 1B/3B), byte-level BPE with Llama 3's pre-tokenizer",
+           bpe="llama-bpe"),
     Family("mistral", "Mistral 7B instruct", "llama", MISTRAL_TEMPLATE, ("[INST]", "[/INST]"), "<s>", "</s>",
            expected_prompt=("<s>[INST] You are brief.\n\nthe word and the other one [/INST]it was not said</s>"
                             "[INST] what was said [/INST]"),
@@ -197,12 +200,13 @@ FAMILIES: dict[str, Family] = {f.key: f for f in [
            notes="q/k RMS norms, post-norms, sliding window 8 (pattern 2: layer 0 local, layer 1 global) with "
                  "its own rope base (1e4 local, 1e6 global), tied output"),
     Family("qwen2", "Qwen2 / Qwen2.5 instruct", "qwen2", QWEN2_TEMPLATE,
-           ("<|endoftext|>",), "<|endoftext|>", "<|im_end|>", add_bos=False,
+           ("<|endoftext|>", "<|im_start|>", "<|im_end|>"), "<|endoftext|>", "<|im_end|>", add_bos=False,
            expected_prompt=("<|im_start|>system\nYou are brief.<|im_end|>\n"
                             "<|im_start|>user\nthe word and the other one<|im_end|>\n"
                             "<|im_start|>assistant\nit was not said<|im_end|>\n"
                             "<|im_start|>user\nwhat was said<|im_end|>\n<|im_start|>assistant\n"),
-           notes="q/k/v biases, GQA (4 heads, 2 KV), NEOX rope base 1e6, tied output, no BOS"),
+           notes="q/k/v biases, GQA (4 heads, 2 KV), NEOX rope base 1e6, tied output, no BOS, byte-level BPE with "
+                 "Qwen2's pre-tokenizer", bpe="qwen2", seed=3),
     Family("openelm", "OpenELM (270M-3B instruct)", "openelm", LLAMA2_TEMPLATE, (), "<s>", "</s>",
            expected_prompt=("<s>[INST] <<SYS>>\nYou are brief.\n<</SYS>>\n\nthe word and the other one [/INST]"
                             " it was not said </s><s>[INST] what was said [/INST]"),
@@ -217,8 +221,41 @@ FAMILIES: dict[str, Family] = {f.key: f for f in [
 ]}
 
 
+def _byte_chars() -> list[str]:
+    """GPT-2's byte-level alphabet: printable bytes stand for themselves, the others for characters from U+0100 on."""
+    kept = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in kept:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return [chars[b] for b in range(256)]
+
+
+def bpe_vocabulary() -> tuple[list[str], list[str]]:
+    """A byte-level BPE vocabulary (as Llama 3's and Qwen2's, in small): the 256 byte characters, then " word" pieces
+    built by merges from the left (every prefix is a token too). Returns tokens and merges."""
+    chars = _byte_chars()
+    space = chars[ord(" ")]
+    tokens, merges = list(chars), []
+    for word in WORDS:
+        piece = space
+        for ch in word:
+            if piece + ch not in tokens:
+                merges.append(f"{piece} {ch}")
+                tokens.append(piece + ch)
+            piece += ch
+    return tokens, merges
+
+
 def family_vocabulary(family: Family) -> tuple[list[str], list[float], list[int]]:
-    tokens, scores, types = vocabulary()
+    if family.bpe:
+        tokens, _ = bpe_vocabulary()
+        scores, types = [0.0] * len(tokens), [int(gguf.TokenType.NORMAL)] * len(tokens)
+    else:
+        tokens, scores, types = vocabulary()
     for special in family.specials:
         if special not in tokens:
             tokens.append(special)
@@ -433,20 +470,26 @@ def write_family(path: str | Path, key: str, quant: str = "Q4_0", seed: int = 0)
     w.add_embedding_length(N_EMBD)
     w.add_block_count(N_LAYER)
     w.add_file_type(FILE_TYPES[quant])
-    w.add_tokenizer_model("llama")
-    w.add_tokenizer_pre("default")
+    if family.bpe:
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre(family.bpe)
+        w.add_token_merges(bpe_vocabulary()[1])
+    else:
+        w.add_tokenizer_model("llama")
+        w.add_tokenizer_pre("default")
+        w.add_token_scores(scores)
     w.add_token_list(tokens)
-    w.add_token_scores(scores)
     w.add_token_types(types)
     w.add_bos_token_id(tokens.index(family.bos))
     w.add_eos_token_id(tokens.index(family.eos))
     if family.eot:
         w.add_eot_token_id(tokens.index(family.eot))
-    w.add_unk_token_id(0)
+    if not family.bpe:
+        w.add_unk_token_id(0)
     w.add_add_bos_token(family.add_bos)
     w.add_add_eos_token(False)
     w.add_chat_template(family.template)
-    BODIES[key](w, _Tensors(w, quant, seed, BOOST if key in TIED else 1.0), len(tokens))
+    BODIES[key](w, _Tensors(w, quant, seed + family.seed, BOOST if key in TIED else 1.0), len(tokens))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
