@@ -1,10 +1,11 @@
 """Tiny random-weight GGUF models of each model family the project names, written with the `gguf` package.
 
 Every model has 2 layers, n_embd 64 and a small vocabulary (see below) with the family's own control tokens added
-(so the chat markup of the family's template becomes single control tokens, as in the real models). What is the family's own: the GGUF architecture, the tensors llama.cpp's loader asks for (as
-src/models/<arch>.cpp names them: fused or separate QKV, q/k norms, post-norms, experts), the hyperparameters that
-change the graph (per-layer head counts, sliding windows, soft-capping, rope bases and factors), BOS/EOS/EOT, and a
-Jinja chat template in the family's format (written for these tests in the format each family documents).
+(so the chat markup of the family's template becomes single control tokens, as in the real models). What is the
+family's own: the GGUF architecture, the tensors llama.cpp's loader asks for (as src/models/<arch>.cpp names
+them: fused or separate QKV, q/k norms, post-norms, experts), the hyperparameters that change the graph (per-layer
+head counts, sliding windows, soft-capping, rope bases and factors), BOS/EOS/EOT, and a Jinja chat template in the
+family's format (written for these tests in the format each family documents).
 
 What is not the family's own: the vocabulary. Llama 3 and Qwen2 get a small byte-level BPE vocabulary (the 256
 byte characters and merges for a few dozen words) read with their own pre-tokenizers ("llama-bpe", "qwen2"), the
