@@ -32,8 +32,8 @@ N_GEN = 32
 GREEDY_SETTINGS = {"temperature": 0, "repeat_penalty": 1.0}
 
 # Max |wasm - native| of the prompt's logits (all positions), F32 KV cache. Measured: <= 7.2e-7 for seven families;
-# qwen2 7.2e-3 (at 1 of its 79 positions) and gemma3 2.9e-2 (3 of 63). With Q4_0 weights ggml rounds every matmul input to
-# Q8_0, so a last-bit difference between x86 and wasm (another order of summation) that straddles a Q8_0 step
+# qwen2 7.2e-3 (at 1 of its 79 positions) and gemma3 2.9e-2 (3 of 63). With Q4_0 weights ggml rounds every matmul
+# input to Q8_0, so a last-bit difference between x86 and wasm (another order of summation) that straddles a Q8_0 step
 # becomes a whole step; ggml's GELU (gemma2, gemma3) also looks its input up in an F16 table (GGML_GELU_FP16 in
 # ggml-cpu/vec.h), one more rounding step to straddle. With F32 weights see F32_WEIGHTS_BOUND.
 EXACT_BOUND = 0.1
