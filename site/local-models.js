@@ -60,8 +60,8 @@ export const HEADS_PREFIX = "models/local-heads/";
 const headsPrefix = () => new URL(HEADS_PREFIX, location.href).href;
 
 export function keepHead(name, json) {
-  const safe = name.replace(/[^\w.-]+/g, "_");
-  return pocketmindModelStore.storeModel(`${headsPrefix()}${safe}.json`, new TextEncoder().encode(json));
+  return pocketmindModelStore.storeModel(`${headsPrefix()}${encodeURIComponent(name)}.json`,
+                                         new TextEncoder().encode(json));
 }
 
 // [{name, json, task, model_sha256, model_name}] of the kept heads (read back from the store, offline too)
@@ -77,7 +77,7 @@ export async function listHeads() {
     } catch {
       continue; // not a head any more: the worker would refuse it anyway
     }
-    const name = m.url.slice(headsPrefix().length).replace(/\.json$/i, "");
+    const name = decodeURIComponent(m.url.slice(headsPrefix().length).replace(/\.json$/i, ""));
     heads.push({ name, json, task: doc.task, model_sha256: doc.model_sha256, model_name: doc.model_name });
   }
   return heads;
