@@ -144,6 +144,31 @@ def test_a_read_only_or_quantized_model_is_refused_with_what_to_do(native, sourc
         quantized.trainer(N_CTX, 1)
 
 
+def test_an_architecture_llama_cpp_cannot_train_fails_cleanly_and_is_refused_up_front(native, source, tmp_path):
+    from family_models import write_family
+    from pocketmind.task_service import TaskService
+
+    gemma = write_family(tmp_path / "gemma3.gguf", "gemma3")
+    convert_model(gemma, tmp_path / "gemma3.f32.gguf", "F32", 1, native)
+    with Model.trainable(tmp_path / "gemma3.f32.gguf", native) as model, model.trainer(N_CTX, 1) as trainer:
+        w = np.zeros(N_CTX + 1, dtype=np.int32)
+        for train in (False, True):  # the optimizer's graphs are built with their backward pass, even to measure
+            with pytest.raises(PocketmindError, match="unsupported glu op for backward pass: GEGLU"):
+                trainer.step(w, train=train)  # an error, not an abort: the process (the page's worker) goes on
+    # so the page's service refuses it before converting or measuring anything
+    service = TaskService(n_ctx=512)
+    service.add_model(Model.from_file(gemma, native), "gemma")
+    service.load_task(json.dumps(TASK))
+    with pytest.raises(FinetuneError, match="llama.cpp cannot fine-tune gemma3 models: its backward pass has no GEGLU"):
+        service.start_finetune(json.dumps({"file": "csv"}), rows_csv({"dev": 12}).encode())
+    service.close()
+    # and the library still trains a llama afterwards
+    f32 = tmp_path / "tiny.f32.gguf"
+    convert_model(source, f32, "F32", 1, native)
+    with Model.trainable(f32, native) as model, model.trainer(N_CTX, 1) as trainer:
+        assert np.isfinite(trainer.step(window(model), lr=1e-3))
+
+
 @pytest.mark.parametrize("n_ctx, n_layers, message", [
     (128, 1, "not a multiple of 256 in 256..512"), (300, 1, "not a multiple of 256"),
     (1024, 1, "not a multiple of 256 in 256..512"), (N_CTX, 0, "n_layers 0 is outside 1..2"),

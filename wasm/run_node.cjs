@@ -15,7 +15,8 @@
 //   {op: "alloc", size}                   the address pm_buffer_alloc(size) returns (freed again)
 //   {op: "train", windows, layers, lr, train}  fine-tune the model: converted to F32 in the module's file system,
 //                                         loaded trainable, one pm_trainer_step per window (n_ctx = its length - 1;
-//                                         train: whether to update): {losses}; the trained model is freed after
+//                                         train: whether to update): {losses, heap_before, heap_after (the wasm
+//                                         memory's size)}; the trained model is freed after
 //   {op: "adapters", adapters: [{file, scale}]}  free the LoRA adapters loaded before, load these (from wasm
 //                                         memory) and apply them to the context; a refused one is reported as
 //                                         {error} and then none is applied
@@ -201,7 +202,9 @@ async function main() {
       if (!error) A.setAdapters(ctx, adapters.map((a, i) => [a, task.adapters[i].scale]));
       results.push(error ? { op: "adapters", error } : { op: "adapters", n: adapters.length });
     } else if (task.op === "train") {
-      results.push({ op: "train", losses: train(M, A, loaded.model, task) });
+      const heapBefore = M.HEAPU8.length;
+      const losses = train(M, A, loaded.model, task);
+      results.push({ op: "train", losses, heap_before: heapBefore, heap_after: M.HEAPU8.length });
     } else if (task.op === "alloc") {
       const ptr = M._pm_buffer_alloc(task.size) >>> 0;
       if (ptr) M._pm_buffer_free(ptr);

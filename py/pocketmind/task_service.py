@@ -90,7 +90,7 @@ from .tasks.task import DEFAULT_N_CTX
 from .train import HeadError
 from .train.features import feature_extractor
 from .train.head import DEFAULTS as HEAD_DEFAULTS, Head
-from .train.finetune import DEFAULTS as FINETUNE_DEFAULTS, FinetuneRun, check_memory
+from .train.finetune import DEFAULTS as FINETUNE_DEFAULTS, FinetuneRun, check_memory, check_trainable
 from .train.run import HeadRun, head_voter
 
 
@@ -321,6 +321,7 @@ class TaskService(SteppedService):
         run = FinetuneRun(task, rows, source, out, FINETUNE_DIR, backend=model.backend, n_threads=self.n_threads,
                           seed=request.get("seed", 0), measure=request.get("measure", True) is not False,
                           stop=lambda: self._stop, **options)
+        check_trainable(model)
         check_memory(model, run.options)
         self._events = self._finetune(run, model_name)
 

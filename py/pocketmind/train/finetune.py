@@ -96,16 +96,30 @@ def windows(sequences: Sequence[np.ndarray], n_ctx: int) -> list[np.ndarray]:
     return [stream[s:s + n_ctx + 1] for s in starts]
 
 
+# Architectures llama.cpp (at the pinned version) cannot train, and why: measured, each fails its first training
+# step (tests/test_finetune.py); refused before any work instead.
+UNTRAINABLE = {arch: "its backward pass has no GEGLU, the activation of Gemma's feed-forward blocks"
+               for arch in ("gemma", "gemma2", "gemma3", "gemma3n")}
+
+
+def check_trainable(model: Model) -> None:
+    arch = model.meta("general.architecture") or "?"
+    if arch in UNTRAINABLE:
+        raise FinetuneError(f"llama.cpp cannot fine-tune {arch} models: {UNTRAINABLE[arch]}; train a head for "
+                            "this model instead, or fine-tune a llama-architecture model such as SmolLM2")
+
+
 def training_bytes(model: Model, layers: int, n_ctx: int) -> int:
     """About how much memory fine-tuning takes besides the model itself: its weights in F32, and for the trained
     blocks four more copies (gradients, AdamW's two moments, the checkpoint), plus the window's activations, of
     which the output's (n_ctx x n_vocab floats, several times over: logits, softmax, their gradients) dominate for
-    small models. Calibrated against the wasm heap's growth (docs/finetune.md), rounded up."""
+    small models. Against the wasm heap's growth while training SmolLM2-135M (2 blocks, 256 tokens: 1,112 MiB,
+    measured with wasm/run_node.cjs's "train" op) this says 1,371 MiB: about 23 % to spare."""
     arch = model.meta("general.architecture") or ""
     n_layer = int(model.meta(f"{arch}.block_count") or 1)
     per_block = max(0, model.n_params - model.n_vocab * model.n_embd) / max(1, n_layer)
     trained = per_block * min(layers, n_layer)
-    activations = n_ctx * (8 * model.n_vocab + 64 * model.n_embd * n_layer) * 4
+    activations = n_ctx * (10 * model.n_vocab + 16 * model.n_embd * n_layer) * 4
     return int(4 * model.n_params + 4 * 4 * trained + activations)
 
 
@@ -166,6 +180,7 @@ class FinetuneRun:
         model = None
         try:
             model = Model.trainable(f32, self.backend)
+            check_trainable(model)  # the CLI's first look at the model (the page's service looked before)
             yield {"type": "progress", "phase": "convert", "done": 1, "total": 1}
             yield from self._train(model, f32)
         finally:
