@@ -129,7 +129,9 @@ def main() -> int:
              f"trained with llama.cpp's AdamW (learning rate 2e-4) on windows of 256 tokens of the task's "
              "zero-shot prompts with their labels, for "
              f"{args.epochs} epoch(s); the weights of the lowest dev loss kept and written as Q8_0. Accuracy is "
-             "the task's zero-shot label scoring on the test rows (the same rows as docs/task_heads.md).", "",
+             "the task's zero-shot label scoring on the test rows (the same rows as docs/task_heads.md). "
+             + (f"In the page (Tasks page, headless Chromium): {', '.join(page_names)}." if page_names else
+                "**The page was not measured in this run** (`--page-tasks ''`)."), "",
              "| task | where | test accuracy before | after (F32 in memory) | after (written Q8_0) | macro-F1 before "
              "/ after | trained parameters | training tokens/s (windows alone) | min per epoch (dev loss included) | "
              "convert + quantize s | "
