@@ -13,11 +13,11 @@ The rule (numbers in docs/memory.md, measured by benchmarks/memory.py):
   they agree).
 - The model's file is held whole in wasm memory and used in place, so it counts byte for byte.
 - CONTEXT_OVERHEAD_BYTES covers what a chat context adds on top of the file (n_ctx 2048, n_batch 256): the KV cache,
-  llama.cpp's compute buffers (the worst-case batch's logits: n_batch x n_vocab floats, 256 MiB for Gemma 3's
-  262 144-token vocabulary), the vocabulary's tables and our own scratch. Measured in Chromium, peak memory minus
-  the engine's memory before the model minus the file: @SMOL@ for SmolLM2-135M (Q4_1) and @GEMMA@ for Gemma 3
-  270M (Q4_K_M). The constant is the larger rounded up; a model with a larger vocabulary or many more layers may
-  need more, which the engine then reports as an out-of-memory failure after the download.
+  llama.cpp's compute buffers (they grow with n_batch x n_vocab: Gemma 3's vocabulary has 262 144 tokens,
+  SmolLM2's 49 152), the vocabulary's tables, our own scratch, and the slack of the memory's growth steps. Measured in the chat page (benchmarks/memory.py), the engine's peak wasm memory after one answer minus
+  its memory before the model minus the file: 158 MiB for SmolLM2-135M (Q4_1) and 439 MiB for Gemma 3 270M
+  (Q4_K_M). The constant is the larger rounded up; a model with a larger vocabulary or many more layers may need
+  more, which the engine then reports as an out-of-memory failure after the download.
 - In use: the memory the engine holds with no model loaded (the chat worker frees the old model before it reads
   the new one). WebAssembly memory never shrinks, so its current size says nothing about what is free inside it;
   what stays allocated once a model is freed is what the engine held before its first model (tests/
