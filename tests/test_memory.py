@@ -47,7 +47,6 @@ def test_memory_in_use_counts():
     assert "only 1,024 MB is available" in memory.room_message("m", small, 3 << 30)
 
 
-@pytest.mark.parametrize("size", [0, -5, 1.5, True, None, float("nan")])
-def test_a_size_that_is_not_a_byte_count_is_an_error(size):
-    with pytest.raises(ValueError, match="positive whole number of bytes"):
-        memory.room_message("m.gguf", size, 0)
+@pytest.mark.parametrize("size", [0, -5, 1.5, True, None, float("nan"), float(2**53 + 2)])
+def test_a_size_that_is_not_a_byte_count_is_left_to_the_downloader(size):
+    assert memory.room_message("m.gguf", size, 0) is None  # engine-boot.js refuses it with its own message

@@ -41,9 +41,10 @@ def _mb(n: int) -> str:
 
 
 def room_message(name: str, file_bytes: int, in_use_bytes: int, max_bytes: int = WASM_MAX_BYTES) -> str | None:
-    """Why a model of `file_bytes` does not fit next to `in_use_bytes` of engine memory, or None when it fits."""
+    """Why a model of `file_bytes` does not fit next to `in_use_bytes` of engine memory, or None when it fits (or
+    when its size is not a byte count at all: site/engine-boot.js refuses that, before download, with its message)."""
     if isinstance(file_bytes, bool) or not isinstance(file_bytes, int) or file_bytes <= 0:
-        raise ValueError(f"the size of {name} must be a positive whole number of bytes, got {file_bytes!r}")
+        return None
     need = need_bytes(file_bytes)
     available = max(0, max_bytes - int(in_use_bytes))
     if need <= available:
