@@ -11,7 +11,8 @@
 //   chat.stop(); chat.reset();
 //   await client.setAdapter(adapter, scale);           // adapter: {url, bytes, sha256} or null; -> [{id, name, ...}]
 //
-// Requests (chat-worker.js): boot {id, config, model} -> loaded | load {id, model} -> loaded
+// Requests (chat-worker.js): boot {id, config, model} -> loaded | load {id, model} -> loaded (or an error with
+//   modelKept: refused before the loaded model was closed)
 //   | ask {id, request} -> prompt*, text*, done | bench {id, n_prompt, n_gen} -> bench
 //   | adapter {id, adapter, scale} -> result {adapters}
 "use strict";
@@ -47,7 +48,10 @@ export class ChatClient extends WorkerClient {
   }
 
   // Load another model (serialized: waits for the answer or load in flight).
+  // A load refused before the old model was closed (too large for the memory left: error.modelKept) leaves that
+  // model loaded and usable.
   load(model) {
+    const previous = this.model;
     this.model = model;
     this.loading = true; // at once: the page disables its model menu until this settles
     this._state();
@@ -55,7 +59,7 @@ export class ChatClient extends WorkerClient {
       if (!this._worker) return this._boot();
       this.loading = true;
       return this._send(this._worker, "load", { model }).answer
-        .then((data) => this._loaded(data), (e) => this._loadFailed(e));
+        .then((data) => this._loaded(data), (e) => this._loadFailed(e, previous));
     });
   }
 
@@ -67,11 +71,22 @@ export class ChatClient extends WorkerClient {
     return data.card;
   }
 
-  _loadFailed(error) {
+  _loadFailed(error, previous = null) {
     this.loading = false;
-    this.card = null; // the old model was closed before the new one was read
+    if (error.modelKept) this.model = previous; // still loaded: a fresh worker after a crash loads it again
+    else this.card = null; // the old model was closed before the new one was read
     this._state();
     throw error;
+  }
+
+  _onMessage(worker, data) {
+    if (data.type === "error" && data.modelKept && worker === this._worker) {
+      const error = new Error(data.message);
+      error.modelKept = true;
+      this._settle(data.id, error);
+    } else {
+      super._onMessage(worker, data);
+    }
   }
 
   // After a crash, a fresh worker loads the same model (once: worker-client.js gives up if it crashes too).

@@ -17,6 +17,19 @@ function closeService() {
   }
 }
 
+// Refuse a model too large for the engine's memory before a byte of it is fetched and before the loaded model is
+// closed (it stays usable). The rule and its message are Python's (pocketmind.memory); in use is the engine's
+// memory before its first model, what stays allocated once a model is freed. At boot Python is still starting
+// (the download runs beside it), so only later loads are checked.
+async function checkRoom(model) {
+  const memory = (await pythonReady(python)).pyimport("pocketmind.memory");
+  try {
+    pythonCall(() => memory.check_room(model.url, model.bytes, engine.baseBytes));
+  } finally {
+    memory.destroy();
+  }
+}
+
 function download(id, model) {
   closeService();
   return downloadModel(engine.M, engine.A, model, (loaded, total, how) =>
@@ -80,6 +93,7 @@ async function boot(id, { config, model }) {
   python = bootPython(config.wheels, "pocketmind.chat_service");
   python.catch(() => {}); // reported by attach, once awaited
   engine = await bootEngine({ onCrash: (message) => postMessage({ type: "crashed", message }) });
+  engine.baseBytes = engine.M.HEAPU8.length; // the engine's memory before any model (see checkRoom)
   stage("engine");
   postMessage({ type: "ready", variant: engine.variant, threads: engine.threads });
   const downloaded = await download(id, model);
@@ -91,6 +105,13 @@ serve({
   boot,
   load: async (id, { model }) => {
     if (!engine) throw new Error("the engine is not running");
+    try {
+      await checkRoom(model);
+    } catch (e) {
+      // refused before anything changed: the page learns that the loaded model (if any) is still there
+      postMessage({ type: "error", id, message: e.message, during: "load", modelKept: Boolean(service) });
+      return;
+    }
     await attach(id, await download(id, model));
   },
   ask: (id, { request }) => ask(id, request),

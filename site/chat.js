@@ -194,6 +194,7 @@ function use(url) {
   showError("");
   newChat(); // another model: another conversation
   return client.load(selectedModel()).catch((e) => {
+    if (e.modelKept && client.model) $("model").value = client.model.url; // the menu shows the model still loaded
     showError(e.message);
     throw e;
   });

@@ -270,3 +270,35 @@ def test_moderate_recursion_and_loops_still_render():
     assert ChatTemplate(nested).render([]) == "(" * 30 + ")" * 30
     loops = "{% for i in range(300) %}{% for j in range(300) %}{% endfor %}{% endfor %}{{ range(10) | join(',') }}"
     assert ChatTemplate(loops).render([]) == "0,1,2,3,4,5,6,7,8,9"
+
+
+def test_render_parts_compiles_no_pattern_per_call():
+    """Each render_parts uses a new random placeholder name; a regular expression built from it was compiled and
+    kept in re's cache on every answer (seen in the chat page: one more Python object per question,
+    tests/test_browser_memory.py). The patterns are fixed now, so many renders add none."""
+    import gc
+    import re
+
+    template = ChatTemplate(CHATML_TEMPLATE)
+
+    def patterns() -> int:
+        gc.collect()
+        return sum(isinstance(o, re.Pattern) for o in gc.get_objects())
+
+    template.render_parts(CHAT)
+    before = patterns()
+    for _ in range(50):
+        rendered = template.render_parts(CHAT)
+    assert patterns() == before
+    assert rendered.exact and [p for p, content in rendered.parts if content] == [m["content"] for m in CHAT]
+
+
+def test_render_parts_skips_a_placeholder_with_another_name_in_the_template():
+    """A template whose own text looks like a placeholder (another name) right before a message: that text stays
+    template text and the message is still found."""
+    fake = "@0123456789abcdef:7"
+    template = ChatTemplate("{% for m in messages %}" + fake + "{{ m['content'] }}@{% endfor %}")
+    rendered = template.render_parts([{"role": "user", "content": "Hi"}])
+    assert rendered.text == fake + "Hi@"
+    assert [p for p, content in rendered.parts if content] == ["Hi"]
+    assert "".join(p for p, _ in rendered.parts) == rendered.text

@@ -22,6 +22,10 @@ from jinja2 import nodes
 
 from .template_budget import Budget, BudgetEnvironment, TemplateTooCostly
 
+# render_parts' placeholders, "@<name>:<message index>@" (name: secrets.token_hex(8)), bare or padded
+_MARK = re.compile(r"@(?P<name>[0-9a-f]{16}):(?P<i>\d+)@")
+_PADDED_MARK = re.compile(r"(?P<left> \n)?@(?P<name>[0-9a-f]{16}):(?P<i>\d+)@(?P<right>\n )?")
+
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
@@ -169,11 +173,16 @@ class ChatTemplate:
             stand_ins = [{**m, "content": pad + mark + pad[::-1]} for m, mark in zip(messages, marks)]
             return self.render(stand_ins, add_generation_prompt, **extra)
 
-        def split(rendered: str, pattern: str, content) -> list[tuple[str, bool]]:
-            parts, pos = [], 0
-            for hit in re.finditer(pattern, rendered):
+        def split(rendered: str, pattern: re.Pattern, content) -> list[tuple[str, bool]]:
+            # the patterns match any name (compiled once: a pattern per random name would fill re's cache, one
+            # per answer); a mark with another name is skipped one character on, so it hides none of ours
+            parts, pos, at = [], 0, 0
+            while (hit := pattern.search(rendered, at)) is not None:
+                if hit["name"] != name:
+                    at = hit.start() + 1
+                    continue
                 parts += [(rendered[pos:hit.start()], False), (content(hit), True)]
-                pos = hit.end()
+                pos = at = hit.end()
             return [p for p in parts + [(rendered[pos:], False)] if p[0]]
 
         def trimmed(hit: re.Match) -> str:
@@ -181,11 +190,10 @@ class ChatTemplate:
             content = content if hit["left"] else content.lstrip()
             return content if hit["right"] else content.rstrip()
 
-        mark = f"@{name}:(?P<i>\\d+)@"
-        parts = split(render_with(" \n"), f"(?P<left> \n)?{mark}(?P<right>\n )?", trimmed)
+        parts = split(render_with(" \n"), _PADDED_MARK, trimmed)
         if "".join(p for p, _ in parts) == text:
             return RenderedChat(text, tuple(parts), True)
-        parts = split(render_with(""), mark, lambda hit: messages[int(hit["i"])]["content"])
+        parts = split(render_with(""), _MARK, lambda hit: messages[int(hit["i"])]["content"])
         return RenderedChat(text, tuple(parts), False)
 
 
