@@ -15,13 +15,13 @@ def test_failed_thread_start_frees_the_context(built, tiny_models):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.splitlines()[-1])
-    # the attempts got past llama_init_from_model and failed where the worker threads start; under the cap an attempt
-    # may instead find no memory for a ggml context (measured: 1 of 20 since the library holds the fine-tuning code),
-    # a clean failure too. Most must take the path this test is about.
+    # the attempts fail where the worker threads start, after llama_init_from_model, or, under the cap, a little
+    # earlier for want of memory (measured here: 1 of 20; in a CI run the first attempt too) - a clean failure as well.
+    # One attempt on the path this test is about suffices: a context it leaked (~20 MB) would break the bound below.
     starts = [f for f in report["failures"] if "GGML_ASSERT(rc == 0)" in f]
     others = [f for f in report["failures"] if "GGML_ASSERT(rc == 0)" not in f]
-    assert all("ctx->mem_buffer != NULL" in f for f in others), others[:3]
-    assert len(starts) >= 15, report["failures"][:3]
+    assert all("ctx->mem_buffer != NULL" in f or "insufficient memory" in f for f in others), others[:3]
+    assert starts, report["failures"][:3]
     # one leaked context is ~20 MB (its compute buffer); the thread pool ggml abandons is a few KB each time
     assert report["leaked"] < 1 << 20, report
     assert report["one_thread_after"] == "ok", report
