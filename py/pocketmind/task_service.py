@@ -65,9 +65,9 @@ Task heads (train.run.HeadRun, what `python -m pocketmind train-head` runs):
 Fine-tuning (train.finetune.FinetuneRun, what `python -m pocketmind finetune` runs):
 - `start_finetune(request_json, data=None)`: the labelled CSV as for a head; "model": a loaded model's name
   (default: the first), "layers", "epochs", "lr", "n_ctx", "weight_type", "seed", "max_items", "measure" (default
-  true: test accuracy before and after). Refused before any work: bad rows or options (FinetuneError), and in the
-  page a model whose training would not fit the wasm heap (train.finetune.check_memory: what it needs and what is
-  left). step() gives FinetuneRun's events (convert, measure, step, epoch, quantize), then {"type": "done",
+  true: test accuracy before and after). Refused before any work: bad rows or options (FinetuneError), a model
+  llama.cpp cannot train (train.finetune.check_trainable: Gemma), and in the page a model whose training would not
+  fit the wasm heap (train.finetune.check_memory: what it needs and what is left). step() gives FinetuneRun's events (convert, measure, step, epoch, quantize), then {"type": "done",
   ...FinetuneRun.result(), "out": the written GGUF's path in the backend's file system (the worker reads it and
   removes it with take_finetuned(path)), "base": the model's name}. A stop keeps the best weights so far and still
   writes them; stopped before training, "out" is null.
@@ -109,6 +109,7 @@ class TaskService(SteppedService):
         self.sha256: dict[str, str | None] = {}  # model name -> its file's sha256, when the loader gave it
         self.heads: dict[str, Head] = {}  # trained or imported heads by name
         self._embedders: dict = {}  # model name -> its feature extractor (an embeddings context), made on first use
+        self._finetune_serial = 0  # numbers the fine-tuned models' files
 
     @classmethod
     def from_buffer(cls, backend: Backend, buffer: int, size: int, n_ctx: int = DEFAULT_N_CTX, n_threads: int = 1):
@@ -316,7 +317,7 @@ class TaskService(SteppedService):
         source = model.source
         if source is None:
             raise ValueError("this model was loaded from memory that is gone: load it from its file to fine-tune it")
-        self._finetune_serial = getattr(self, "_finetune_serial", 0) + 1
+        self._finetune_serial += 1
         out = f"{FINETUNE_DIR}/finetuned-{self._finetune_serial}.gguf"
         run = FinetuneRun(task, rows, source, out, FINETUNE_DIR, backend=model.backend, n_threads=self.n_threads,
                           seed=request.get("seed", 0), measure=request.get("measure", True) is not False,
