@@ -396,3 +396,19 @@ def test_the_page_refuses_a_fine_tuning_its_memory_cannot_hold(native, source):
         service.start_finetune(json.dumps({"file": "csv"}), rows_csv({"dev": 12}).encode())
     assert not list(Path("/tmp").glob("finetuned-*.gguf.part"))
     service.close()
+
+
+def test_the_pages_memory_estimate_covers_training_smollm2_in_wasm(native, smollm2, run_wasm):
+    """What the page's refusal rule (train.finetune.training_bytes) assumes, against the wasm heap's growth while
+    the real SmolLM2 trains 2 blocks on a 256-token window (wasm memory only grows: its size after is the peak)."""
+    from pocketmind.train.finetune import training_bytes
+
+    with Model.from_file(smollm2, native) as model:
+        estimate = training_bytes(model, 2, N_CTX)
+        f32_weights = 4 * model.n_params
+        w = np.random.default_rng(0).integers(0, model.n_vocab, N_CTX + 1).tolist()
+    result = run_wasm("wasm-st", smollm2, [{"op": "train", "windows": [w], "layers": 2, "lr": 1e-4}],
+                      n_ctx=N_CTX)[1]
+    growth = result["heap_after"] - result["heap_before"]
+    print(f"wasm heap growth {growth / 2**20:.0f} MiB, estimate {estimate / 2**20:.0f} MiB")
+    assert f32_weights < growth <= estimate  # measured: 1,112 MiB grown, 1,371 MiB estimated

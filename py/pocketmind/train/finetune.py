@@ -114,7 +114,8 @@ def training_bytes(model: Model, layers: int, n_ctx: int) -> int:
     blocks four more copies (gradients, AdamW's two moments, the checkpoint), plus the window's activations, of
     which the output's (n_ctx x n_vocab floats, several times over: logits, softmax, their gradients) dominate for
     small models. Against the wasm heap's growth while training SmolLM2-135M (2 blocks, 256 tokens: 1,112 MiB,
-    measured with wasm/run_node.cjs's "train" op) this says 1,371 MiB: about 23 % to spare."""
+    tests/test_finetune.py::test_the_pages_memory_estimate_covers_training_smollm2_in_wasm) this says 1,371 MiB:
+    about 23 % to spare."""
     arch = model.meta("general.architecture") or ""
     n_layer = int(model.meta(f"{arch}.block_count") or 1)
     per_block = max(0, model.n_params - model.n_vocab * model.n_embd) / max(1, n_layer)
