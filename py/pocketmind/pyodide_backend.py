@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from .capi import SIGNATURES
+from .memory import WASM_MAX_BYTES
 
 # JS sees a wasm32 i32 result as a signed number: an address at or above 2 GiB (memory grows to 4 GiB) arrives
 # negative. Pointers are made unsigned where they leave the module and wherever one is used to index the heap.
 _U32 = 0xFFFFFFFF
-WASM_HEAP_LIMIT = 4 << 30  # the modules' MAXIMUM_MEMORY (wasm/build.py)
 
 
 class PyodideBackend:
@@ -49,7 +49,7 @@ class PyodideBackend:
     def heap_room(self) -> int:
         """Bytes the module's memory can still grow by (wasm32: 4 GiB at most; free space inside the heap is not
         counted, so this errs low)."""
-        return WASM_HEAP_LIMIT - int(self.M.HEAPU8.length)
+        return WASM_MAX_BYTES - int(self.M.HEAPU8.length)
 
     # the module's own file system (MEMFS), where the C API reads and writes paths
     def remove_file(self, path: str) -> None:
