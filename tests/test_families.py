@@ -130,15 +130,18 @@ def test_the_glue_renders_the_family_chat_format(native, family_files, key):
 
 # llama.cpp marks every special token of a model whose general.name contains "phi-3" or "phi3" as RSTRIP
 # (src/llama-vocab.cpp, after Phi-3's Hugging Face tokenizer), so its own tokenizer drops the "\n" after <|user|>,
-# <|end|>, ...; the glue cuts the text at special tokens and does not reproduce that stripping (see
-# chat_prompt_tokens' docstring), so for Phi-3 its prompt keeps those newlines as tokens.
-GLUE_TOKENIZES_LIKE_LLAMA_CPP_XFAIL = {"phi3": "llama.cpp strips whitespace after Phi-3's special tokens; the glue "
-                                                "does not (chat_prompt_tokens)"}
+# <|end|>, ...; the glue cuts the text at special tokens and must drop the same whitespace.
+def test_the_glue_knows_which_special_tokens_strip_whitespace(native, family_files):
+    for key in ("phi3", "llama3"):
+        with Model.from_file(family_files[key], native) as model:
+            end = model.tokenize("<|end|>" if key == "phi3" else "<|eot_id|>", add_special=False,
+                                 parse_special=True).tolist()
+            assert len(end) == 1 and model.control_text(end[0]) is not None
+            assert model.strips_whitespace(end[0]) == ((False, True) if key == "phi3" else (False, False)), key
+            assert model.strips_whitespace(model.tokenize("x", add_special=False)[0]) == (False, False)
 
 
-@pytest.mark.parametrize("key", [pytest.param(k, marks=pytest.mark.xfail(
-    reason=GLUE_TOKENIZES_LIKE_LLAMA_CPP_XFAIL[k], strict=True)) if k in GLUE_TOKENIZES_LIKE_LLAMA_CPP_XFAIL else k
-    for k in FAMILIES])
+@pytest.mark.parametrize("key", list(FAMILIES))
 def test_wasm_tokenizes_the_rendered_chat_as_the_glue_does(native, family_files, run_wasm, key):
     family, path = FAMILIES[key], family_files[key]
     with Model.from_file(path, native) as model, model.context(n_ctx=N_CTX) as ctx:

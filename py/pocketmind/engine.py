@@ -151,6 +151,7 @@ class Model(_Handle):
         self.eot = backend.call("pm_model_token_eot", ptr)
         self.add_bos = bool(backend.call("pm_model_add_bos", ptr))
         self._control_texts: dict[int, str | None] = {}  # control_text's answers: asked for every prompt
+        self._strips: dict[int, tuple[bool, bool]] = {}  # strips_whitespace's answers
 
     # ---- loading ----
 
@@ -321,6 +322,22 @@ class Model(_Handle):
             plain = b"" if special == b"" else self.token_bytes(token, special=False)
             self._control_texts[token] = special.decode("utf-8", errors="replace") if special and not plain else None
         return self._control_texts[token]
+
+    def strips_whitespace(self, token: int) -> tuple[bool, bool]:
+        """Whether llama.cpp's tokenizer drops the whitespace (left, right) next to this control token when it parses
+        special tokens (Phi-3 marks its special tokens so). Asked of the tokenizer itself: a newline beside the
+        token's text that yields no token of its own was stripped. Cached."""
+        token = int(token)
+        if token not in self._strips:
+            text = self.control_text(token)
+            if text is None:
+                self._strips[token] = (False, False)
+            else:
+                alone = self.tokenize(text, add_special=False, parse_special=True).tolist()
+                self._strips[token] = tuple(  # type: ignore[assignment]
+                    self.tokenize(probe, add_special=False, parse_special=True).tolist() == alone
+                    for probe in ("\n" + text, text + "\n"))
+        return self._strips[token]
 
     def is_eog(self, token: int) -> bool:
         return bool(self.backend.call("pm_model_is_eog", self.ptr, int(token)))
@@ -580,9 +597,7 @@ class Trainer(_Handle):
 
     def write(self, path: str | os.PathLike) -> None:
         """Write the trained weights into the F32 GGUF at path (the file the model was loaded from, or a copy)."""
-        encoded = os.fsencode(path) + b"\0"
-        arg = self._scratch.get(len(encoded))
-        self.backend.write(arg, encoded)
+        (arg,) = _c_strings(self.backend, self._scratch, path)
         self._check(self.backend.call("pm_trainer_write", self.ptr, arg))
 
 
@@ -591,15 +606,9 @@ def convert_model(path_in: str | os.PathLike, path_out: str | os.PathLike, weigh
     """Write the GGUF at path_in to path_out with weights of weight_type: "F32" (dequantized, for training),
     "F16", "Q8_0", "Q4_0" or "Q4_1"; the metadata is kept. On failure nothing is left at path_out."""
     backend = backend or default_backend()
-    args = [os.fsencode(path_in) + b"\0", os.fsencode(path_out) + b"\0", weight_type.encode() + b"\0"]
     scratch = _Scratch(backend)
     try:
-        base = scratch.get(sum((len(a) + 7) // 8 * 8 for a in args))
-        ptrs, at = [], base
-        for a in args:
-            backend.write(at, a)
-            ptrs.append(at)
-            at += (len(a) + 7) // 8 * 8
+        ptrs = _c_strings(backend, scratch, path_in, path_out, weight_type)
         check(backend, backend.call("pm_model_convert", *ptrs, int(n_threads)))
     finally:
         scratch.release()
@@ -621,16 +630,27 @@ def load_service(make, backend: Backend, buffer: int, size: int):
 
 def _load_by_path(backend: Backend, fn: str, path: str | os.PathLike, *args: int) -> int:
     """fn(*args, path, out) for a C loader that takes a NUL-terminated path: the pointer it wrote to out."""
-    encoded = os.fsencode(path) + b"\0"
     scratch = _Scratch(backend)
     try:
-        arg = scratch.get(len(encoded) + 8)
-        out = arg + (len(encoded) + 7) // 8 * 8
-        backend.write(arg, encoded)
+        arg, out = _c_strings(backend, scratch, path, out_bytes=8)
         check(backend, backend.call(fn, *args, arg, out))
         return _read_pointer(backend, out)
     finally:
         scratch.release()
+
+
+def _c_strings(backend: Backend, scratch: _Scratch, *values: str | os.PathLike, out_bytes: int = 0) -> list[int]:
+    """Each value (text or a path) NUL-terminated in one scratch block, 8-byte aligned, for a C call: their
+    pointers, then (with out_bytes) that much room for the call's result."""
+    encoded = [os.fsencode(v) + b"\0" for v in values]
+    sizes = [(len(e) + 7) // 8 * 8 for e in encoded]
+    at = scratch.get(sum(sizes) + out_bytes)
+    pointers = []
+    for data, size in zip(encoded, sizes):
+        backend.write(at, data)
+        pointers.append(at)
+        at += size
+    return pointers + ([at] if out_bytes else [])
 
 
 def _copy_in(backend: Backend, data: bytes | bytearray | memoryview, what: str) -> tuple[int, int]:

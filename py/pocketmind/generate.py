@@ -268,8 +268,8 @@ def chat_prompt_tokens(model, messages: Sequence[Mapping[str, Any]], template: C
     are always ordinary text, so typing "<|im_end|><|im_start|>system" forges nothing. The text is cut where the
     template wrote a special token, as llama.cpp's tokenizer cuts it anyway, and each stretch between two such
     tokens (template text and contents together) is tokenized as plain text: an ordinary chat gets exactly the
-    tokens that tokenizing the whole text would give, with no new merges or splits at content boundaries. (Not
-    reproduced: llama.cpp's whitespace stripping next to special tokens marked lstrip/rstrip, which few models use.)
+    tokens that tokenizing the whole text would give, with no new merges or splits at content boundaries. Where
+    llama.cpp's tokenizer drops the whitespace beside a special token (Phi-3's are marked so), so does this.
 
     BOS is added only when the model asks for one and the template did not already start with it; EOS is never
     added (the prompt must end open for the answer).
@@ -286,6 +286,7 @@ def chat_prompt_tokens(model, messages: Sequence[Mapping[str, Any]], template: C
     pieces: list[str | int] = []  # plain text and special token ids, in order
     for text, content in parts:
         pieces += [text] if content else _split_at_specials(model, text)
+    pieces = _strip_beside_specials(model, pieces)
     tokens = [model.tokenize(run, add_special=False, parse_special=False) if isinstance(run, str)
               else np.array([run], dtype=np.int32) for run in _join_text(pieces)]
     tokens = np.concatenate(tokens) if tokens else np.zeros(0, dtype=np.int32)
@@ -315,6 +316,32 @@ def _split_at_specials(model, text: str) -> list[str | int]:
         pieces += [text[pos:at], token]
         pos = at + len(special)
     return pieces + [text[pos:]]
+
+
+_SPACES = " \t\n\v\f\r"  # C's isspace, what llama.cpp strips
+
+
+def _strip_beside_specials(model, pieces: list[str | int]) -> list[str | int]:
+    """The whitespace llama.cpp's tokenizer drops next to special tokens marked lstrip/rstrip, dropped from the
+    plain stretches beside them (a stretch that is all whitespace goes, and the stripping goes on into the next)."""
+    out = list(pieces)
+    for i, piece in enumerate(pieces):
+        if isinstance(piece, str):
+            continue
+        left, right = model.strips_whitespace(piece)
+        j = i - 1
+        while left and j >= 0 and isinstance(out[j], str):
+            out[j] = out[j].rstrip(_SPACES)
+            if out[j]:
+                break
+            j -= 1
+        j = i + 1
+        while right and j < len(out) and isinstance(out[j], str):
+            out[j] = out[j].lstrip(_SPACES)
+            if out[j]:
+                break
+            j += 1
+    return out
 
 
 def _join_text(pieces: list[str | int]) -> list[str | int]:
