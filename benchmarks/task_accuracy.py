@@ -6,7 +6,8 @@ Per task it runs `python -m pocketmind eval` once with both models and shots 0,3
 fits the ensemble weights, calibration temperatures and cascade thresholds) and reads the JSON report it writes.
 Peak memory: each model alone in a child process (a short eval), its VmHWM against a child that only imports
 pocketmind. Constrained vs unconstrained tokens/s: benchmarks/constrained_speed.py, re-run here (it takes well
-under a minute) with its output written to a temporary file, not over docs/constrained_speed.md.
+under a minute) with its output written to a temporary file, not over docs/constrained_speed.md. The run's numbers
+go beside the doc (docs/task_accuracy.json).
 
     python3 benchmarks/task_accuracy.py [--limit N] [--threads 1] [--out docs/task_accuracy.md] [--json-dir DIR]
     python3 benchmarks/task_accuracy.py --from-json DIR/run.json   # the doc again from a kept run, no measuring
@@ -535,6 +536,8 @@ def main() -> int:
         run = measure(args)
         if args.json_dir:
             (Path(args.json_dir) / "run.json").write_text(json.dumps(run, indent=1), encoding="utf-8")
+        # the numbers beside the doc: benchmarks/task_levels.py reads them
+        Path(args.out).with_suffix(".json").write_text(json.dumps(run, indent=1), encoding="utf-8")
     text = render(run)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text, encoding="utf-8")

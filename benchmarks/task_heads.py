@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Task heads on the shipped label tasks: per model and task, a head's accuracy on the test split, the seconds its
 features took (one forward pass per text, native backend) and the seconds training took, against the zero-shot and
-3-shot prompts measured in docs/task_accuracy.md.
+3-shot prompts measured in docs/task_accuracy.md (read from docs/task_accuracy.json). The numbers go beside the
+doc as docs/task_heads.json.
 
 Each head is trained as `python -m pocketmind train-head` trains it (train.run.HeadRun: the dev split divided into
 training and early-stopping rows with the seed, the test split only measured). Seed 0 is timed; seeds 1 and 2 reuse
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import re
@@ -26,7 +28,6 @@ sys.path.insert(0, str(REPO / "py"))
 
 import build as wasm_build  # noqa: E402
 import deps  # noqa: E402
-import numpy as np  # noqa: E402
 
 TASKS = ("support_tickets", "review_sentiment")
 SEEDS = (0, 1, 2)
@@ -36,30 +37,32 @@ MODELS = {"smollm2": ("SmolLM2-135M-Instruct.Q4_1", deps.smollm2),
 
 
 class CachedFeatures:
-    """The feature extractor with each text's vector kept: later seeds train on the same features for free."""
+    """The feature extractor with each text's result kept: later seeds train on the same features for free."""
 
     def __init__(self, embedder):
         self.embedder, self.cache = embedder, {}
         self.normalize, self.dim = embedder.normalize, embedder.dim
 
-    def embed(self, texts, progress=None):
+    def batches(self, texts):
+        """The embedder's batches (train.features.feature_steps reads them), each text computed once."""
+        texts = list(texts)
         missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
-        if missing:
-            for text, vector in zip(missing, self.embedder.embed(missing)):
-                self.cache[text] = vector
-        return np.array([self.cache[t] for t in texts], dtype=np.float32).reshape(len(texts), self.dim)
+        done = 0
+        for batch in self.embedder.batches(missing):
+            self.cache.update(zip(missing[done:done + len(batch)], batch))
+            done += len(batch)
+        yield [self.cache[t] for t in texts]
 
 
 def prompt_accuracies() -> dict:
-    """(model, task, shots) -> accuracy in % from docs/task_accuracy.md's per-task tables."""
-    out, task = {}, None
-    for line in (REPO / "docs" / "task_accuracy.md").read_text(encoding="utf-8").splitlines():
-        m = re.match(r"## (\w+) \(", line)
-        if m:
-            task = m.group(1)
-        m = re.match(r"\| \**([\w.-]+) (\d)-shot\** \| ([\d.]+) %", line)
-        if m and task:
-            out[(m.group(1), task, int(m.group(2)))] = float(m.group(3))
+    """(model, task, shots) -> accuracy in % from docs/task_accuracy.json (the run behind docs/task_accuracy.md)."""
+    run = json.loads((REPO / "docs" / "task_accuracy.json").read_text(encoding="utf-8"))
+    out = {}
+    for t in run["tasks"]:
+        for setup in t["result"]["report"]["setups"]:
+            m = re.fullmatch(r"([\w.-]+) (\d)-shot", setup["name"])
+            if m:
+                out[(m.group(1), t["name"], int(m.group(2)))] = 100 * setup["accuracy"]
     return out
 
 
@@ -96,6 +99,7 @@ def measure(key: str, threads: int) -> list[dict]:
                     "training_s": [r.seconds["training"] for r in runs],
                     "test": [r.accuracy["test"] for r in runs], "macro_f1": [r.macro_f1["test"] for r in runs],
                     "dev": [r.accuracy["dev"] for r in runs], "epochs": [r.head.summary["epochs"] for r in runs],
+                    "head_json_bytes": len(first.head.to_json().encode()),
                     "n": first.result()["n"]})
     finally:
         model.close()
@@ -171,7 +175,12 @@ def main() -> int:
     results = []
     for key in args.models.split(","):
         results += measure(key.strip(), args.threads)
-    text = document(results, args, time.perf_counter() - t, (load0, os.getloadavg()[0]))
+    wall, load = time.perf_counter() - t, (load0, os.getloadavg()[0])
+    command = " ".join(["python3", "benchmarks/task_heads.py", *sys.argv[1:]])
+    args.out.with_suffix(".json").write_text(json.dumps(  # beside the doc: benchmarks/task_levels.py reads it
+        {"command": command, "date": datetime.date.today().isoformat(), "wall_s": wall, "load": load,
+         "threads": args.threads, "results": results}, indent=1) + "\n", encoding="utf-8")
+    text = document(results, args, wall, load)
     args.out.write_text(text, encoding="utf-8")
     print(text)
     return 0
