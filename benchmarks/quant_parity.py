@@ -34,7 +34,7 @@ PROMPT = "the word and the other one was not said and then all of them were what
 CHAT = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
 GEMMA_TEXT = "The capital of France is Paris. The capital of Germany is"
 # K-quants need rows of a multiple of 256 values: every tiny model here has that shape, whatever its type
-TINY_SHAPE = {"n_layer": 4, "n_embd": 256, "n_ff": 512}
+TINY_SHAPE = {"n_layer": 4, "n_embd": 256, "n_ff": 512, "n_ctx": 512}
 
 
 def write_quant_model(folder: Path, quant: str, seed: int = 0) -> Path:
