@@ -3,15 +3,19 @@ do (issue 11): wasm is compared with native (x86 SIMD, what the CPython glue run
 C API over ggml's scalar C kernels, wasm/build.py), KV cache in F32, same threads.
 
 What the tests show:
-- the wasm SIMD kernels quantize activations byte for byte like ggml's reference quantizers and compute the same
-  dot products as ggml's generic C kernels up to float rounding (the harness in tests/wasm/kernel_harness.c); the
-  upstream wasm source fails this (its q8_0/q8_1 quantizers truncate: wasm-q8-round-to-nearest.patch);
-- where the wasm kernel adds its partial sums in the generic kernel's order (Q4_0, Q5_0, Q8_0, Q4_K, Q6_K), a tiny
-  4-layer model's logits equal native-generic's to float rounding (< 1e-5; 1.2e-6 measured);
-- where it does not (Q4_1, Q5_1, Q5_K), and against native's x86 SIMD kernels (another order again), the logits
-  differ by more: every matmul input is re-quantized to 8 bits, and a last-bit difference that moves a value across
-  a rounding step changes it by a whole step. The bound (ORDER_MAX, ORDER_MEAN) is about 3x the largest measured
-  (benchmarks/quant_parity.py: max 0.068, mean 0.0095 on logits spanning ~6);
+- the wasm SIMD kernels quantize activations byte for byte like ggml's reference quantizers (q8_0, q8_1, q8_K) and
+  compute the dot products of ggml's generic C kernels up to float rounding, for every type (the harness in
+  tests/wasm/kernel_harness.c); the upstream wasm source fails this (its q8_0/q8_1 quantizers truncate:
+  wasm-q8-round-to-nearest.patch, the one bug found);
+- whole models still differ by more than float rounding, against native-generic as against native (x86 SIMD):
+  every matmul input is re-quantized to 8 bits, and a last-bit difference of a sum (another order of addition) that
+  moves a value across a rounding step changes it by a whole step, which the next layers carry on. Whether such a
+  step happens in a given tiny model is chance: of seeds 0-5, wasm equals native-generic within 1.5e-6 for Q4_0
+  and Q4_K in 3, Q5_0 and Q8_0 in 2, Q5_1 in 1, Q4_1 in none (its wasm kernel adds the min term apart, so nearly
+  every sum differs in its last bit), Q5_K in 4, and Q6_K in all 6: its wasm kernel gives the generic kernel's
+  bits (the harness: difference 0), so Q6_K is held to EQUAL_BOUND. Every other type, and every type against
+  native (another order again), is held to ORDER_MAX and ORDER_MEAN, about 3x the largest measured
+  (benchmarks/quant_parity.py, seed 0: max 0.068, mean 0.0095 on logits spanning ~6; seeds 1-5: max 0.078);
 - on the real models the two native builds differ from each other as much as wasm differs from either
   (test_real_models_wasm_is_as_close_to_native_as_native_generic).
 
@@ -38,10 +42,9 @@ from tiny_gguf import write_tiny_llama
 
 HERE = Path(__file__).resolve().parent
 QUANT_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K"]
-# wasm kernels that add partial sums in the order of ggml's generic ones
-SAME_ORDER = {"Q4_0", "Q5_0", "Q8_0", "Q4_K", "Q6_K"}
-EQUAL_BOUND = 1e-5
 ORDER_MAX, ORDER_MEAN = 0.2, 0.03
+BIT_EXACT_KERNELS = {"Q6_K"}  # the wasm kernel returns the generic one's bits
+EQUAL_BOUND = 1e-5  # what the other ops (F32 attention matmuls, softmax) leave: 1.2e-6 measured
 PROMPT = "the word and the other one was not said and then all of them were what they are"
 WASM_QUANTS_C = "ggml/src/ggml-cpu/arch/wasm/quants.c"
 
@@ -109,6 +112,8 @@ def test_wasm_kernels_match_ggml_generic_kernels(tmp_path):
             # the dot product of the same blocks: the generic kernel's up to float rounding (measured <= 1.7e-8 of
             # |w| |a|, 0 for Q6_K)
             assert abs(r["wasm"] - r["generic"]) <= 1e-6 * r["norm"], (quant, r)
+            if quant in BIT_EXACT_KERNELS:
+                assert r["wasm"] == r["generic"], (quant, r)
             # and the generic kernel's is the dot product of the dequantized values, summed in double (measured
             # <= 1.3e-8 of |w| |a|; Q4_1 and Q5_1 <= 3.3e-5, by design: q8_1 keeps its block sum in fp16)
             assert abs(r["generic"] - r["exact"]) <= (2e-4 if quant in ("Q4_1", "Q5_1") else 1e-6) * r["norm"]
@@ -155,12 +160,11 @@ def test_tiny_model_logits_per_weight_type(native, native_generic, run_wasm, tmp
     simd = native_logits(native, path, tokens)
     assert np.array_equal(st, mt)  # threads split rows, not sums
     assert np.array_equal(simd, native_logits(native, path, tokens, threads=2))
-    to_generic, to_simd = np.abs(st - generic), np.abs(st - simd)
-    if quant in SAME_ORDER:
-        assert to_generic.max() < EQUAL_BOUND
-    else:
-        assert to_generic.max() < ORDER_MAX and to_generic.mean() < ORDER_MEAN
-    assert to_simd.max() < ORDER_MAX and to_simd.mean() < ORDER_MEAN
+    for reference in (generic, simd):
+        diff = np.abs(st - reference)
+        assert diff.max() < ORDER_MAX and diff.mean() < ORDER_MEAN
+    if quant in BIT_EXACT_KERNELS:
+        assert np.abs(st - generic).max() < EQUAL_BOUND
 
 
 # The real models, KV cache in F32 as in the issue. Measured (benchmarks/quant_parity.py --real), mean / max |diff|:
