@@ -41,9 +41,10 @@ def write_quant_model(folder: Path, quant: str, seed: int = 0) -> Path:
     return write_tiny_llama(folder / f"tiny4-{quant.lower()}-s{seed}.gguf", quant, seed=seed, **TINY_SHAPE)
 
 
-def native_logits(lib: Path, model_path: Path, tokens: list[int], threads: int, n_ctx: int = 512) -> np.ndarray:
+def native_logits(lib: Path, model_path: Path, tokens: list[int], threads: int, n_ctx: int = 512,
+                  kv_f32: bool = True) -> np.ndarray:
     with Model.from_file(model_path, backend(str(lib))) as model, \
-            model.context(n_ctx=n_ctx, n_threads=threads, kv_f32=True) as ctx:
+            model.context(n_ctx=n_ctx, n_threads=threads, kv_f32=kv_f32) as ctx:
         ctx.decode(tokens, all_logits=True)
         return np.stack([ctx.logits(i).copy() for i in range(len(tokens))])
 
@@ -105,6 +106,13 @@ def main() -> int:
             span = float(np.ptp(runs["native@1"], axis=1).mean())
             print(f"\n{name}: {len(tokens)} tokens, logits span {span:.1f} on average", flush=True)
             print("| pair | max abs diff | mean abs diff | argmax equal |\n|---|---:|---:|---:|")
+            if not name.startswith("tiny"):  # for scale: what the page's default KV cache (F16) does natively
+                runs["native-default-kv@1"] = native_logits(REPO / "build" / "native" / "libpocketmind.so", path,
+                                                            tokens, 1, kv_f32=False)
+                diff = np.abs(runs["native-default-kv@1"] - runs["native@1"])
+                report[name]["native-default-kv@1 vs native@1"] = {
+                    "max": float(diff.max()), "mean": float(diff.mean()),
+                    "argmax_equal": float((runs["native-default-kv@1"].argmax(1) == runs["native@1"].argmax(1)).mean())}
             for pair, d in report[name].items():
                 print(f"| {pair} | {d['max']:.2e} | {d['mean']:.2e} | {d['argmax_equal']:.0%} |", flush=True)
     if args.json:
