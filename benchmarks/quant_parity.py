@@ -4,7 +4,7 @@ C API (wasm-st, wasm-mt, native with x86 SIMD, native-generic with ggml's scalar
 tiny random-weight 4-layer llama of each weight type the model families use, and for the real SmolLM2 (Q4_1) and
 Gemma 3 270M (Q4_K_M). Prints max and mean |logit difference| per pair; tests/test_quant_parity.py asserts bounds.
 
-    python3 benchmarks/quant_parity.py [--real] [--quants Q4_1,Q6_K] [--json out.json]
+    python3 benchmarks/quant_parity.py [--real] [--f32] [--quants Q4_1,Q6_K] [--json out.json]
 
 Same threads on both sides of a pair: wasm-st and the native builds at 1 thread, wasm-mt and the native builds at 2.
 """
@@ -26,6 +26,7 @@ for sub in ("py", "wasm", "tests"):
 import build as wasm_build  # noqa: E402
 import deps  # noqa: E402
 from pocketmind import Model  # noqa: E402
+from pocketmind.engine import convert_model  # noqa: E402
 from pocketmind.native import backend  # noqa: E402
 from tiny_gguf import write_tiny_llama  # noqa: E402
 
@@ -87,6 +88,8 @@ def differences(runs: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--real", action="store_true", help="also SmolLM2 Q4_1 and Gemma 3 270M Q4_K_M")
+    parser.add_argument("--f32", action="store_true",
+                        help="also SmolLM2 dequantized to F32 weights (no 8-bit rounding of matmul inputs)")
     parser.add_argument("--quants", default=",".join(QUANT_TYPES))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -98,6 +101,11 @@ def main() -> int:
         cases = [(f"tiny {q}", write_quant_model(tmp, q), PROMPT, True) for q in args.quants.split(",") if q]
         if args.real:
             cases += [("SmolLM2 Q4_1", deps.smollm2(), CHAT, False), ("Gemma3 Q4_K_M", deps.gemma3_270m(), GEMMA_TEXT, True)]
+        if args.f32:
+            f32 = tmp / "smollm2-f32.gguf"
+            convert_model(deps.smollm2(), f32, "F32", n_threads=2,
+                          backend=backend(str(REPO / "build" / "native" / "libpocketmind.so")))
+            cases.append(("SmolLM2 dequantized to F32", f32, CHAT, False))
         for name, path, text, plain in cases:
             with Model.from_file(path, backend(str(REPO / "build" / "native" / "libpocketmind.so"))) as model:
                 tokens = model.tokenize(text, add_special=plain, parse_special=not plain).tolist()
