@@ -85,12 +85,30 @@ def differences(runs: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     return out
 
 
+def print_kernels(tmp: Path) -> None:
+    """tests/test_quant_parity.py's kernel harness: per type, 8 rows of 2048 random values."""
+    import test_quant_parity as t
+
+    tree = wasm_build.source_tree()
+    print("| type | activations as the reference quantizer's | max abs(wasm - generic) / (norm(w) norm(a)) | "
+          "max abs(generic - exact) / (norm(w) norm(a)) |\n|---|---|---:|---:|")
+    results = t.kernel_results(t.build_kernel_harness(tree, tree / t.WASM_QUANTS_C, tmp / "kernels.js"), tmp)
+    for quant, rows in results.items():
+        same = sum(r["same_activation"] == 1 for r in rows)
+        dot = max(abs(r["wasm"] - r["generic"]) / r["norm"] for r in rows)
+        exact = max(abs(r["generic"] - r["exact"]) / r["norm"] for r in rows)
+        print(f"| {quant} | {same} of {len(rows)} rows | {dot:.1e} | {exact:.1e} |", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--real", action="store_true", help="also SmolLM2 Q4_1 and Gemma 3 270M Q4_K_M")
     parser.add_argument("--f32", action="store_true",
                         help="also SmolLM2 dequantized to F32 weights (no 8-bit rounding of matmul inputs)")
     parser.add_argument("--quants", default=",".join(QUANT_TYPES))
+    parser.add_argument("--seeds", default="0", help="tiny models' seeds, e.g. 0,1,2,3,4,5")
+    parser.add_argument("--kernels", action="store_true",
+                        help="also the kernels alone: wasm SIMD vs ggml's generic C, in one wasm module")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     for variant in ("native", "native-generic", "wasm-st", "wasm-mt"):
@@ -98,7 +116,11 @@ def main() -> int:
     report = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        cases = [(f"tiny {q}", write_quant_model(tmp, q), PROMPT, True) for q in args.quants.split(",") if q]
+        if args.kernels:
+            print_kernels(tmp)
+        seeds = [int(x) for x in args.seeds.split(",")]
+        cases = [(f"tiny {q}" + (f" seed {seed}" if seed else ""), write_quant_model(tmp, q, seed), PROMPT, True)
+                 for q in args.quants.split(",") if q for seed in seeds]
         if args.real:
             cases += [("SmolLM2 Q4_1", deps.smollm2(), CHAT, False), ("Gemma3 Q4_K_M", deps.gemma3_270m(), GEMMA_TEXT, True)]
         if args.f32:
