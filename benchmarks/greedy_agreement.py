@@ -148,13 +148,44 @@ def divergence(path: Path, system: str, prompt: str, native_tokens: list[int], p
             "max_abs_diff": float(np.abs(native_logits - wasm_logits).max())}
 
 
+def markdown(results: dict) -> str:
+    """The report's tables: per model, the count, then each differing answer with where and how close it was."""
+    out = []
+    for key, r in results.items():
+        rows = r["rows"]
+        same = sum(x["same"] for x in rows)
+        differ = [x for x in rows if not x["same"]]
+        out.append(f"### {r['name']}: {same} of {len(rows)} answers identical\n")
+        out.append(f"Page: wasm-mt, {r['threads']} threads; system prompt {r['system']!r}.")
+        if differ:
+            gaps = sorted(x["native_gap"] for x in differ)
+            noise = sorted(x["max_abs_diff"] for x in differ)
+            same_top = sum(x["wasm_top2"][0] == x["native_top2"][1] and x["wasm_top2"][1] == x["native_top2"][0]
+                           for x in differ)
+            out.append(f"Where they part, native's top-2 gap is {gaps[0]:.3f} to {gaps[-1]:.3f} (median "
+                       f"{gaps[len(gaps) // 2]:.3f}); the max |logit difference| between the builds at that step is "
+                       f"{noise[0]:.2f} to {noise[-1]:.2f}. In {same_top} of {len(differ)} the recomputed wasm logits "
+                       f"rank the same two tokens the other way round.\n")
+            out.append("| prompt | identical tokens | native next | page next | native top-2 gap | wasm top-2 gap | "
+                       "max abs logit diff |\n|---|---:|---|---|---:|---:|---:|")
+            for x in differ:
+                out.append(f"| {x['prompt']} | {x['index']} | {x['native_next']!r} | {x['page_next']!r} | "
+                           f"{x['native_gap']:.3f} | {x['wasm_gap']:.3f} | {x['max_abs_diff']:.2f} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="smollm2,gemma")
     parser.add_argument("--max-tokens", type=int, default=MAX_TOKENS)
     parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--limit", type=int, help="only the first N prompts (a quick check of this script)")
+    parser.add_argument("--from-json", type=Path, help="print the tables of a saved --json run, run nothing")
     args = parser.parse_args()
+    if args.from_json:
+        print(markdown(json.loads(args.from_json.read_text())))
+        return 0
     if args.limit:
         del PROMPTS[args.limit:]
     for variant in ("native", "wasm-st", "wasm-mt"):
@@ -186,6 +217,7 @@ def main() -> int:
                           f"{r['wasm_gap']:.3f}, max |diff| {r['max_abs_diff']:.3f}: {r['prompt']!r}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    print(markdown(results))
     return 0
 
 
