@@ -122,7 +122,8 @@ def main() -> int:
         cases = [(f"tiny {q}" + (f" seed {seed}" if seed else ""), write_quant_model(tmp, q, seed), PROMPT, True)
                  for q in args.quants.split(",") if q for seed in seeds]
         if args.real:
-            cases += [("SmolLM2 Q4_1", deps.smollm2(), CHAT, False), ("Gemma3 Q4_K_M", deps.gemma3_270m(), GEMMA_TEXT, True)]
+            cases += [("SmolLM2 Q4_1", deps.smollm2(), CHAT, False),
+                      ("Gemma3 Q4_K_M", deps.gemma3_270m(), GEMMA_TEXT, True)]
         if args.f32:
             f32 = tmp / "smollm2-f32.gguf"
             convert_model(deps.smollm2(), f32, "F32", n_threads=2,

@@ -1,7 +1,8 @@
 // ggml's wasm SIMD kernels next to its generic C ones, in one wasm module: for each weight type, a row of weights
 // quantized with the reference quantizer, an activation row quantized by the wasm quantizer and by the reference
-// one, and the dot product by the wasm kernel and by the generic kernel. Built by tests/test_quant_parity.py from
-// the pinned (patched) source, or from an upstream copy of arch/wasm/quants.c, to show what a patch changes.
+// one, and the dot product by the wasm kernel, by the generic kernel and in double precision. Built by
+// tests/test_quant_parity.py from the pinned (patched) source, and from an upstream copy of arch/wasm/quants.c to
+// show what the rounding patch changes.
 #include <stdint.h>
 #include <string.h>
 
@@ -23,7 +24,7 @@ typedef void (*dot_fn)(int, float *, size_t, const void *, size_t, const void *,
 struct kind {
     int type;                  // ggml_type of the weights
     quantize_fn weight_ref;    // reference quantizer of the weights
-    dequantize_fn weight_dq, act_dq;
+    dequantize_fn weight_dq, act_dq;  // act_dq: NULL for q8_1 (no dequantizer upstream; done below)
     size_t weight_block, weight_bytes;
     quantize_fn act_wasm, act_ref;  // the activation's quantizers (q8_0, q8_1 or q8_K)
     size_t act_bytes;          // bytes of the activation block that pairs with one weight block
@@ -31,21 +32,29 @@ struct kind {
 };
 
 static const struct kind kinds[] = {
-    {GGML_TYPE_Q4_0, REF(q4_0), DQ(q4_0), DQ(q8_0), QK4_0, sizeof(block_q4_0), quantize_row_q8_0, REF(q8_0), sizeof(block_q8_0),
+    {GGML_TYPE_Q4_0, REF(q4_0), DQ(q4_0), DQ(q8_0),
+     QK4_0, sizeof(block_q4_0), quantize_row_q8_0, REF(q8_0), sizeof(block_q8_0),
      ggml_vec_dot_q4_0_q8_0, ggml_vec_dot_q4_0_q8_0_generic},
-    {GGML_TYPE_Q4_1, REF(q4_1), DQ(q4_1), DQ(q8_0), QK4_1, sizeof(block_q4_1), quantize_row_q8_1, REF(q8_1), sizeof(block_q8_1),
+    {GGML_TYPE_Q4_1, REF(q4_1), DQ(q4_1), NULL,
+     QK4_1, sizeof(block_q4_1), quantize_row_q8_1, REF(q8_1), sizeof(block_q8_1),
      ggml_vec_dot_q4_1_q8_1, ggml_vec_dot_q4_1_q8_1_generic},
-    {GGML_TYPE_Q5_0, REF(q5_0), DQ(q5_0), DQ(q8_0), QK5_0, sizeof(block_q5_0), quantize_row_q8_0, REF(q8_0), sizeof(block_q8_0),
+    {GGML_TYPE_Q5_0, REF(q5_0), DQ(q5_0), DQ(q8_0),
+     QK5_0, sizeof(block_q5_0), quantize_row_q8_0, REF(q8_0), sizeof(block_q8_0),
      ggml_vec_dot_q5_0_q8_0, ggml_vec_dot_q5_0_q8_0_generic},
-    {GGML_TYPE_Q5_1, REF(q5_1), DQ(q5_1), DQ(q8_0), QK5_1, sizeof(block_q5_1), quantize_row_q8_1, REF(q8_1), sizeof(block_q8_1),
+    {GGML_TYPE_Q5_1, REF(q5_1), DQ(q5_1), NULL,
+     QK5_1, sizeof(block_q5_1), quantize_row_q8_1, REF(q8_1), sizeof(block_q8_1),
      ggml_vec_dot_q5_1_q8_1, ggml_vec_dot_q5_1_q8_1_generic},
-    {GGML_TYPE_Q8_0, REF(q8_0), DQ(q8_0), DQ(q8_0), QK8_0, sizeof(block_q8_0), quantize_row_q8_0, REF(q8_0), sizeof(block_q8_0),
+    {GGML_TYPE_Q8_0, REF(q8_0), DQ(q8_0), DQ(q8_0),
+     QK8_0, sizeof(block_q8_0), quantize_row_q8_0, REF(q8_0), sizeof(block_q8_0),
      ggml_vec_dot_q8_0_q8_0, ggml_vec_dot_q8_0_q8_0_generic},
-    {GGML_TYPE_Q4_K, REF(q4_K), DQ(q4_K), DQ(q8_K), QK_K, sizeof(block_q4_K), quantize_row_q8_K, REF(q8_K), sizeof(block_q8_K),
+    {GGML_TYPE_Q4_K, REF(q4_K), DQ(q4_K), DQ(q8_K),
+     QK_K, sizeof(block_q4_K), quantize_row_q8_K, REF(q8_K), sizeof(block_q8_K),
      ggml_vec_dot_q4_K_q8_K, ggml_vec_dot_q4_K_q8_K_generic},
-    {GGML_TYPE_Q5_K, REF(q5_K), DQ(q5_K), DQ(q8_K), QK_K, sizeof(block_q5_K), quantize_row_q8_K, REF(q8_K), sizeof(block_q8_K),
+    {GGML_TYPE_Q5_K, REF(q5_K), DQ(q5_K), DQ(q8_K),
+     QK_K, sizeof(block_q5_K), quantize_row_q8_K, REF(q8_K), sizeof(block_q8_K),
      ggml_vec_dot_q5_K_q8_K, ggml_vec_dot_q5_K_q8_K_generic},
-    {GGML_TYPE_Q6_K, REF(q6_K), DQ(q6_K), DQ(q8_K), QK_K, sizeof(block_q6_K), quantize_row_q8_K, REF(q8_K), sizeof(block_q8_K),
+    {GGML_TYPE_Q6_K, REF(q6_K), DQ(q6_K), DQ(q8_K),
+     QK_K, sizeof(block_q6_K), quantize_row_q8_K, REF(q8_K), sizeof(block_q8_K),
      ggml_vec_dot_q6_K_q8_K, ggml_vec_dot_q6_K_q8_K_generic},
 };
 
@@ -72,7 +81,7 @@ int harness_dot(int type, int n, const float * w, const float * a, float * out) 
         t->dot_generic(n, &out[1], 0, wq, 0, ar, 0, 1);
         t->dot_generic(n, &out[2], 0, wq, 0, aw, 0, 1);
         t->weight_dq(wq, wf, n);
-        if (t->act_bytes == sizeof(block_q8_1)) {  // q8_1: d, s, qs; dequantized as q8_0 blocks (d, qs) would be
+        if (!t->act_dq) {  // q8_1: value = d * q (its s, the block's sum in fp16, is only for the kernels)
             const block_q8_1 * b = (const block_q8_1 *) ar;
             for (int i = 0; i < n; i++) af[i] = GGML_FP16_TO_FP32(b[i / 32].d) * b[i / 32].qs[i % 32];
         } else {
