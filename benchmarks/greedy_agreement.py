@@ -162,10 +162,12 @@ def markdown(results: dict) -> str:
             noise = sorted(x["max_abs_diff"] for x in differ)
             same_top = sum(x["wasm_top2"][0] == x["native_top2"][1] and x["wasm_top2"][1] == x["native_top2"][0]
                            for x in differ)
+            below = sum(x["native_gap"] < x["max_abs_diff"] for x in differ)
             out.append(f"Where they part, native's top-2 gap is {gaps[0]:.3f} to {gaps[-1]:.3f} (median "
                        f"{gaps[len(gaps) // 2]:.3f}); the max |logit difference| between the builds at that step is "
-                       f"{noise[0]:.2f} to {noise[-1]:.2f}. In {same_top} of {len(differ)} the recomputed wasm logits "
-                       f"rank the same two tokens the other way round.\n")
+                       f"{noise[0]:.2f} to {noise[-1]:.2f}, larger than native's top-2 gap in {below} of "
+                       f"{len(differ)}. In {same_top} of {len(differ)} the recomputed wasm logits rank the same two "
+                       f"tokens the other way round.\n")
             out.append("| prompt | identical tokens | native next | page next | native top-2 gap | wasm top-2 gap | "
                        "max abs logit diff |\n|---|---:|---|---|---:|---:|---:|")
             for x in differ:
