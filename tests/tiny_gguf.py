@@ -2,7 +2,9 @@
 
 A 2-layer, 64-wide llama with a byte-fallback SentencePiece-style vocabulary (every UTF-8 byte is a token, so
 any text tokenizes and random generations produce split UTF-8 characters), ChatML control tokens and a chat
-template. Quantized types are produced by gguf's own quantizer, bit-exact with llama.cpp's reference.
+template. Quantized types are produced by gguf's own quantizer, bit-exact with llama.cpp's reference; the K-quants
+(Q4_K, Q5_K, Q6_K), which gguf can only dequantize, are random blocks (see random_k_blocks) and need n_embd and n_ff
+that are multiples of 256.
 """
 from __future__ import annotations
 
@@ -17,8 +19,16 @@ QUANTS = {
     "Q8_0": gguf.GGMLQuantizationType.Q8_0,
     "Q4_0": gguf.GGMLQuantizationType.Q4_0,
     "Q4_1": gguf.GGMLQuantizationType.Q4_1,
+    "Q5_0": gguf.GGMLQuantizationType.Q5_0,
+    "Q5_1": gguf.GGMLQuantizationType.Q5_1,
+    "Q4_K": gguf.GGMLQuantizationType.Q4_K,
+    "Q5_K": gguf.GGMLQuantizationType.Q5_K,
+    "Q6_K": gguf.GGMLQuantizationType.Q6_K,
 }
-FILE_TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7}
+K_QUANTS = ("Q4_K", "Q5_K", "Q6_K")
+# llama_ftype: the K-quants as their _S mixes (informational: every tensor here is of the one type)
+FILE_TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "Q4_K": 14, "Q5_K": 16,
+              "Q6_K": 18}
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
@@ -46,6 +56,29 @@ def vocabulary() -> tuple[list[str], list[float], list[int]]:
     types += [T.NORMAL] * len(pieces)
     scores = [0.0] * (5 + 256) + [float(len(p)) for p in pieces]  # longer pieces win
     return tokens, scores, [int(t) for t in types]
+
+
+def random_k_blocks(rows: int, cols: int, quant: str, rng: np.random.Generator) -> np.ndarray:
+    """A (rows, cols) matrix of a K-quant type as random blocks: random bytes for the packed values and scales,
+    with the fp16 super-block scales set so that the weights have mean ~0 and standard deviation 1/sqrt(cols),
+    like write_tiny_llama's other matrices. Every byte pattern is a valid block (gguf dequantizes them)."""
+    qtype = QUANTS[quant]
+    block, size = gguf.constants.GGML_QUANT_SIZES[qtype]
+    assert cols % block == 0, f"{quant} needs rows of a multiple of {block} values, not {cols}"
+    blocks = rng.integers(0, 256, size=(rows, cols // block, size), dtype=np.uint8)
+    # where the fp16 scales lie, and the offset (dmin) that centres the weights: (d, dmin) at bytes 0 and 2 of Q4_K
+    # and Q5_K (w = d*sc*q - dmin*m, sc, m uniform in 0..63, q in 0..15 or 0..31); d at byte 208 of Q6_K
+    d_at, dmin_ratio = {"Q4_K": (0, 7.5), "Q5_K": (0, 15.5), "Q6_K": (208, None)}[quant]
+
+    def set_scales(d: float) -> None:
+        blocks[..., d_at:d_at + 2] = np.float16(d).reshape(1).view(np.uint8)
+        if dmin_ratio is not None:
+            blocks[..., 2:4] = np.float16(d * dmin_ratio).reshape(1).view(np.uint8)
+
+    set_scales(1.0)
+    values = gguf.quants.dequantize(blocks.reshape(rows, -1), qtype)
+    set_scales(1.0 / (np.sqrt(cols) * values.std()))
+    return blocks.reshape(rows, -1)
 
 
 def write_parrot_llama(path: str | Path, text: str, quant: str = "F32") -> Path:
@@ -103,10 +136,14 @@ def write_tiny_llama(path: str | Path, quant: str = "F16", seed: int = 0, n_laye
     def matrix(rows: int, cols: int) -> np.ndarray:
         return (rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
 
+    k_rng = np.random.default_rng(seed + 1_000_003)  # K-quant blocks: the normal draws above stay the same
+
     def add(name: str, data: np.ndarray, quantize: bool = True) -> None:
         if transform is not None:
             data = transform(name, data)
-        if quantize and quant != "F32":
+        if quantize and quant in K_QUANTS:
+            w.add_tensor(name, random_k_blocks(*data.shape, quant, k_rng), raw_dtype=QUANTS[quant])
+        elif quantize and quant != "F32":
             qtype = QUANTS[quant]
             w.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
         else:

@@ -1,6 +1,6 @@
 """Build our C API over llama.cpp: a native shared library (for CPython/ctypes) and two WebAssembly modules.
 
-    python wasm/build.py [native] [wasm-st] [wasm-mt]     (no argument: all three)
+    python wasm/build.py [native] [wasm-st] [wasm-mt] [native-generic]     (no argument: the first three)
 
 Two stages per variant, each cached by a hash of everything that goes into it:
   1. llama.cpp's static libraries (llama, ggml, ggml-base, ggml-cpu) from the pinned, patched source;
@@ -58,6 +58,11 @@ COMMON_CMAKE = [
 
 WASM_CFLAGS = ["-O3", "-msimd128", "-fwasm-exceptions"]
 
+# ggml's x86 instruction-set options, all turned off for native-generic.
+X86_SIMD_OFF = [f"-DGGML_{flag}=OFF" for flag in (
+    "SSE42", "AVX", "AVX_VNNI", "AVX2", "BMI2", "AVX512", "AVX512_VBMI", "AVX512_VNNI", "AVX512_BF16", "FMA", "F16C",
+    "AMX_TILE", "AMX_INT8", "AMX_BF16")]
+
 VARIANTS = {
     "native": {
         "cmake": ["-DGGML_NATIVE=ON", "-DCMAKE_POSITION_INDEPENDENT_CODE=ON"],
@@ -71,7 +76,17 @@ VARIANTS = {
         "cmake": ["-DEMSCRIPTEN_SYSTEM_PROCESSOR=wasm32", "-DLLAMA_WASM_MEM64=OFF", "-DGGML_NATIVE=OFF"],
         "cflags": WASM_CFLAGS + ["-pthread"],
     },
+    # The C API over ggml's generic C kernels, a reference for the wasm builds' parity (tests/test_quant_parity.py):
+    # no x86 instruction-set option, no llamafile sgemm (x86 SIMD only), and __SSE2__ (which x86-64 always has)
+    # undefined, because ggml's vec.h/vec.cpp would otherwise take 4-wide SSE2 paths for expf, silu and softmax.
+    # Then the x86 quants.c falls back to the *_generic kernels, no GGML_SIMD mapping applies (it needs __SSE3__
+    # or more) and every loop is scalar C. Not built by .ci/setup.sh; built on first use (about as long as native).
+    "native-generic": {
+        "cmake": ["-DGGML_NATIVE=OFF", "-DCMAKE_POSITION_INDEPENDENT_CODE=ON", "-DGGML_LLAMAFILE=OFF", *X86_SIMD_OFF],
+        "cflags": ["-U__SSE2__"],
+    },
 }
+DEFAULT_VARIANTS = ["native", "wasm-st", "wasm-mt"]
 
 
 def capi_signatures() -> dict[str, tuple[str, str]]:
@@ -196,7 +211,7 @@ def portable(args: list[str]) -> list[str]:
 
 
 def max_threads(variant: str) -> int:
-    return {"native": 64, "wasm-st": 1, "wasm-mt": WASM_MAX_THREADS}[variant]
+    return {"native": 64, "native-generic": 64, "wasm-st": 1, "wasm-mt": WASM_MAX_THREADS}[variant]
 
 
 def emscripten_root() -> Path:
@@ -301,12 +316,13 @@ def build(variant: str) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("variants", nargs="*", metavar="VARIANT", help=f"any of {', '.join(VARIANTS)} (default: all)")
+    parser.add_argument("variants", nargs="*", metavar="VARIANT",
+                        help=f"any of {', '.join(VARIANTS)} (default: {', '.join(DEFAULT_VARIANTS)})")
     args = parser.parse_args(argv)
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
-    for variant in args.variants or list(VARIANTS):
+    for variant in args.variants or DEFAULT_VARIANTS:
         build(variant)
     return 0
 

@@ -4,7 +4,8 @@
 //
 // JOB: {module: ".../pocketmind-st.js", model: "x.gguf", n_ctx, n_batch, threads, kv_f32, high_memory, progress,
 //       tasks: [...]}; model may be left out (tasks that need one then fail). Each task is
-//   {op: "logits", tokens, out}           write float32 logits of every position to `out` (and say where they lay)
+//   {op: "logits", tokens, out, last_only} write float32 logits of every position (last_only: of the last) to
+//                                         `out` (and say where they lay)
 //   {op: "greedy", tokens, n, ignore_eog}  greedy continuation (stops at end-of-generation unless ignore_eog)
 //   {op: "tokenize", text, parse_special}
 //   {op: "token_bytes", tokens}           each token's raw bytes, as arrays of numbers
@@ -153,12 +154,13 @@ async function main() {
     if (task.op === "logits") {
       M._pm_kv_clear(ctx);
       A.decode(ctx, task.tokens, 0, true);
-      const all = new Float32Array(task.tokens.length * nVocab);
+      const first = task.last_only ? task.tokens.length - 1 : 0;
+      const all = new Float32Array((task.tokens.length - first) * nVocab);
       let lowest = Infinity;
-      for (let pos = 0; pos < task.tokens.length; pos++) {
+      for (let pos = first; pos < task.tokens.length; pos++) {
         const row = A.logits(ctx, nVocab, pos);
         lowest = Math.min(lowest, row.byteOffset);
-        all.set(row, pos * nVocab);
+        all.set(row, (pos - first) * nVocab);
       }
       fs.writeFileSync(task.out, Buffer.from(all.buffer));
       results.push({ op: "logits", n: task.tokens.length, lowest_address: lowest });
