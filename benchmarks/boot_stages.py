@@ -11,9 +11,9 @@ clock (milliseconds since navigation):
   where the worker sends one (stage events' `at`: its performance.timeOrigin + performance.now()), when the worker
   reached it; the page's own first streamed token;
 - the chat worker's Resource Timing entries (when each file's fetch started and ended, read from the worker);
-- the bytes of every response the page and its worker received before the model's request (the service worker's
-  own precache is left out: it runs beside the boot), raw and as gzip -6 of the same file, which is what a static
-  host that compresses every response would send.
+- the bytes of every response the page and its worker received before the model's request, and until the answer
+  ended (all but the model: what the boot needs; the service worker's own precache is left out: it runs beside the
+  boot), raw and as gzip -6 of the same file, which is what a static host that compresses every response would send.
 
     python3 benchmarks/boot_stages.py [--rounds 3] [--site before=/tmp/site-before] [--no-this] [--out docs/start.md]
 
@@ -112,7 +112,8 @@ def serve(folder: Path):
 
 def visit(context, url: str, folder: Path, model_file: str, gz_cache: dict) -> dict:
     """Open the chat page, ask, and return its timeline and the bytes it received before the model request."""
-    received: list[tuple[str, int]] = []
+    received: list[tuple[str, int]] = []  # before the model request
+    later: list[tuple[str, int]] = []  # after it, until the answer ends (what the boot needs besides the model)
     state = {"model_started": False}
 
     def on_request(request):
@@ -120,14 +121,14 @@ def visit(context, url: str, folder: Path, model_file: str, gz_cache: dict) -> d
             state["model_started"] = True
 
     def on_finished(request):
-        if state["model_started"] or request.service_worker is not None:
+        if request.service_worker is not None or request.url.endswith(model_file):
             return
         try:
             size = request.sizes()["responseBodySize"]  # -1: served by the service worker
         except Exception:
             return
         if size > 0:
-            received.append((request.url, size))
+            (later if state["model_started"] else received).append((request.url, size))
 
     context.on("request", on_request)
     context.on("requestfinished", on_finished)
@@ -140,6 +141,7 @@ def visit(context, url: str, folder: Path, model_file: str, gz_cache: dict) -> d
                 const a = document.querySelector('.message.assistant');
                 if (a && a.textContent) { watch.disconnect(); resolve(performance.now()); } });
             watch.observe(document.querySelector('#messages'), {subtree: true, childList: true, characterData: true}); });
+            document.querySelector('#max-tokens').value = '8'; // the first token is what counts
             window.__pmBoot.asked = performance.now(); window.__answer = window.pocketmindChat.ask(q); }""", QUESTION)
         first_token = bounded(page, "() => window.__firstText")
         bounded(page, "() => window.__answer")
@@ -172,17 +174,18 @@ def visit(context, url: str, folder: Path, model_file: str, gz_cache: dict) -> d
                       "transfer": entry["transfer"]})
         if path.endswith(model_file) and "model_request" not in times:
             times["model_request"] = entry["start"] + shift
-    raw = gz = 0
-    per_file = []
-    for request_url, size in received:
-        path = urlsplit(request_url).path.lstrip("/") or "index.html"
-        local = folder / path
-        packed = min(size, gzip_size(local, gz_cache)) if local.is_file() else size
-        raw += size
-        gz += packed
-        per_file.append([path, size, packed])
+    def sizes(responses):
+        per_file = []
+        for request_url, size in responses:
+            path = urlsplit(request_url).path.lstrip("/") or "index.html"
+            local = folder / path
+            per_file.append([path, size, min(size, gzip_size(local, gz_cache)) if local.is_file() else size])
+        return sum(f[1] for f in per_file), sum(f[2] for f in per_file), per_file
+
+    raw, gz, per_file = sizes(received)
+    all_raw, all_gz, _ = sizes(received + later)
     return {"times": times, "bytes_raw": raw, "bytes_gzip": gz, "files_received": per_file, "resources": files,
-            "from_cache": storage["fromCache"]}
+            "boot_bytes_raw": all_raw, "boot_bytes_gzip": all_gz, "from_cache": storage["fromCache"]}
 
 
 def median(values):
@@ -239,14 +242,16 @@ def main() -> int:
                     finally:
                         context.close()
                 loads.append(load_average())
+                write(args.out, render(sites, runs, r + 1, loads), runs, r + 1, loads)  # each round: usable if cut
             browser.close()
-
-    report = render(sites, runs, args.rounds, loads)
-    print("\n" + report)
-    args.out.write_text(report)
-    args.out.with_suffix(".json").write_text(json.dumps(
-        {"rounds": args.rounds, "load_average": loads, "runs": runs}, indent=1) + "\n")
+    print("\n" + args.out.read_text())
     return 0
+
+
+def write(out: Path, report: str, runs, rounds: int, loads) -> None:
+    out.write_text(report)
+    out.with_suffix(".json").write_text(json.dumps({"rounds": rounds, "load_average": loads, "runs": runs},
+                                                   indent=1) + "\n")
 
 
 def render(sites, runs, rounds, loads) -> str:
@@ -272,12 +277,16 @@ def render(sites, runs, rounds, loads) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Bytes the page and its worker received before the model request (cold visits; the service "
               "worker's precache of the whole app runs beside the boot and is not counted):", "",
-              "| site | raw MB | gzip -6 MB | files |", "|---|---:|---:|---:|"]
+              "| site | raw MB | gzip -6 MB | files | all but the model until the answer: raw MB | gzip -6 MB |",
+              "|---|---:|---:|---:|---:|---:|"]
     for label in labels:
         cold = runs[label]["cold"]
+        boot = [r for r in cold if "boot_bytes_raw" in r]
         lines.append(f"| {label} | {median([r['bytes_raw'] for r in cold]) / 1e6:.2f} | "
                      f"{median([r['bytes_gzip'] for r in cold]) / 1e6:.2f} | "
-                     f"{median([len(r['files_received']) for r in cold]):.0f} |")
+                     f"{median([len(r['files_received']) for r in cold]):.0f} | "
+                     + (f"{median([r['boot_bytes_raw'] for r in boot]) / 1e6:.2f} | "
+                        f"{median([r['boot_bytes_gzip'] for r in boot]) / 1e6:.2f} |" if boot else " | |"))
     lines += ["", "The largest files among them (last cold round; MB raw / gzip -6):", ""]
     for label in labels:
         biggest = sorted(runs[label]["cold"][-1]["files_received"], key=lambda f: -f[1])[:8]
