@@ -9,7 +9,9 @@ last --layers blocks trained for --epochs, the best dev loss kept, written as Q8
 is measured too (what a person then uses); in the page "after" is the F32 model in memory.
 
     python3 benchmarks/finetune.py [--tasks support_tickets,review_sentiment] [--layers 2] [--epochs 1]
-                                   [--threads 1] [--page-tasks support_tickets] [--out docs/finetune.md]
+                                   [--threads 1] [--page-tasks support_tickets] [--page-windows N]
+                                   [--out docs/finetune.md]
+    python3 benchmarks/finetune.py --from-json RUN.json   # the table again from a kept run, no measuring
 """
 from __future__ import annotations
 
@@ -59,6 +61,9 @@ def natively(name: str, args) -> dict:
         for event in run:
             if event["type"] == "epoch":
                 print(f"  native {name}: epoch {event['epoch']} dev loss {event['dev_loss']:.4f}", flush=True)
+            elif event["type"] == "step":
+                print(f"  native {name}: window {event['step'] + 1}/{event['steps']} loss {event['loss']:.3f} "
+                      f"({time.perf_counter() - t:.0f} s)", flush=True)
         result = {**run.result(), "wall_s": time.perf_counter() - t}
         # the written Q8_0 model, as a person then uses it: the same label scoring on the test rows
         with Model.from_file(out) as tuned, tuned.context(n_ctx=2048, n_threads=args.threads) as ctx:
@@ -79,7 +84,14 @@ def in_page(page, name: str, args) -> dict:
     page.fill("#ft-layers", str(args.layers))
     page.fill("#ft-epochs", str(args.epochs))
     t = time.perf_counter()
-    done = bounded(page, "() => window.pocketmindTasks.finetune()", ms=7_200_000)
+    if args.page_windows:  # Stop after that many training windows: the page's speed without a whole epoch's wait
+        page.evaluate("() => { window.ftRun = window.pocketmindTasks.finetune(); }")
+        page.wait_for_function("(n) => (document.querySelector('#ft-loss').getAttribute('points') || '').trim()"
+                               ".split(' ').filter(Boolean).length >= n", arg=args.page_windows, timeout=7_200_000)
+        page.click("#stop-finetune")
+        done = bounded(page, "() => window.ftRun", ms=1_800_000)
+    else:
+        done = bounded(page, "() => window.pocketmindTasks.finetune()", ms=7_200_000)
     done["wall_s"] = time.perf_counter() - t
     done["engine"] = page.evaluate("window.pocketmindTasks.client.engine")
     return done
@@ -93,18 +105,48 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="native threads (the page picks its own)")
     parser.add_argument("--page-tasks", default="support_tickets", help="the tasks also run in the page ('' for "
                         "none): minutes per task")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "finetune.md")
+    parser.add_argument("--page-windows", type=int, default=0, help="stop the page after this many training "
+                        "windows (0: run every epoch); its minutes per epoch are then extrapolated")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "finetune.md",
+                        help="the table; the raw results go beside it as .json")
+    parser.add_argument("--from-json", type=Path, metavar="RUN_JSON",
+                        help="measure nothing: write the table from the .json an earlier run kept")
     args = parser.parse_args()
+    raw = args.out.with_suffix(".json")
+    if args.from_json:
+        run = json.loads(args.from_json.read_text(encoding="utf-8"))
+        if args.from_json.resolve() != raw.resolve():  # the numbers stay beside the table they made
+            raw.write_text(args.from_json.read_text(encoding="utf-8"), encoding="utf-8")
+    else:
+        run = measure(args, raw)
+    text = render(run, raw)
+    args.out.write_text(text, encoding="utf-8")
+    print(text)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def measure(args, raw: Path) -> dict:
+    """Every task natively, then in the page; the numbers are kept in `raw` after each task (a run cut short keeps
+    what it measured)."""
     page_names = [n for n in args.page_tasks.split(",") if n]
     for variant in ["native", "wasm-st", "wasm-mt"] if page_names else ["native"]:
         wasm_build.build(variant)
-    names = args.tasks.split(",")
     load0, t0 = os.getloadavg()[0], time.perf_counter()
-    native = {}
-    for name in names:
-        native[name] = natively(name, args)
+    run = {"command": shlex.join(["python3", "benchmarks/finetune.py", *sys.argv[1:]]),
+           "date": str(datetime.date.today()), "layers": args.layers, "epochs": args.epochs,
+           "threads": args.threads, "page_tasks": page_names,
+           "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
+           "native": {}, "page": {}}
+
+    def keep() -> None:
+        run.update(minutes=(time.perf_counter() - t0) / 60, load=[load0, os.getloadavg()[0]])
+        raw.write_text(json.dumps(run, default=str, indent=1) + "\n", encoding="utf-8")
+
+    for name in [n for n in args.tasks.split(",") if n]:  # '' for none: the page alone
+        run["native"][name] = natively(name, args)
+        keep()
         print(f"{name}: native done", flush=True)
-    page_results = {}
     if page_names:
         from playwright.sync_api import sync_playwright
 
@@ -114,25 +156,35 @@ def main() -> int:
                 page = browser.new_page()  # a fresh page (and worker) per task
                 page.goto(base + "tasks.html")
                 bounded(page, "() => window.pocketmindTasks.ready")
-                page_results[name] = in_page(page, name, args)
+                run["page"][name] = in_page(page, name, args)
+                keep()
                 page.close()
                 print(f"{name}: page done", flush=True)
             browser.close()
-    minutes = (time.perf_counter() - t0) / 60
-    command = shlex.join(["python3", "benchmarks/finetune.py", *sys.argv[1:]])
+    keep()
+    return run
+
+
+def render(run: dict, raw: Path) -> str:
+    native, page_results, names = run["native"], run["page"], list(run["native"])
+    host = run["host"]
     pct = lambda x: "–" if x is None else f"{100 * x:.1f} %"  # noqa: E731
+    # a table may join the numbers of several runs (their .json files merged): each named with its command
+    parts = run.get("parts") or [{"command": run["command"], "minutes": run["minutes"], "load": run["load"]}]
+    runs = "; ".join(f"`{r['command']}` in {r['minutes']:.1f} min, " + (
+        f"load average {r['load'][0]:.2f} at the start and {r['load'][1]:.2f} at the end" if r.get("load") else
+        r.get("load_note", "load average not recorded")) for r in parts)
     lines = ["# Fine-tuning a small model for a task", "",
-             f"Generated by `benchmarks/finetune.py` on {datetime.date.today()} (UTC) with `{command}`, in "
-             f"{minutes:.1f} min. Machine: {platform.machine()}, {os.cpu_count()} CPU(s), CPython "
-             f"{platform.python_version()}; load average {load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the "
-             "end: **the seconds are one run on a shared, noisy 2-core machine**.", "",
-             f"{MODEL}: the model dequantized to F32, the last {args.layers} of its 30 blocks (and the output norm) "
+             f"Generated by `benchmarks/finetune.py` on {run['date']} (UTC) from {len(parts)} run(s): {runs}. "
+             f"Machine: {host['machine']}, {host['cpus']} CPU(s), CPython {host['python']}: **the seconds are from "
+             "a shared, noisy 2-core machine**.", "",
+             f"{MODEL}: the model dequantized to F32, the last {run['layers']} of its 30 blocks (and the output norm) "
              f"trained with llama.cpp's AdamW (learning rate 2e-4) on windows of 256 tokens of the task's "
              "zero-shot prompts with their labels, for "
-             f"{args.epochs} epoch(s); the weights of the lowest dev loss kept and written as Q8_0. Accuracy is "
+             f"{run['epochs']} epoch(s); the weights of the lowest dev loss kept and written as Q8_0. Accuracy is "
              "the task's zero-shot label scoring on the test rows (the same rows as docs/task_heads.md). "
-             + (f"In the page (Tasks page, headless Chromium): {', '.join(page_names)}." if page_names else
-                "**The page was not measured in this run** (`--page-tasks ''`)."), "",
+             + (f"In the page (Tasks page, headless Chromium): {', '.join(page_results)}." if page_results else
+                "**The page was not measured in this run.**"), "",
              "| task | where | test accuracy before | after (F32 in memory) | after (written Q8_0) | macro-F1 before "
              "/ after | trained parameters | training tokens/s (windows alone) | min per epoch (dev loss included) | "
              "convert + quantize s | "
@@ -142,21 +194,29 @@ def main() -> int:
         for where, r in (("native", native[name]), ("page", page_results.get(name))):
             if r is None:
                 continue
-            per_epoch = r["seconds"]["training"] / 60 / max(1, sum(1 for e in r["epochs"] if e["epoch"] > 0))
+            per_epoch = f'{r["seconds"]["training"] / 60 / max(1, sum(1 for e in r["epochs"] if e["epoch"] > 0)):.1f}'
+            after = f"**{pct(r['accuracy']['after'])}**"
+            if r["stopped"] and r["tokens_trained"]:  # the page stopped after --page-windows windows
+                windows = r["tokens_trained"] // 256
+                per_window = r["seconds"]["steps"] / windows
+                native_windows = native[name]["tokens_trained"] / 256 / max(1, run['epochs'])
+                per_epoch = (f"{native_windows * per_window / 60:.1f} (extrapolated: {native_windows:.0f} windows "
+                             f"× {per_window:.0f} s, the mean of {windows} measured; dev loss not included)")
+                after = f"{pct(r['accuracy']['after'])} (stopped after {windows} window(s): not comparable)"
             written = r.get("written") if isinstance(r.get("written"), dict) else None
             n_measured = 2 * r["n"]["test"]
             ms = 1000 * r["seconds"]["measure"] / n_measured if n_measured else None
             if where == "native":
                 memory = f"{r['peak_rss'] / 2**20:,.0f} MB RSS (process)"
-                where_text = f"native, {args.threads} thread(s)"
+                where_text = f"native, {run['threads']} thread(s)"
             else:
                 memory = f"{r['wasm_memory_bytes'] / 2**20:,.0f} MB wasm heap"
                 where_text = f"page, {r['engine']['variant']} {r['engine']['threads']} thread(s)"
             lines.append(
-                f"| {name} | {where_text} | {pct(r['accuracy']['before'])} | **{pct(r['accuracy']['after'])}** | "
+                f"| {name} | {where_text} | {pct(r['accuracy']['before'])} | {after} | "
                 f"{pct(written['accuracy']) if written else '–'} | "
                 f"{r['macro_f1']['before']:.3f} / {r['macro_f1']['after']:.3f} | {r['n_params_trained']:,} | "
-                f"{r['tokens_per_s']:.0f} | {per_epoch:.1f} | "
+                f"{r['tokens_per_s']:.1f} | {per_epoch} | "
                 f"{r['seconds']['convert'] + r['seconds']['quantize']:.0f} | {ms:.0f} | {memory} |")
     lines += ["", "Rows per run: " + "; ".join(f"{n}: train {native[n]['n']['train']}, dev {native[n]['n']['dev']}, "
                                                f"test {native[n]['n']['test']}" for n in names) + ".", "",
@@ -168,12 +228,9 @@ def main() -> int:
             losses = ", ".join((f"**{e['dev_loss']:.4f}**" if e["epoch"] == r["best_epoch"] else f"{e['dev_loss']:.4f}")
                                for e in r["epochs"])
             lines.append(f"- {name}, {where}: {losses}")
-    lines += ["", "Raw results (JSON):", "", "```json",
-              json.dumps({"native": native, "page": page_results}, default=str), "```", ""]
-    args.out.write_text("\n".join(lines), encoding="utf-8")
-    print("\n".join(lines[:20]))
-    print(f"wrote {args.out}")
-    return 0
+    lines += ["", f"Raw results: `{raw.relative_to(REPO) if raw.is_relative_to(REPO) else raw}` (read by "
+              "`benchmarks/task_levels.py`).", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
