@@ -30,7 +30,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -39,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "wasm"))
 
-from browser_site import CHROMIUM, CHROMIUM_ARGS, bounded  # noqa: E402
+from browser_site import CHROMIUM, CHROMIUM_ARGS, bounded, serve  # noqa: E402
 import build_site  # noqa: E402
 import deps  # noqa: E402
 
@@ -97,17 +96,6 @@ def gzip_size(path: Path, cache: dict) -> int:
         with open(path, "rb") as f:
             cache[path] = len(gzip.compress(f.read(), compresslevel=6, mtime=0))
     return cache[path]
-
-
-@contextlib.contextmanager
-def serve(folder: Path):
-    server = build_site.make_server(folder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def visit(context, url: str, folder: Path, model_file: str, gz_cache: dict) -> dict:

@@ -27,13 +27,20 @@ def served_site(models: list[Path]) -> Iterator[str]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "site"
         build_site.build_site(out, models)
-        server = build_site.make_server(out)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}/"
-        finally:
-            server.shutdown()
-            server.server_close()
+        with serve(out) as url:
+            yield url
+
+
+@contextlib.contextmanager
+def serve(folder: Path) -> Iterator[str]:
+    """Serve a built site (COOP/COEP) on a free loopback port: yields its base URL."""
+    server = build_site.make_server(folder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def bounded(page, expression: str, arg=None, ms: int = 300_000):
