@@ -244,17 +244,16 @@ class Model(_Handle):
     def source(self) -> str | None:
         """The file llama.cpp read the model from (in Pyodide, the MEMFS file that stands for a loaded buffer);
         None for a buffer natively."""
-        out = self._scratch.get(8)
-        status = self.backend.call("pm_model_source", self.ptr, out)
-        if status == NOT_FOUND:
-            return None
-        self._check(status)
-        return self.backend.read_cstring(_read_pointer(self.backend, out))
+        return self._borrowed_string("pm_model_source")
 
     @property
     def chat_template(self) -> str | None:
+        return self._borrowed_string("pm_model_chat_template")
+
+    def _borrowed_string(self, fn: str) -> str | None:
+        """fn(model, &out) for a C getter that points out at a string the model owns; None where it has none."""
         out = self._scratch.get(8)
-        status = self.backend.call("pm_model_chat_template", self.ptr, out)
+        status = self.backend.call(fn, self.ptr, out)
         if status == NOT_FOUND:
             return None
         self._check(status)
