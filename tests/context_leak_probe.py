@@ -1,11 +1,14 @@
 """Make pm_context_new fail after llama_init_from_model has succeeded, many times, and report what leaked; run as
-a child process by test_context_cleanup.py (it lowers its own address-space limit, which cannot be undone).
+a child process by test_context_cleanup.py.
 
     python tests/context_leak_probe.py LIBRARY MODEL
 
 The failure is real, not simulated: with the address space capped a few MB above what the process holds, the
-llama context (its memory comes from the heap that earlier contexts left reserved) still fits, but the first
-worker thread's stack does not, so ggml's thread pool asserts and pm_context_new unwinds past a live context.
+llama context still fits but the first worker thread's stack does not, so ggml's thread pool asserts and
+pm_context_new unwinds past a live context. Where that cap lies depends on how malloc kept the memory of earlier
+contexts (held in the heap here, handed back in a CI run), so the probe searches for it: it raises the soft limit
+in 1 MB steps (the hard limit stays as it was, so the soft one can go up again) until an attempt fails at the
+thread start rather than for want of memory.
 """
 import ctypes
 import json
@@ -47,15 +50,38 @@ def try_context(model: Model, threads: int) -> str:
         return str(e)
 
 
+UNCAPPED = resource.getrlimit(resource.RLIMIT_AS)
+
+
+def cap_address_space(margin: int) -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (address_space() + margin, UNCAPPED[1]))
+
+
+def uncap_address_space() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, UNCAPPED)
+
+
+def is_thread_start(failure: str) -> bool:
+    return "GGML_ASSERT(rc == 0)" in failure
+
+
 backend = NativeBackend(sys.argv[1])
 backend.call("pm_set_log_level", 0)
 model = Model.from_file(sys.argv[2], backend)
 for _ in range(3):  # leave the heap holding what a context needs (glibc keeps it after the first frees)
     try_context(model, 1)
-stack = resource.getrlimit(resource.RLIMIT_STACK)[0]
-margin = min(4 << 20, (stack if stack > 0 else 8 << 20) // 2)  # less than one thread stack
-resource.setrlimit(resource.RLIMIT_AS, (address_space() + margin, resource.RLIM_INFINITY))
+
 before = heap_in_use()
-failures = [try_context(model, 4) for _ in range(20)]
+tried = []
+for megabytes in range(1, 129):  # a context of a tiny model needs ~20 MB, a thread stack 8 MB by default
+    cap_address_space(megabytes << 20)
+    tried.append(try_context(model, 4))
+    uncap_address_space()
+    if tried[-1] == "ok" or is_thread_start(tried[-1]):
+        break
+cap_address_space(megabytes << 20)
+failures = tried + [try_context(model, 4) for _ in range(20)]
+uncap_address_space()
 leaked = heap_in_use() - before
-print(json.dumps({"failures": failures, "leaked": leaked, "one_thread_after": try_context(model, 1)}))
+print(json.dumps({"failures": failures, "margin_mb": megabytes, "leaked": leaked,
+                  "one_thread_after": try_context(model, 1)}))
