@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 from pocketmind import Model  # noqa: E402
 from pocketmind.tasks import Task, parse_rows  # noqa: E402
 from pocketmind.tasks.evaluate import macro_f1  # noqa: E402
-from pocketmind.train.finetune import FinetuneRun  # noqa: E402
+from pocketmind.train.finetune import DEFAULTS as FINETUNE_DEFAULTS, FinetuneRun  # noqa: E402
 
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
 
@@ -56,13 +56,13 @@ def natively(name: str, args) -> dict:
     with tempfile.TemporaryDirectory(prefix="pm-ft-bench-") as work:
         out = Path(work) / "tuned.gguf"
         run = FinetuneRun(task, rows, deps.smollm2(), out, work, n_threads=args.threads, layers=args.layers,
-                          epochs=args.epochs)
+                          epochs=args.epochs, lr=args.lr)
         t = time.perf_counter()
         for event in run:
             if event["type"] == "epoch":
                 print(f"  native {name}: epoch {event['epoch']} dev loss {event['dev_loss']:.4f}", flush=True)
             elif event["type"] == "step":
-                print(f"  native {name}: window {event['step'] + 1}/{event['steps']} loss {event['loss']:.3f} "
+                print(f"  native {name}: window {event['step']}/{event['steps']} loss {event['loss']:.3f} "
                       f"({time.perf_counter() - t:.0f} s)", flush=True)
         result = {**run.result(), "wall_s": time.perf_counter() - t}
         # the written Q8_0 model, as a person then uses it: the same label scoring on the test rows
@@ -102,6 +102,8 @@ def main() -> int:
     parser.add_argument("--tasks", default="support_tickets,review_sentiment")
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=FINETUNE_DEFAULTS["lr"], help="AdamW's learning rate (natively; "
+                        "the page uses its default)")
     parser.add_argument("--threads", type=int, default=1, help="native threads (the page picks its own)")
     parser.add_argument("--page-tasks", default="support_tickets", help="the tasks also run in the page ('' for "
                         "none): minutes per task")
@@ -134,8 +136,8 @@ def measure(args, raw: Path) -> dict:
         wasm_build.build(variant)
     load0, t0 = os.getloadavg()[0], time.perf_counter()
     run = {"command": shlex.join(["python3", "benchmarks/finetune.py", *sys.argv[1:]]),
-           "date": str(datetime.date.today()), "layers": args.layers, "epochs": args.epochs,
-           "threads": args.threads, "page_tasks": page_names,
+           "date": str(datetime.date.today()), "layers": args.layers, "epochs": args.epochs, "lr": args.lr,
+           "threads": args.threads, "page_tasks": page_names, "loss": "answer tokens",
            "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
            "native": {}, "page": {}}
 
@@ -179,8 +181,10 @@ def render(run: dict, raw: Path) -> str:
              f"Machine: {host['machine']}, {host['cpus']} CPU(s), CPython {host['python']}: **the seconds are from "
              "a shared, noisy 2-core machine**.", "",
              f"{MODEL}: the model dequantized to F32, the last {run['layers']} of its 30 blocks (and the output norm) "
-             f"trained with llama.cpp's AdamW (learning rate 2e-4) on windows of 256 tokens of the task's "
-             "zero-shot prompts with their labels, for "
+             f"trained with llama.cpp's AdamW (learning rate {run.get('lr', 2e-4):g}) on windows of 256 tokens of "
+             "the task's zero-shot prompts with their labels"
+             + (" (the loss counting prompt and answer tokens alike), " if run.get("loss", "all tokens") == "all tokens" else
+                ", the loss counting only the answers' tokens (label and end of turn), ") + "for "
              f"{run['epochs']} epoch(s); the weights of the lowest dev loss kept and written as Q8_0. Accuracy is "
              "the task's zero-shot label scoring on the test rows (the same rows as docs/task_heads.md). "
              + (f"In the page (Tasks page, headless Chromium): {', '.join(page_results)}." if page_results else

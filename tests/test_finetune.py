@@ -17,7 +17,8 @@ from pocketmind.__main__ import main
 from pocketmind.engine import PocketmindError, convert_model
 from pocketmind.tasks import Task, parse_rows
 from pocketmind.train import HeadError
-from pocketmind.train.finetune import FinetuneError, FinetuneRun, check_options, example_tokens, windows
+from pocketmind.train.finetune import (Example, FinetuneError, FinetuneRun, check_options, example_tokens,
+                                      windows)
 
 N_CTX = 256
 
@@ -72,6 +73,53 @@ def test_the_loss_falls_over_a_few_steps(trainable):
     assert losses[0] == pytest.approx(before, abs=1e-6)  # a step reports the loss before its update
     assert all(b < a for a, b in zip(losses, losses[1:])), losses
     assert after < 0.8 * before, (before, after)
+
+
+def step_from_the_start(model: Model, w: np.ndarray, counted: np.ndarray, probe: np.ndarray) -> float:
+    """One AdamW step from the model's weights as they are, the loss on `probe` after it, and the weights put back."""
+    with model.trainer(N_CTX, n_layers=2) as trainer:
+        trainer.checkpoint()
+        trainer.step(w, lr=1e-2, counted=counted)
+        after = trainer.step(probe, train=False)
+        trainer.restore()
+    return after
+
+
+def test_uncounted_predictions_add_neither_loss_nor_gradient(trainable):
+    """Counted: only the prediction at position k. A second window differs from the first only after k + 1: the
+    loss and the step's gradient must not see it (causal attention: position k reads only tokens up to k). Before
+    our patch llama.cpp would mislabel the rows it was given -1 for, and ggml's cross-entropy backward gave a row of
+    zero labels the gradient softmax - 0 (it assumed every row sums to 1): built without that half of the patch, this
+    test failed here with losses after the step of 6.5535 and 6.5524."""
+    k = 100
+    w = window(trainable, seed=1)
+    other = w.copy()
+    other[k + 2:] = window(trainable, seed=2)[k + 2:]
+    counted = np.zeros(N_CTX, dtype=bool)
+    counted[k] = True
+    with trainable.trainer(N_CTX, n_layers=2) as trainer:
+        loss = trainer.step(w, train=False, counted=counted)
+        assert trainer.step(other, train=False, counted=counted) == loss
+    probe = window(trainable, seed=3)
+    after = step_from_the_start(trainable, w, counted, probe)
+    after_other = step_from_the_start(trainable, other, counted, probe)
+    assert after == pytest.approx(after_other, abs=1e-6)
+    # ... and the step did move the weights, so equal losses after it mean something
+    assert step_from_the_start(trainable, w, None, probe) != pytest.approx(after, abs=1e-3)
+    # the loss is the one prediction's cross-entropy, as inference computes it
+    with trainable.context(n_ctx=N_CTX) as ctx:
+        ctx.decode(w[:k + 1].tolist())
+        logits = ctx.logits().astype(np.float64)
+    expected = np.log(np.exp(logits - logits.max()).sum()) + logits.max() - logits[w[k + 1]]
+    assert loss == pytest.approx(expected, abs=1e-3)
+
+
+def test_a_window_with_nothing_counted_is_refused(trainable):
+    with trainable.trainer(N_CTX, n_layers=1) as trainer:
+        with pytest.raises(PocketmindError, match="no token of the window is counted"):
+            trainer.step(window(trainable), counted=np.zeros(N_CTX, dtype=bool))
+        with pytest.raises(ValueError, match="one prediction per token read"):
+            trainer.step(window(trainable), counted=np.ones(N_CTX + 1, dtype=bool))
 
 
 def test_only_the_last_blocks_train(trainable):
@@ -211,24 +259,33 @@ def test_conversion_refusals_leave_nothing_behind(native, source, tmp_path):
 
 # ---- the run: task rows to a fine-tuned file ----
 
-def test_windows_cover_the_stream_once_and_keep_its_tail():
-    seqs = [np.arange(i * 100, i * 100 + 90, dtype=np.int32) for i in range(7)]  # 630 tokens
-    ws = windows(seqs, 256)
-    stream = np.concatenate(seqs)
-    assert [w.size for w in ws] == [257, 257, 257]
-    assert np.array_equal(ws[0], stream[:257]) and np.array_equal(ws[1], stream[256:513])
-    assert np.array_equal(ws[-1], stream[-257:])  # the tail, overlapping the window before
-    short = windows([np.arange(10, dtype=np.int32)], 256)
-    assert len(short) == 1 and short[0].size == 257 and np.array_equal(short[0][:20], np.tile(np.arange(10), 2))
+def ex(length: int, answer: int, first: int = 0) -> Example:
+    return Example(np.arange(first, first + length, dtype=np.int32), answer)
+
+
+def test_windows_pack_whole_examples_and_count_only_their_answers():
+    examples = [ex(100, 97), ex(100, 98, 1000), ex(100, 96, 2000), ex(300, 297, 5000)]
+    ws = windows(examples, 256, pad=7)
+    assert [w.tokens.size for w in ws] == [257, 257, 257] and [w.counted.size for w in ws] == [256, 256, 256]
+    # two whole examples, then padding; the third would not fit
+    assert np.array_equal(ws[0].tokens[:200], np.concatenate([examples[0].tokens, examples[1].tokens]))
+    assert (ws[0].tokens[200:] == 7).all()
+    # counted[i] is the prediction of token i + 1: the answers' tokens 97..99 and 198..199
+    assert np.flatnonzero(ws[0].counted).tolist() == [96, 97, 98, 197, 198] and ws[0].n_counted == 5
+    # an example longer than a window keeps its end: the answer and the prompt's last tokens
+    assert np.array_equal(ws[2].tokens, examples[3].tokens[-257:])
+    assert np.flatnonzero(ws[2].counted).tolist() == [253, 254, 255]
 
 
 def test_an_example_is_the_task_prompt_then_the_label_then_the_end_of_the_turn(native, source):
     task = Task.from_dict(TASK)
     with Model.from_file(source, native) as model:
-        seq = example_tokens(model, task, "the and of", "green")
+        example = example_tokens(model, task, "the and of", "green")
         prompt = task.prompt_tokens(model, "the and of")
         label = model.tokenize("green", add_special=False)
-        assert np.array_equal(seq, np.concatenate([prompt, label, [model.eot if model.eot >= 0 else model.eos]]))
+        end = model.eot if model.eot >= 0 else model.eos
+        assert np.array_equal(example.tokens, np.concatenate([prompt, label, [end]]))
+        assert example.answer == len(prompt)
 
 
 def test_a_run_lowers_the_dev_loss_and_writes_a_model_that_loads(native, source, tmp_path):
@@ -333,15 +390,16 @@ def test_native_and_wasm_loss_curves_agree(native, source, run_wasm, tmp_path, v
     with Model.from_file(source, native) as model:
         n_vocab = model.n_vocab
     ws = [rng.integers(0, n_vocab, N_CTX + 1).astype(np.int32) for _ in range(3)] * 2  # each twice: it is learned
+    counted = [rng.random(N_CTX) < 0.5 for _ in range(3)] * 2  # half the predictions count, as answers do
     f32 = tmp_path / "native.f32.gguf"
     convert_model(source, f32, "F32", 1, native)
     with Model.trainable(f32, native) as model, model.trainer(N_CTX, n_layers=2) as trainer:
-        expected = [trainer.step(w, lr=1e-2) for w in ws]
-    got = run_wasm(variant, source, [{"op": "train", "windows": [w.tolist() for w in ws], "layers": 2, "lr": 1e-2}],
-                   n_ctx=N_CTX)[1]["losses"]
+        expected = [trainer.step(w, lr=1e-2, counted=c) for w, c in zip(ws, counted)]
+    got = run_wasm(variant, source, [{"op": "train", "windows": [w.tolist() for w in ws], "layers": 2, "lr": 1e-2,
+                                      "counted": [c.astype(int).tolist() for c in counted]}], n_ctx=N_CTX)[1]["losses"]
     assert expected[3] < expected[0] and expected[-1] < expected[2]  # the curve has a shape to agree on
     # the same steps from the same weights: wasm and x86 sum in other orders (measured over these six steps: at
-    # most 1.9e-6 (wasm-st) and 4.8e-7 (wasm-mt) apart, losses of 3-6)
+    # most 1.2e-5 apart in both builds, losses of 5-7 per counted token)
     assert np.allclose(got, expected, rtol=0, atol=1e-4), (got, expected)
 
 

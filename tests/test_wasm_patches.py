@@ -54,3 +54,11 @@ def test_q8_rounding_patch_makes_wasm_quantize_like_the_reference(tmp_path):
     mismatched = np.mean(qs(upstream) != qs(reference))
     assert mismatched > 0.3
     assert np.abs(qs(upstream).astype(int) - qs(reference)).max() == 1
+
+
+def test_a_changed_patch_rebuilds_the_libraries(monkeypatch, tmp_path):
+    before = wasm_build.libs_dir("native")
+    changed = tmp_path / wasm_build.PATCHES[0].name
+    changed.write_bytes(wasm_build.PATCHES[0].read_bytes() + b"\n")
+    monkeypatch.setattr(wasm_build, "PATCHES", [changed, *wasm_build.PATCHES[1:]])
+    assert wasm_build.libs_dir("native") != before

@@ -157,10 +157,14 @@ def source_tree() -> Path:
         return _source_tree()
 
 
+def source_key() -> str:
+    """What the patched source depends on: the sdist and our patches (a libraries' cache key includes it)."""
+    return digest(deps.LLAMA_CPP_SDIST.sha256, *PATCHES)
+
+
 def _source_tree() -> Path:
     sdist = deps.fetch(deps.LLAMA_CPP_SDIST)
-    key = digest(deps.LLAMA_CPP_SDIST.sha256, *PATCHES)
-    root = deps.cache_root() / f"src-{key}"
+    root = deps.cache_root() / f"src-{source_key()}"
     tree = root / deps.LLAMA_CPP_SUBDIR
     if (root / ".ok").exists():
         return tree
@@ -178,12 +182,17 @@ def _source_tree() -> Path:
     return tree
 
 
+def libs_dir(variant: str) -> Path:
+    """Where a variant's llama.cpp libraries are cached: by the patched source, the build options and compiler."""
+    spec = VARIANTS[variant]
+    compiler = tool_version(["emcc", "--version"] if variant.startswith("wasm") else ["gcc", "--version"])
+    return deps.cache_root() / f"libs-{variant}-{digest(source_key(), spec, COMMON_CMAKE, compiler)}"
+
+
 def build_libs(variant: str, tree: Path) -> Path:
     spec = VARIANTS[variant]
     wasm = variant.startswith("wasm")
-    compiler = tool_version(["emcc", "--version"] if wasm else ["gcc", "--version"])
-    key = digest(tree.parent.parent.name, spec, COMMON_CMAKE, compiler)
-    bdir = deps.cache_root() / f"libs-{variant}-{key}"
+    bdir = libs_dir(variant)
     if (bdir / ".ok").exists():
         return bdir
     shutil.rmtree(bdir, ignore_errors=True)

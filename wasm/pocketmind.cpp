@@ -499,7 +499,8 @@ void pm_set_log_level(int32_t level) {
     g_log_level = level;
 }
 
-int32_t pm_model_load_file(const char * path, pm_model ** out) {
+// pm_model_load_file's and pm_model_load_trainable's work: they differ only in where the weights live.
+static int32_t load_by_path(const char * path, bool writable, pm_model ** out) {
     return guarded([&]() -> int32_t {
         if (!path || !out) {
             return fail(PM_ERR_INVALID_ARGUMENT, "path and out must not be NULL");
@@ -507,9 +508,12 @@ int32_t pm_model_load_file(const char * path, pm_model ** out) {
         *out = nullptr;
         std::unique_ptr<pm_model> m(new pm_model);
         m->source = path;
+        m->writable = writable;
         return load(std::move(m), path, std::string("'") + path + "'", out);
     });
 }
+
+int32_t pm_model_load_file(const char * path, pm_model ** out) { return load_by_path(path, false, out); }
 
 int32_t pm_model_load_buffer(const void * data, size_t size, pm_model ** out) {
     return guarded([&]() -> int32_t {
@@ -1099,18 +1103,7 @@ int32_t pm_model_source(const pm_model * m, const char ** out) {
     });
 }
 
-int32_t pm_model_load_trainable(const char * path, pm_model ** out) {
-    return guarded([&]() -> int32_t {
-        if (!path || !out) {
-            return fail(PM_ERR_INVALID_ARGUMENT, "path and out must not be NULL");
-        }
-        *out = nullptr;
-        std::unique_ptr<pm_model> m(new pm_model);
-        m->source = path;
-        m->writable = true;
-        return load(std::move(m), path, std::string("'") + path + "'", out);
-    });
-}
+int32_t pm_model_load_trainable(const char * path, pm_model ** out) { return load_by_path(path, true, out); }
 
 int32_t pm_trainer_new(pm_model * m, int32_t n_ctx, int32_t n_layers, int32_t n_threads, pm_trainer ** out) {
     return guarded([&]() -> int32_t {
@@ -1196,7 +1189,8 @@ double pm_trainer_n_params(const pm_trainer * t) {
     return n;
 }
 
-int32_t pm_trainer_step(pm_trainer * t, const int32_t * tokens, int32_t train, double lr, double wd, float * loss) {
+int32_t pm_trainer_step(pm_trainer * t, const int32_t * tokens, const uint8_t * counted, int32_t train, double lr,
+                        double wd, float * loss) {
     return guarded([&]() -> int32_t {
         if (!t || !tokens || !loss) {
             return fail(PM_ERR_INVALID_ARGUMENT, "trainer, tokens and loss must not be NULL");
@@ -1214,7 +1208,15 @@ int32_t pm_trainer_step(pm_trainer * t, const int32_t * tokens, int32_t train, d
         int32_t * inputs = (int32_t *) ggml_opt_dataset_data(t->data)->data;
         int32_t * targets = (int32_t *) ggml_opt_dataset_labels(t->data)->data;
         std::copy(tokens, tokens + t->n_ctx, inputs);
-        std::copy(tokens + 1, tokens + t->n_ctx + 1, targets);
+        int32_t n_counted = 0;
+        for (int32_t i = 0; i < t->n_ctx; i++) {
+            const bool counts = !counted || counted[i];
+            targets[i] = counts ? tokens[i + 1] : -1;  // -1: no label (the patched llama.cpp leaves its row zero)
+            n_counted += counts;
+        }
+        if (n_counted == 0) {
+            return fail(PM_ERR_INVALID_ARGUMENT, "no token of the window is counted: nothing to train on");
+        }
         t->opt.adamw.alpha = (float) lr;
         t->opt.adamw.wd = (float) wd;
         ggml_opt_result_reset(t->result);
@@ -1225,7 +1227,7 @@ int32_t pm_trainer_step(pm_trainer * t, const int32_t * tokens, int32_t train, d
         if (!std::isfinite(mean)) {
             return fail(PM_ERR_DECODE, "the loss is not a finite number (the learning rate may be too high)");
         }
-        *loss = (float) mean;
+        *loss = (float) (mean * t->n_ctx / n_counted);  // llama.cpp divides by every row, counted or not
         return PM_OK;
     });
 }

@@ -159,11 +159,13 @@ int32_t pm_model_load_trainable(const char * path, pm_model ** out);
 int32_t pm_trainer_new(pm_model * model, int32_t n_ctx, int32_t n_layers, int32_t n_threads, pm_trainer ** out);
 void    pm_trainer_free(pm_trainer * trainer);
 double  pm_trainer_n_params(const pm_trainer * trainer);  /* trainable parameters */
-/* One window: tokens holds n_ctx + 1 ids; the model reads tokens[0..n_ctx) and predicts tokens[1..n_ctx]. train:
- * one AdamW step (learning rate lr, weight decay wd) on its mean cross-entropy; 0: only the loss. *loss: the mean
- * cross-entropy per token (before the step). */
-int32_t pm_trainer_step(pm_trainer * trainer, const int32_t * tokens, int32_t train, double lr, double wd,
-                        float * loss);
+/* One window: tokens holds n_ctx + 1 ids; the model reads tokens[0..n_ctx) and predicts tokens[1..n_ctx].
+ * counted: NULL, or n_ctx flags, counted[i] != 0 where predicting tokens[i + 1] counts (a task's answer, say):
+ * the others add neither loss nor gradient (our patch train-loss-counts-only-labelled-tokens), and at least one
+ * must count. train: one AdamW step (learning rate lr, weight decay wd) on the mean cross-entropy of the counted
+ * tokens; 0: only the loss. *loss: that mean, per counted token (before the step). */
+int32_t pm_trainer_step(pm_trainer * trainer, const int32_t * tokens, const uint8_t * counted, int32_t train,
+                        double lr, double wd, float * loss);
 /* save = 1: copy the trainable weights aside (a checkpoint); 0: put the checkpoint's weights back. */
 int32_t pm_trainer_checkpoint(pm_trainer * trainer, int32_t save);
 /* Write the trainable weights, as they are now, into the GGUF at path (in place), which must be the F32 file the

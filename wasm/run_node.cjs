@@ -14,8 +14,9 @@
 //   {op: "try", model}                    load a model, run one token, free it: "ran", "load-error: ..." or
 //                                         "run-error: ..." (for fuzzing; the current model stays)
 //   {op: "alloc", size}                   the address pm_buffer_alloc(size) returns (freed again)
-//   {op: "train", windows, layers, lr, train}  fine-tune the model: converted to F32 in the module's file system,
-//                                         loaded trainable, one pm_trainer_step per window (n_ctx = its length - 1;
+//   {op: "train", windows, counted, layers, lr, train}  fine-tune the model: converted to F32 in the module's
+//                                         file system, loaded trainable, one pm_trainer_step per window (n_ctx = its
+//                                         length - 1; counted: per window its n_ctx 0/1 flags, or absent: all count;
 //                                         train: whether to update): {losses, heap_before, heap_after (the wasm
 //                                         memory's size)}; the trained model is freed after
 //   {op: "adapters", adapters: [{file, scale}]}  free the LoRA adapters loaded before, load these (from wasm
@@ -86,7 +87,7 @@ function tryModel(M, A, file) {
 }
 
 // The C API's fine-tuning calls on a copy of `model` (tests compare the losses with the native build's).
-function train(M, A, model, { windows, layers, lr, train: update = true }) {
+function train(M, A, model, { windows, counted = null, layers, lr, train: update = true }) {
   const withString = (text, fn) => {
     const bytes = Buffer.from(text + "\0", "utf8");
     return A.withBuffer(bytes.length, (ptr) => {
@@ -110,10 +111,12 @@ function train(M, A, model, { windows, layers, lr, train: update = true }) {
     A.check(M._pm_trainer_new(trainable, nCtx, layers, 1, ptr), "trainer");
     return M.HEAPU32[ptr >>> 2];
   });
-  const losses = windows.map((w) => A.withBuffer(4 * w.length + 8, (ptr) => {
+  const losses = windows.map((w, i) => A.withBuffer(4 * w.length + nCtx + 8, (ptr) => {
     M.HEAP32.set(w, ptr >>> 2);
-    const loss = ptr + 4 * w.length;
-    A.check(M._pm_trainer_step(trainer, ptr, update ? 1 : 0, lr, 0, loss), "step");
+    const flags = counted ? ptr + 4 * w.length : 0;
+    if (counted) M.HEAPU8.set(counted[i], flags);
+    const loss = ptr + 4 * w.length + nCtx;
+    A.check(M._pm_trainer_step(trainer, ptr, flags, update ? 1 : 0, lr, 0, loss), "step");
     return M.HEAPF32[loss >>> 2];
   }));
   M._pm_trainer_free(trainer);

@@ -62,7 +62,7 @@ SIGNATURES: dict[str, tuple[str, str]] = {
     "pm_trainer_new": ("i", "piiip"),
     "pm_trainer_free": ("v", "p"),
     "pm_trainer_n_params": ("d", "p"),
-    "pm_trainer_step": ("i", "ppiddp"),
+    "pm_trainer_step": ("i", "pppiddp"),
     "pm_trainer_checkpoint": ("i", "pi"),
     "pm_trainer_write": ("i", "pp"),
 }

@@ -574,17 +574,25 @@ class Trainer(_Handle):
         self.n_params = int(self.backend.call("pm_trainer_n_params", ptr))
 
     def step(self, tokens: Sequence[int] | np.ndarray, train: bool = True, lr: float = 1e-4,
-             weight_decay: float = 0.0) -> float:
+             weight_decay: float = 0.0, counted: Sequence[bool] | np.ndarray | None = None) -> float:
         """The mean cross-entropy of predicting tokens[1:] from tokens[:-1] (n_ctx + 1 tokens), then, if train,
-        one AdamW step on it."""
+        one AdamW step on it. counted (n_ctx flags, None: all): which predictions, of tokens[i + 1], the loss and
+        its gradient count; the mean is over those."""
         arr = np.ascontiguousarray(tokens, dtype=np.int32)
         if arr.ndim != 1 or arr.size != self.n_ctx + 1:
             raise ValueError(f"a training window holds n_ctx + 1 = {self.n_ctx + 1} tokens, not {arr.size}")
-        ptr = self._scratch.get(arr.nbytes + 8)
-        loss = ptr + arr.nbytes
-        self.backend.write(ptr, arr.tobytes())
-        self._check(self.backend.call("pm_trainer_step", self.ptr, ptr, int(train), float(lr), float(weight_decay),
-                                      loss))
+        flags = b""
+        if counted is not None:
+            mask = np.asarray(counted, dtype=bool)
+            if mask.shape != (self.n_ctx,):
+                raise ValueError(f"counted flags one prediction per token read: n_ctx = {self.n_ctx}, not {mask.size}")
+            flags = mask.astype(np.uint8).tobytes()
+        ptr = self._scratch.get(arr.nbytes + len(flags) + 8)
+        flags_ptr = ptr + arr.nbytes if flags else 0
+        loss = ptr + arr.nbytes + len(flags)
+        self.backend.write(ptr, arr.tobytes() + flags)
+        self._check(self.backend.call("pm_trainer_step", self.ptr, ptr, flags_ptr, int(train), float(lr),
+                                      float(weight_decay), loss))
         return float(np.frombuffer(self.backend.read(loss, 4), dtype=np.float32)[0])
 
     def checkpoint(self) -> None:
