@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,7 @@ class Window:
 
 
 def example_tokens(model: Model, task, text: str, label: str) -> Example:
+    """A labelled row as the model reads it in training."""
     end = model.eot if model.eot >= 0 else model.eos
     prompt = task.prompt_tokens(model, text)
     tokens = np.concatenate([prompt, model.tokenize(label, add_special=False),
