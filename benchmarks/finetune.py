@@ -183,8 +183,9 @@ def render(run: dict, raw: Path) -> str:
              f"{MODEL}: the model dequantized to F32, the last {run['layers']} of its 30 blocks (and the output norm) "
              f"trained with llama.cpp's AdamW (learning rate {run.get('lr', 2e-4):g}) on windows of 256 tokens of "
              "the task's zero-shot prompts with their labels"
-             + (" (the loss counting prompt and answer tokens alike), " if run.get("loss", "all tokens") == "all tokens" else
-                ", the loss counting only the answers' tokens (label and end of turn), ") + "for "
+             + (" (the loss counting prompt and answer tokens alike), "
+                if run.get("loss", "all tokens") == "all tokens"
+                else ", the loss counting only the answers' tokens (label and end of turn), ") + "for "
              f"{run['epochs']} epoch(s); the weights of the lowest dev loss kept and written as Q8_0. Accuracy is "
              "the task's zero-shot label scoring on the test rows (the same rows as docs/task_heads.md). "
              + (f"In the page (Tasks page, headless Chromium): {', '.join(page_results)}." if page_results else

@@ -73,8 +73,9 @@ def rows_for(task: str, accuracy: dict, heads: dict, finetune: dict) -> list[dic
         written = tuned["written"]
         epochs = sum(1 for e in tuned["epochs"] if e["epoch"] > 0)
         rows.append({
-            "level": "fine-tuned", "setup": f"SmolLM2 last {finetune['layers']} blocks, {epochs} epoch(s), Q8_0, loss on "
-                                            + ("the answers" if finetune.get("loss") == "answer tokens" else "every token"),
+            "level": "fine-tuned",
+            "setup": f"SmolLM2 last {finetune['layers']} blocks, {epochs} epoch(s), Q8_0, loss on "
+                     + ("the answers" if finetune.get("loss") == "answer tokens" else "every token"),
             "accuracy": written["accuracy"], "macro_f1": written["macro_f1"],
             "training": f"{tuned['seconds']['training'] / 60:.1f} min ({finetune['threads']} threads)",
             "ms": written["ms_per_item"],
