@@ -91,7 +91,10 @@ class Window:
     """What one training step reads: n_ctx + 1 tokens, and per prediction (of tokens[i + 1]) whether it counts."""
     tokens: np.ndarray
     counted: np.ndarray
-    n_counted: int
+
+    @property
+    def n_counted(self) -> int:
+        return int(self.counted.sum())
 
 
 def example_tokens(model: Model, task, text: str, label: str) -> Example:
@@ -118,7 +121,7 @@ def windows(examples: Sequence[Example], n_ctx: int, pad: int = 0) -> list[Windo
         counted = np.zeros(n_ctx, dtype=bool)
         for start, end in answers:
             counted[max(start, 1) - 1:end - 1] = True  # counted[i]: the prediction of token i + 1
-        out.append(Window(window, counted, int(counted.sum())))
+        out.append(Window(window, counted))
 
     for ex in examples:
         seq, answer = ex.tokens, ex.answer
