@@ -92,7 +92,7 @@ async function boot(id, { config, model }) {
   // the runtime, the engine and the model download all start at once
   python = bootPython(config.wheels, "pocketmind.chat_service");
   python.catch(() => {}); // reported by attach, once awaited
-  engine = await bootEngine({ onCrash: (message) => postMessage({ type: "crashed", message }) });
+  engine = await bootWatchedEngine();
   engine.baseBytes = engine.M.HEAPU8.length; // the engine's memory before any model (see checkRoom)
   stage("engine");
   postMessage({ type: "ready", variant: engine.variant, threads: engine.threads });

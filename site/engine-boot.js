@@ -2,6 +2,7 @@
 "use strict";
 
 const BOOT_TIMEOUT_MS = 60000;
+const BUSY_MS = 500; // the least time between two signs of life from one long engine call
 
 // Threads need SharedArrayBuffer, which browsers give only to cross-origin isolated pages. maxThreads: a page that
 // runs several engines side by side gives each its share of the cores.
@@ -14,8 +15,9 @@ function engineChoice(maxThreads = 4) {
 }
 
 // onCrash(message): the module aborted after it started (a failed assert on one of its threads, say); it is
-// unusable from then on.
-async function bootEngine({ onCrash = () => {}, maxThreads = 4 } = {}) {
+// unusable from then on. onBusy(): a sign of life from inside a long engine call (a graph's nodes go on being
+// computed), at most every BUSY_MS.
+async function bootEngine({ onCrash = () => {}, onBusy = () => {}, maxThreads = 4 } = {}) {
   const { variant, threads } = engineChoice(maxThreads);
   const script = new URL(`wasm/pocketmind-${variant}.js`, self.location.href).href;
   importScripts(script, new URL("wasm/pocketmind_api.js", self.location.href).href);
@@ -23,12 +25,20 @@ async function bootEngine({ onCrash = () => {}, maxThreads = 4 } = {}) {
   let started = false;
   const aborted = new Promise((_, reject) => (abort = reject));
   const timer = setTimeout(() => abort(new Error("the engine did not start within a minute")), BOOT_TIMEOUT_MS);
+  let lastBusy = 0;
   try {
     const M = await Promise.race([
       createPocketmind({
         locateFile: (file) => new URL(`wasm/${file}`, self.location.href).href,
         mainScriptUrlOrBlob: script, // where the pthread workers load the module from
         onAbort: (what) => (started ? onCrash(`the engine aborted: ${what}`) : abort(new Error(`the engine stopped: ${what}`))),
+        onBusy: () => { // called by the engine (pocketmind.cpp's pm_js_busy) while a graph is computed
+          const now = performance.now();
+          if (now - lastBusy >= BUSY_MS) {
+            lastBusy = now;
+            onBusy();
+          }
+        },
       }),
       aborted,
     ]);

@@ -17,7 +17,7 @@
 // storeError} and state {ready, loading}.
 import { WorkerClient } from "./worker-client.js";
 
-const FINETUNE_HANG_MS = 15 * 60_000; // the watchdog's patience while fine-tuning (one window per engine call)
+const FINETUNE_HANG_MS = 15 * 60_000; // the watchdog's patience while fine-tuning (a model's conversion)
 
 export class TaskClient extends WorkerClient {
   constructor({ wheels, maxThreads = 4, workerUrl = "task-worker.js", ...options }) {
@@ -94,8 +94,9 @@ export class TaskClient extends WorkerClient {
   }
 
   // Fine-tune the model on a labelled CSV (task_service.py's start_finetune): its done event carries the written
-  // model's bytes (model_bytes, a Uint8Array) when there is one. One training window, or the model's conversion,
-  // is a single call into the engine that can take minutes on a slow device: the watchdog waits longer meanwhile.
+  // model's bytes (model_bytes, a Uint8Array) when there is one. The model's conversion (to F32 before, to Q8_0
+  // after) is one engine call with no graph, so no sign of life, that can take minutes on a slow device: the
+  // watchdog waits longer meanwhile (a training window's graph says "busy" as it goes).
   finetune(request, options) {
     const job = this._job("finetune", request, options);
     const usual = this.hangMs;

@@ -12,14 +12,18 @@
 //     broadcast (emitted as events of the same name): stage {stage, seconds} | progress {what, loaded, total, ...}
 //                   | ready {variant, threads}; a progress with a request's id reaches its onEvent too ("what"
 //                   tells a model's download from a run's progress)
-//     pong {id} (the watchdog's) | crashed {message}: the engine aborted, the worker is unusable
+//     pong {id} (the watchdog's) | busy: a sign of life from inside a long engine call, as good as a pong |
+//     crashed {message}: the engine aborted, the worker is unusable
 //
 // Events: stage, progress, ready, restart {reason, message, reloading}, failed {message}, and the subclass's own.
 // Subclass hooks: _recover() queues what brings a fresh worker back after a crash (a promise), or returns null
 // when there is nothing to bring back; _crashText(reason, recovering) is what a person reads about the crash.
 "use strict";
 
-const HANG_MS = 60_000; // a worker that answers no ping for this long is stuck (a prompt batch takes seconds)
+// A worker that answers no ping and gives no sign of life for this long is stuck. Pings are answered between the
+// steps of a run, and the engine says "busy" while it computes, so only a step of pure Python or JS (a template's
+// render, a vocabulary's table) must end within this.
+const HANG_MS = 60_000;
 const PING_MS = 2_000;
 const FINAL_REPLIES = new Set(["loaded", "done", "bench", "result", "booted"]);
 const BROADCASTS = new Set(["stage", "progress", "ready"]);
@@ -152,6 +156,8 @@ export class WorkerClient extends EventTarget {
     const { type } = data;
     if (type === "pong") {
       if (this._lastPing && data.id === this._lastPing.id) this._lastPing = null;
+    } else if (type === "busy") {
+      this._lastPing = null; // alive: the next watch sends a fresh ping
     } else if (BROADCASTS.has(type)) {
       if (type === "ready") this.engine = { variant: data.variant, threads: data.threads };
       this._emit(type, data);

@@ -85,13 +85,22 @@ function serve(handlers) {
   };
 }
 
+// The engine, telling the page's watchdog (worker-client.js) of its abort ("crashed") and of its signs of life
+// during a long call ("busy").
+function bootWatchedEngine(maxThreads = 4) {
+  return bootEngine({
+    onCrash: (message) => postMessage({ type: "crashed", message }),
+    onBusy: () => postMessage({ type: "busy" }),
+    maxThreads,
+  });
+}
+
 // Python (with `module` imported) and the engine, started at once: {engine, python (a promise of Pyodide)}. Posts
 // the "engine" stage and "ready"; an abort after start-up is posted as "crashed". config: {wheels, maxThreads}.
 async function startEngineAndPython(config, module) {
   const python = bootPython(config.wheels, module);
   python.catch(() => {}); // reported by whoever awaits it (pythonReady)
-  const engine = await bootEngine({ onCrash: (message) => postMessage({ type: "crashed", message }),
-                                    maxThreads: config.maxThreads || 4 });
+  const engine = await bootWatchedEngine(config.maxThreads || 4);
   stage("engine");
   postMessage({ type: "ready", variant: engine.variant, threads: engine.threads });
   return { engine, python };

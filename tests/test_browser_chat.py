@@ -338,6 +338,31 @@ def test_a_hung_worker_is_terminated_and_replaced(page, site, tiny_models):
     assert done["n_generated"] > 0
 
 
+def test_a_long_engine_call_says_it_is_busy_and_is_not_taken_for_a_hang(page, site, smollm2):
+    """One engine call longer than the watchdog's limit (a prompt of 512 tokens in a single batch): the engine's
+    signs of life from inside its graph keep the worker alive, where pings alone could not be answered."""
+    open_chat(page, site, smollm2.name)
+    worker = chat_worker(page)
+    run_python = """async (code) => { const py = await python; py.globals.set("service", service);
+        const t = performance.now(); py.runPython(code.replace("THREADS", engine.threads));
+        return (performance.now() - t) / 1000; }"""
+    bounded(worker, run_python, "ctx = service.model.context(n_ctx=1024, n_batch=512, n_threads=THREADS)")
+    page.evaluate("""() => { const c = window.pocketmindChat.client;
+        window.busySeen = 0;
+        c._worker.addEventListener("message", ({ data }) => { if (data.type === "busy") window.busySeen += 1; });
+        c.hangMs = 3000;  // and a ping every 100 ms: any 3.1 s without a pong or a sign of life is a hang
+        clearInterval(c._pinger);
+        c._pinger = setInterval(() => c._watch(c._worker), 100); }""")
+    seconds = bounded(worker, run_python, "ctx.decode(list(range(1000, 1512)))")
+    assert seconds > 3.5, f"the call took {seconds:.1f} s: too short to test the watchdog"
+    assert page.evaluate("window.busySeen") >= seconds / 2  # at most 0.5 s apart, while the call lasted
+    assert page.evaluate("window.pocketmindChat.client.restarts") == 0
+    bounded(worker, run_python, "ctx.close()")
+    page.fill("#max-tokens", "4")
+    done = bounded(page, "(q) => window.pocketmindChat.ask(q)", "the word")
+    assert done["n_generated"] > 0
+
+
 def test_logits_and_token_bytes_are_read_right_above_2_gib(page, site, native, smollm2):
     """wasm32 pointers at and above 2 GiB look negative to JS as signed ints: the Pyodide backend must read them
     unsigned. 2.2 GB taken first push the next model (too large for any hole below) above 2 GiB."""

@@ -789,6 +789,21 @@ int32_t pm_token_bytes(const pm_model * m, int32_t token, int32_t special, char 
     });
 }
 
+#ifdef __EMSCRIPTEN__
+// A sign of life from inside one long engine call (a prompt batch, a training window on a slow device): the page's
+// watchdog tells such a call from a hung worker by it. Module.onBusy (engine-boot.js) limits how often it is told.
+EM_JS(void, pm_js_busy, (void), {
+    if (Module.onBusy) Module.onBusy();
+});
+
+// ggml calls this after every node of a graph, on the thread that asked for the graph; it never aborts. Each node
+// is told (a big batch's matrix product alone can take a second on a slow device); JS keeps the time.
+static bool on_graph_node(void *) {
+    pm_js_busy();
+    return false;
+}
+#endif
+
 // pm_context_new's work, for it and for pm_trainer_new (inside their guarded call).
 static int32_t new_context(pm_model * m, int32_t n_ctx, int32_t n_batch, int32_t n_threads, int32_t flags,
                            pm_context ** out) {
@@ -829,6 +844,9 @@ static int32_t new_context(pm_model * m, int32_t n_ctx, int32_t n_batch, int32_t
         params.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;  // flash attention casts K and V to F16
     }
     params.no_perf = true;
+#ifdef __EMSCRIPTEN__
+    params.abort_callback = on_graph_node;
+#endif
     // c owns the llama context from the moment it exists: any later failure or exception frees both
     std::unique_ptr<pm_context> c(new pm_context);
     c->owner = m;
