@@ -55,8 +55,9 @@ CROSS_ORIGIN = ["embed.html", "pocketmind-chat.js"]
 ICON_SIZES = [192, 512]
 # The service worker's build caches are named PREFIX + build id; model-store.js's "pocketmind-models-v1" is apart.
 APP_CACHE_PREFIX = "pocketmind-app-"
-# installed in this order in the worker, without dependency resolution (nothing may come from PyPI at run time)
-RUNTIME_WHEELS = ["markupsafe-", "jinja2-"]
+# the wheels every worker unpacks at boot (worker-common.js's bootPython), with our glue's: no package manager and
+# no dependency resolution in the browser (nothing may come from PyPI at run time)
+RUNTIME_WHEELS = ["numpy-", "markupsafe-", "jinja2-"]
 
 # Only this origin's scripts, wasm compilation (Pyodide, llama.cpp), and no plug-ins, frames' bases or form targets
 # elsewhere: model output and documents are text, and nothing the page loads may phone home.

@@ -12,7 +12,8 @@ const storage = storagePanel({ usage: $("storage-usage"), persisted: $("storage-
                                remove: $("delete-models") });
 const client = new ChatClient({ wheels: config.wheels });
 const chat = client.conversation();
-const STAGES = { engine: "engine started", python: "Python started", glue: "glue loaded", model: "model downloaded" };
+const STAGES = { worker: "worker started", engine: "engine started", python: "Python started",
+                 packages: "packages unpacked", glue: "glue loaded", model: "model downloaded" };
 // the Settings inputs and the sampling setting each one holds
 const SETTINGS = { temperature: "temperature", "top-p": "top_p", "repeat-penalty": "repeat_penalty" };
 let writing = null; // the assistant message element being written
@@ -58,6 +59,9 @@ for (const input of Object.keys(SETTINGS)) {
 }
 
 client.addEventListener("stage", ({ detail }) => {
+  // on the page's clock (ms since navigation), from the worker's own timestamp
+  window.pocketmindChat.stages.push({ stage: detail.stage, seconds: detail.seconds,
+                                      ms: detail.at - performance.timeOrigin });
   $("boot-progress").value = ++booted;
   $("boot-text").textContent = `${STAGES[detail.stage] || detail.stage} (${detail.seconds.toFixed(1)} s)`;
 });
@@ -206,6 +210,7 @@ window.pocketmindChat = {
   card: null,
   engine: null,
   ready: null,
+  stages: [], // {stage, seconds (since the worker started), ms (since navigation)} of each worker's boot
   ask,
   stop: () => chat.stop(),
   newChat,

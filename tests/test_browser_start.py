@@ -1,0 +1,70 @@
+"""The chat page's start-up in headless Chromium: every boot stage reported with the worker's own timestamp, numpy's
+extension modules compiled only when Python imports them (the chat never needs numpy.fft or numpy's test modules;
+a page that does gets them on demand)."""
+from __future__ import annotations
+
+import pytest
+
+import build_site
+from browser_wait import bounded
+from test_browser_chat import open_chat
+
+pytestmark = pytest.mark.browser
+
+WORKER_STAGES = ["worker", "python", "packages", "glue", "engine", "model"]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, tiny_models, serve_site):
+    out = tmp_path_factory.mktemp("start-site")
+    build_site.build_site(out, [tiny_models["F16"]])
+    return serve_site(out)
+
+
+def chat_worker(page):
+    return next(w for w in page.workers if w.url.endswith("/chat-worker.js"))
+
+
+def test_every_boot_stage_is_reported_on_the_workers_clock(page, site):
+    page.goto(site)
+    bounded(page, "() => window.pocketmindChat.ready")
+    stages = page.evaluate("window.pocketmindChat.stages")
+    now = page.evaluate("performance.now()")
+    names = [s["stage"] for s in stages]
+    assert sorted(names) == sorted(WORKER_STAGES), names
+    at = {s["stage"]: s["ms"] for s in stages}
+    # the worker's timestamps, placed on the page's clock: after navigation, before now, in the boot's order
+    assert all(0 < ms <= now for ms in at.values()), at
+    assert at["worker"] == min(at.values())
+    assert at["worker"] < at["python"] < at["packages"] < at["glue"]
+    assert at["engine"] < at["model"]
+    seconds = {s["stage"]: s["seconds"] for s in stages}
+    # seconds since the worker started and the absolute times tell the same story
+    for name in WORKER_STAGES:
+        assert abs((at[name] - at["worker"]) / 1000 - (seconds[name] - seconds["worker"])) < 0.05, name
+
+
+def test_numpy_extension_modules_compile_only_when_imported(page, site):
+    open_chat(page, site)
+    page.fill("#max-tokens", "8")
+    done = bounded(page, "(q) => window.pocketmindChat.ask(q)", "the word and the")
+    assert done["n_generated"] > 0
+    worker = chat_worker(page)
+    probe = """async (code) => {
+        const py = await python;
+        const value = py.runPython(code);
+        const libs = Object.keys(py._module.LDSO.loadedLibsByName).map((path) => path.split('/').pop());
+        return { libs, value };
+    }"""
+    before = worker.evaluate(probe, "import sys; ','.join(sorted(m for m in sys.modules if m.startswith('numpy.')))")
+    modules = before["value"].split(",")
+    assert "numpy.random" in modules  # the sampler's generator
+    assert not [m for m in modules if m.startswith("numpy.fft")], modules
+    assert any(lib.startswith("_multiarray_umath") for lib in before["libs"]), before["libs"]
+    # loadPackage would have compiled every extension module in the wheel, these too
+    unused = ("_pocketfft", "_rational_tests", "_umath_tests", "_struct_ufunc_tests", "_operand_flag_tests")
+    assert not [lib for lib in before["libs"] if lib.startswith(unused)], before["libs"]
+    # a page that needs one imports it: compiled there and then
+    after = worker.evaluate(probe, "import numpy as np; float(np.fft.fft([3.0, 4.0]).real.sum())")
+    assert after["value"] == 6.0
+    assert any(lib.startswith("_pocketfft") for lib in after["libs"]), after["libs"]
