@@ -30,9 +30,10 @@ async function checkRoom(model) {
   }
 }
 
-function download(id, model) {
+// `target`: the engine, or a promise of it while it starts (the download then starts before it; see downloadModel).
+function download(id, model, target = engine) {
   closeService();
-  return downloadModel(engine.M, engine.A, model, (loaded, total, how) =>
+  return downloadModel(target, model, (loaded, total, how) =>
     postMessage({ type: "progress", id, what: "model", loaded, total, fromCache: !!(how && how.fromCache) }));
 }
 
@@ -68,8 +69,8 @@ async function setAdapter(id, { adapter, scale }) {
   for (const { id: old } of JSON.parse(service.adapters_json()).adapters) service.remove_adapter(old);
   let listed = service.adapters_json();
   if (adapter) {
-    const { M, A } = engine;
-    const { buffer, size } = await downloadModel(M, A, adapter, (loaded, total, how) =>
+    const { M } = engine;
+    const { buffer, size } = await downloadModel(engine, adapter, (loaded, total, how) =>
       postMessage({ type: "progress", id, what: "adapter", loaded, total, fromCache: !!(how && how.fromCache) }));
     try {
       listed = service.add_adapter(buffer, size, scale);
@@ -92,11 +93,17 @@ async function boot(id, { config, model }) {
   // the runtime, the engine and the model download all start at once
   python = bootPython(config.wheels, "pocketmind.chat_service");
   python.catch(() => {}); // reported by attach, once awaited
-  engine = await bootWatchedEngine();
-  engine.baseBytes = engine.M.HEAPU8.length; // the engine's memory before any model (see checkRoom)
-  stage("engine");
-  postMessage({ type: "ready", variant: engine.variant, threads: engine.threads });
-  const downloaded = await download(id, model);
+  const starting = bootWatchedEngine().then((started) => {
+    engine = started;
+    engine.baseBytes = engine.M.HEAPU8.length; // the engine's memory before any model (see checkRoom)
+    stage("engine");
+    postMessage({ type: "ready", variant: engine.variant, threads: engine.threads });
+    return engine;
+  });
+  const downloading = download(id, model, starting);
+  downloading.catch(() => {}); // a failed engine start is reported first
+  await starting;
+  const downloaded = await downloading;
   stage("model");
   await attach(id, downloaded);
 }

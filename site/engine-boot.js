@@ -54,10 +54,16 @@ async function bootEngine({ onCrash = () => {}, onBusy = () => {}, maxThreads = 
 // of 2 GiB or more always fails, so a model must be smaller than that to be held in one piece.
 const MAX_MODEL_BYTES = 2 ** 31 - 2 ** 16;
 
+// At most this many bytes of a model wait in JS for the engine (downloadModel with an engine still starting); the
+// download then pauses until the engine's buffer takes them.
+const EARLY_BYTES = 32 * 2 ** 20;
+
 // Fetch a model ({url, bytes, sha256}) from Cache Storage or the network (model-store.js verifies its sha256
-// and keeps it for offline use) straight into a fresh wasm buffer: no second copy in JS.
+// and keeps it for offline use) straight into a fresh wasm buffer: no second copy in JS. `engine` ({M, A}) may be
+// a promise of the engine still starting: the download starts at once, its first EARLY_BYTES wait in JS, and
+// they are copied into the buffer once the engine can allocate it.
 // Returns {buffer, size, fromCache, stored, storeError}; the caller frees the buffer or hands it to a model.
-async function downloadModel(M, A, model, onProgress) {
+async function downloadModel(engine, model, onProgress) {
   const size = model.bytes;
   if (!Number.isSafeInteger(size) || size <= 0) {
     throw new Error(`the size of ${model.url} is unknown or not a whole number of bytes (${size})`);
@@ -65,7 +71,17 @@ async function downloadModel(M, A, model, onProgress) {
   if (size > MAX_MODEL_BYTES) {
     throw new Error(`${model.url} is ${(size / 2 ** 30).toFixed(2)} GB: this engine's WebAssembly memory can hold a model of at most 2 GB`);
   }
-  const buffer = A.allocModelBuffer(size);
+  let M = null;
+  let buffer = null;
+  let early = []; // [chunk copy, offset] that came before the buffer
+  let waiting = 0;
+  const allocated = Promise.resolve(engine).then((started) => {
+    M = started.M;
+    buffer = started.A.allocModelBuffer(size);
+    for (const [chunk, offset] of early) M.HEAPU8.set(chunk, buffer + offset);
+    early = null;
+  });
+  allocated.catch(() => {}); // awaited below
   try {
     const result = await pocketmindModelStore.fetchModel(model.url, {
       sha256: model.sha256,
@@ -73,14 +89,22 @@ async function downloadModel(M, A, model, onProgress) {
       sink: (chunk, offset) => {
         // never past the buffer, whatever the server sends
         if (offset + chunk.length > size) throw new Error(`${model.url} sent more than its ${size} bytes`);
-        M.HEAPU8.set(chunk, buffer + offset);
+        if (buffer !== null) {
+          M.HEAPU8.set(chunk, buffer + offset);
+          return undefined;
+        }
+        early.push([chunk.slice(), offset]); // a copy: the store writes the same chunk to Cache Storage
+        waiting += chunk.length;
+        return waiting >= EARLY_BYTES ? allocated : undefined; // a promise: the download waits for the engine
       },
       onProgress: (loaded, total, how) => onProgress(loaded, total, how),
     });
+    await allocated; // a small model may be complete before the engine
     return { buffer, size, fromCache: result.fromCache, stored: result.stored,
              storeError: result.storeError };
   } catch (e) {
-    M._pm_buffer_free(buffer);
+    if (buffer !== null) M._pm_buffer_free(buffer);
+    early = null;
     throw e;
   }
 }

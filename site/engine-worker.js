@@ -25,7 +25,7 @@ async function load(id, model) {
     A.freeModel(current.model, current.buffer);
     current = null;
   }
-  const { buffer, size } = await downloadModel(M, A, model, (loaded, total) =>
+  const { buffer, size } = await downloadModel({ M, A }, model, (loaded, total) =>
     postMessage({ type: "progress", id, loaded, total }));
   const result = A.loadModel(buffer, size);
   if (result.error) {

@@ -136,8 +136,8 @@ async function pythonReady(python) {
 // take(backend, buffer, size), a Python call that returns the model's card as JSON. Until take returns, the buffer
 // is ours: freed here when anything fails. Resolves {card, fromCache, stored, storeError}.
 async function downloadInto(id, engine, python, model, take) {
-  const { M, A, threads } = engine;
-  const { buffer, size, fromCache, stored, storeError } = await downloadModel(M, A, model, (loaded, total, how) =>
+  const { M, threads } = engine;
+  const { buffer, size, fromCache, stored, storeError } = await downloadModel(engine, model, (loaded, total, how) =>
     postMessage({ type: "progress", id, what: "model", loaded, total, fromCache: !!(how && how.fromCache) }));
   let backend = null;
   try {

@@ -1,13 +1,13 @@
 """The chat page's start-up in headless Chromium: every boot stage reported with the worker's own timestamp, numpy's
 extension modules compiled only when Python imports them (the chat never needs numpy.fft or numpy's test modules;
-a page that does gets them on demand)."""
+a page that does gets them on demand), and the model download started before the engine is up, arriving whole."""
 from __future__ import annotations
 
 import pytest
 
 import build_site
 from browser_wait import bounded
-from test_browser_chat import open_chat
+from test_browser_chat import native_answer, open_chat
 
 pytestmark = pytest.mark.browser
 
@@ -68,3 +68,31 @@ def test_numpy_extension_modules_compile_only_when_imported(page, site):
     after = worker.evaluate(probe, "import numpy as np; float(np.fft.fft([3.0, 4.0]).real.sum())")
     assert after["value"] == 6.0
     assert any(lib.startswith("_pocketfft") for lib in after["libs"]), after["libs"]
+
+
+def test_the_model_download_starts_before_the_engine_and_arrives_whole(page, site, native, tiny_models):
+    model_file = tiny_models["F16"].name
+    held = []  # the engine's wasm requests, held until the model is downloaded
+    page.context.route("**/wasm/pocketmind-*.wasm", lambda route: held.append(route))
+    # the model arrives while the engine cannot even be fetched: the download did not wait for it
+    with page.context.expect_event("requestfinished", predicate=lambda r: r.url.endswith(model_file),
+                                   timeout=120_000):
+        page.goto(site)
+    assert held, "the engine's wasm was never requested"
+    assert page.evaluate("window.pocketmindChat.engine") is None  # no engine yet
+    for route in held:
+        route.continue_()
+    page.context.unroute("**/wasm/pocketmind-*.wasm")
+    bounded(page, "() => window.pocketmindChat.ready")
+    stages = {s["stage"]: s["ms"] for s in page.evaluate("window.pocketmindChat.stages")}
+    assert stages["engine"] < stages["model"]
+    # the bytes that waited in JS for the engine's buffer are the model's: the answer is the native glue's
+    page.click("summary:has-text('Settings')")
+    page.fill("#temperature", "0")
+    page.fill("#repeat-penalty", "1")
+    page.fill("#max-tokens", "24")
+    done = bounded(page, "(q) => window.pocketmindChat.ask(q)", "the word and the")
+    system = page.input_value("#system")
+    expected = native_answer(native, tiny_models["F16"], [{"role": "system", "content": system},
+                                                         {"role": "user", "content": "the word and the"}], 24)
+    assert done["tokens"] == expected["done"]["tokens"]
