@@ -90,18 +90,23 @@ function ask(id, request) {
 
 async function boot(id, { config, model }) {
   if (engine) throw new Error("the engine is already running");
-  // the runtime, the engine and the model download all start at once
+  // A model to download is asked for first of all, before Python's and the engine's start keep this thread busy,
+  // so its network wait overlaps theirs. A stored one is read once the engine is up: that read is CPU work (its
+  // sha256) that would slow their start on a small device.
+  const stored = await pocketmindModelStore.hasModel(model.url).catch(() => false);
+  let engineStarted;
+  const starting = new Promise((resolve, reject) => { engineStarted = { resolve, reject }; });
+  const downloading = stored ? starting.then(() => download(id, model)) : download(id, model, starting);
+  downloading.catch(() => {}); // a failed engine start is reported first
   python = bootPython(config.wheels, "pocketmind.chat_service");
   python.catch(() => {}); // reported by attach, once awaited
-  const starting = bootWatchedEngine().then((started) => {
+  bootWatchedEngine().then((started) => {
     engine = started;
     engine.baseBytes = engine.M.HEAPU8.length; // the engine's memory before any model (see checkRoom)
     stage("engine");
     postMessage({ type: "ready", variant: engine.variant, threads: engine.threads });
     return engine;
-  });
-  const downloading = download(id, model, starting);
-  downloading.catch(() => {}); // a failed engine start is reported first
+  }).then(engineStarted.resolve, engineStarted.reject);
   await starting;
   const downloaded = await downloading;
   stage("model");

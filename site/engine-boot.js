@@ -56,7 +56,7 @@ const MAX_MODEL_BYTES = 2 ** 31 - 2 ** 16;
 
 // At most this many bytes of a model wait in JS for the engine (downloadModel with an engine still starting); the
 // download then pauses until the engine's buffer takes them.
-const EARLY_BYTES = 32 * 2 ** 20;
+const EARLY_BYTES = 128 * 2 ** 20;
 
 // Fetch a model ({url, bytes, sha256}) from Cache Storage or the network (model-store.js verifies its sha256
 // and keeps it for offline use) straight into a fresh wasm buffer: no second copy in JS. `engine` ({M, A}) may be

@@ -15,6 +15,7 @@
 //   storeModel(url, bytes) -> {url, size, sha256}: keep bytes the person chose (a LoRA adapter from a file) under
 //     url, as if downloaded from there: fetchModel(url, {sha256}) then finds them, offline too.
 //   listModels() -> [{url, size, sha256, storedAt}]      deleteModel(url) -> bool
+//   hasModel(url) -> bool
 //   storageEstimate() -> {usage, quota} | null           requestPersistence() -> bool | null
 //   new Sha256().update(bytes)...digest() -> hex         (incremental; crypto.subtle has no streaming digest)
 //
@@ -383,6 +384,14 @@ var pocketmindModelStore = (function () {
     return out;
   }
 
+  // -> true when url is in the store (its bytes not checked: fetchModel does that)
+  async function hasModel(url) {
+    const { cache } = await openCache();
+    const response = cache ? await cache.match(absolute(url)) : null;
+    if (response && response.body) response.body.cancel().catch(() => {});
+    return Boolean(response);
+  }
+
   // -> true when an entry was removed
   async function deleteModel(url) {
     const { cache } = await openCache();
@@ -412,7 +421,8 @@ var pocketmindModelStore = (function () {
     }
   }
 
-  return { CACHE_NAME, Sha256, fetchModel, storeModel, listModels, deleteModel, storageEstimate, requestPersistence };
+  return { CACHE_NAME, Sha256, fetchModel, storeModel, listModels, hasModel, deleteModel, storageEstimate,
+           requestPersistence };
 })();
 
 if (typeof self !== "undefined") self.pocketmindModelStore = pocketmindModelStore;

@@ -96,3 +96,34 @@ def test_the_model_download_starts_before_the_engine_and_arrives_whole(page, sit
     expected = native_answer(native, tiny_models["F16"], [{"role": "system", "content": system},
                                                          {"role": "user", "content": "the word and the"}], 24)
     assert done["tokens"] == expected["done"]["tokens"]
+
+
+RECORD_WORKER_MESSAGES = """(() => {
+    const Original = window.Worker;
+    window.workerMessages = [];
+    window.Worker = class extends Original {
+        constructor(...args) {
+            super(...args);
+            this.addEventListener("message", ({ data }) =>
+                window.workerMessages.push(data.what ? `${data.type}:${data.what}` : data.type));
+        }
+    };
+})();"""
+
+
+def test_a_stored_model_is_read_once_the_engine_is_up_and_a_new_one_at_once(page, site, tiny_models):
+    """A download's network wait overlaps the engine's start; reading a stored model (hashing it) would only compete
+    with it for the worker's thread."""
+    page.context.add_init_script(RECORD_WORKER_MESSAGES)
+    url = f"models/{tiny_models['F16'].name}"
+    page.goto(site)  # the site's only model is the one the page boots with
+    bounded(page, "() => window.pocketmindChat.ready")
+    first = page.evaluate("window.workerMessages")
+    assert first.index("progress:model") < first.index("ready"), first  # not stored: asked for at once
+    bounded(page, """(url) => new Promise((resolve) => {
+        const check = () => pocketmindModelStore.hasModel(url).then((yes) => yes ? resolve() : setTimeout(check, 50));
+        check(); })""", url)
+    page.reload()
+    bounded(page, "() => window.pocketmindChat.ready")
+    again = page.evaluate("window.workerMessages")
+    assert "progress:model" in again and again.index("ready") < again.index("progress:model"), again
