@@ -93,6 +93,10 @@ function run() {
   job = client.run(request, {
     data,
     onEvent: (event) => {
+      if (event.type === "writing") { // a JSON item, token by token
+        $("run-text").textContent = `${event.index + 1} of ${event.total}: ${event.n_tokens} tokens written`;
+        return;
+      }
       if (event.type !== "item") return;
       addRow(event);
       $("run-progress").value = (event.index + 1) / event.total;

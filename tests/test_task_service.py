@@ -191,13 +191,38 @@ def test_a_json_task_runs_and_downloads_its_values(service):
     service.load_task(json.dumps({"name": "count", "instruction": "How many?", "output": {"json_schema": schema}}))
     service.start_run(json.dumps({"items": ["three apples", "a, b"]}))
     got = events(service)
-    assert [e["type"] for e in got] == ["item", "item", "done"]
-    assert all(isinstance(e["value"]["n"], int) and e["probs"] is None for e in got[:2])
+    items = [e for e in got if e["type"] == "item"]
+    assert [e["type"] for e in got if e["type"] != "writing"] == ["item", "item", "done"]
+    assert all(isinstance(e["value"]["n"], int) and e["probs"] is None for e in items)
     assert got[-1]["label_counts"] is None
+    # each value is written in steps: a prompt batch, then one event per token, before its item
+    for index, item in enumerate(items):
+        start = got.index(items[index - 1]) + 1 if index else 0
+        writing = [e["n_tokens"] for e in got[start:got.index(item)]]
+        assert writing[0] == 0 and writing[-1] >= 1 and writing == sorted(writing), writing
     table = list(csv.reader(io.StringIO(service.results_csv(), newline="")))
-    assert table[0] == ["text", "value"] and [json.loads(row[1]) for row in table[1:]] == [e["value"] for e in got[:2]]
+    assert table[0] == ["text", "value"] and [json.loads(row[1]) for row in table[1:]] == [e["value"] for e in items]
     with pytest.raises(ValueError, match="^evaluation needs a task with labels"):
         service.start_eval(json.dumps({"csv": CSV}))
+
+
+def test_a_stop_while_a_value_is_written_ends_the_run_at_once_and_leaves_it_out(service):
+    schema = {"type": "object", "properties": {"words": {"type": "array", "items": {"type": "string"}}},
+              "required": ["words"]}
+    doc = {"name": "words", "instruction": "List the words.", "output": {"json_schema": schema}}
+    service.load_task(json.dumps(doc))
+    texts = ["red green blue", "one two"]
+    service.start_run(json.dumps({"items": texts}))
+    first = [json.loads(service.step()) for _ in range(3)]
+    assert [e["type"] for e in first] == ["writing"] * 3 and first[-1]["index"] == 0
+    service.stop()
+    done = json.loads(service.step())
+    assert done["type"] == "done" and done["stopped"] is True and done["n_done"] == 0 and done["total"] == 2
+    assert service.step() is None and json.loads(service.results_json())["items"] == []
+    # the context stays usable: the next run writes what a fresh run writes
+    service.start_run(json.dumps({"items": texts[:1]}))
+    value = [e for e in events(service) if e["type"] == "item"][0]["value"]
+    assert value == Task.parse(json.dumps(doc)).run(service.contexts["tiny"], texts[0]).value
 
 
 # ---- refusals ----

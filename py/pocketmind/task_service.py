@@ -26,7 +26,8 @@ The contract with the page:
   tasks.DataError with the CLI's messages (row and line numbers).
 - `step()`: the next event as JSON, None once the run or evaluation is over:
   run: {"type": "item", "index", "total", "text", "label", "confidence", "probs": {label: p}, "n_tokens",
-  "seconds"} per item (a JSON task: "value" in place of "label", confidence and probs null), then {"type": "done",
+  "seconds"} per item (a JSON task: "value" in place of "label", confidence and probs null; before each item,
+  {"type": "writing", "index", "total", "n_tokens"} after each prompt batch and token), then {"type": "done",
   "stopped", "n_done", "total", "n_tokens", "seconds", "label_counts" (label tasks) or null};
   eval: {"type": "progress", "phase": "dev" or "test", "setup", "done", "total"} per item, then {"type": "done",
   "stopped", ...Lineup.summary: task, labels, n, setups (accuracy, macro_f1, ms_per_item, tokens_per_s,
@@ -36,7 +37,8 @@ The contract with the page:
   {model: {n_params, size, by_shots: {k: {text: [probs, n_tokens, seconds]}}}}}. The evaluating worker's
   start_eval takes that as "answers" (merged over the workers) for models it has not loaded: the same labels,
   accuracy, ensembles and cascade as if it had asked them itself.
-- `stop()`: the run or evaluation ends before its next item; its done event says "stopped": true and holds what
+- `stop()`: the run or evaluation ends before its next item (a JSON task's run: before its next token, the item
+  being written left out); its done event says "stopped": true and holds what
   was finished (a stopped evaluation reports each started setup on the rows it answered; stopped while fitting on
   the dev rows, it has no setups).
 - `recommend(target_json)`: the last evaluation's recommendation for a target accuracy (a number, or null: within
@@ -379,10 +381,9 @@ class TaskService(SteppedService):
         for index, text in enumerate(texts):
             if self._stop:
                 break
-            try:
-                result = task.run(ctx, text, shots)
-            except ValueError as e:  # e.g. an item too long for the context: say which
-                raise ValueError(f"item {index + 1}: {e}") from e
+            result = yield from self._item(task, ctx, text, shots, index, len(texts))
+            if result is None:  # stopped while it was being written
+                break
             item = {"index": index, "text": text, **result.as_dict()}
             if task.labels is None:
                 item.update(confidence=None, probs=None)
@@ -393,6 +394,22 @@ class TaskService(SteppedService):
                "total": len(texts), "n_tokens": sum(r["n_tokens"] for r in self._results),
                "seconds": sum(r["seconds"] for r in self._results),
                "label_counts": None if counts is None else {label: counts[label] for label in task.labels}}
+
+    def _item(self, task: Task, ctx: Context, text: str, shots: int, index: int, total: int):
+        """One item's result, in steps: a JSON item yields a "writing" event after each prompt batch and token, so
+        a stop ends it between two tokens (the item is then left out: None)."""
+        steps = task.steps(ctx, text, shots)
+        try:
+            while True:
+                n_written = next(steps)
+                if self._stop:
+                    steps.close()
+                    return None
+                yield {"type": "writing", "index": index, "total": total, "n_tokens": n_written}
+        except StopIteration as end:
+            return end.value
+        except ValueError as e:  # e.g. an item too long for the context: say which
+            raise ValueError(f"item {index + 1}: {e}") from e
 
     def _eval(self, lineup: Lineup, rows: list, dev: list | None) -> Iterator[dict]:
         report = None

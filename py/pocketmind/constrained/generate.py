@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Generator as Steps
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,23 @@ def generate_json(ctx, prompt_tokens: Sequence[int] | np.ndarray, schema: dict[s
     Raises SchemaError for schemas outside the subset, ValueError when max_tokens (or the context) cannot hold
     even the shortest valid value.
     """
+    return run_to_end(json_steps(ctx, prompt_tokens, schema, params, max_tokens))
+
+
+def run_to_end(steps: Steps[Any, None, Any]) -> Any:
+    """What a generator of steps returns, once run to its end."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value
+
+
+def json_steps(ctx, prompt_tokens: Sequence[int] | np.ndarray, schema: dict[str, Any],
+               params: SamplingParams | None = None, max_tokens: int = 256) -> Steps[int, None, tuple]:
+    """generate_json in steps, so a caller can yield to its event loop or stop between them: yields the number of
+    tokens generated so far after each prompt batch and each generated token, and returns what generate_json
+    returns. Closing it between steps leaves the context usable (every decode is complete)."""
     gen = ctx if isinstance(ctx, Generator) else Generator(ctx)
     table = token_table(gen.model)
     masker = table.masker(schema)
@@ -89,6 +107,7 @@ def generate_json(ctx, prompt_tokens: Sequence[int] | np.ndarray, schema: dict[s
     step = max(1, gen.ctx.n_batch)
     for i in range(reused, len(prompt), step):
         gen._decode(prompt[i:i + step])
+        yield 0
     t1 = time.perf_counter()
 
     sampler = Sampler(params or SamplingParams())
@@ -124,6 +143,7 @@ def generate_json(ctx, prompt_tokens: Sequence[int] | np.ndarray, schema: dict[s
             reason = "complete"
         elif len(generated) < max_tokens:
             gen._decode([token])
+        yield len(generated)
     text = out.decode("utf-8")
     value = json.loads(text)
     t2 = time.perf_counter()

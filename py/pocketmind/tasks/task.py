@@ -182,14 +182,22 @@ class Task:
         """Classify one text (a TaskResult), or, for a JSON task, extract one value that validates against the
         task's schema (an ExtractResult; greedy, so the same text gives the same value). Given a Model, a context
         is created on first use and kept on the model (so calls reuse it); given a Context, that one is used."""
+        from ..constrained.generate import run_to_end
+
+        return run_to_end(self.steps(model_or_ctx, text, shots))
+
+    def steps(self, model_or_ctx, text: str, shots: int = 0):
+        """run() in steps: a JSON task yields the number of tokens written so far after each prompt batch and each
+        token (a classification runs in one step and yields nothing); returns run()'s result."""
         ctx = context_for(model_or_ctx)
         t = time.perf_counter()
         prompt = self.prompt_tokens(ctx.model, text, shots)
         if self.labels is None:
-            from ..constrained import generate_json
+            from ..constrained import json_steps
             from ..sampling import GREEDY
 
-            value, out, stats = generate_json(ctx, prompt, dict(self.json_schema), GREEDY, max_tokens=JSON_MAX_TOKENS)
+            value, out, stats = yield from json_steps(ctx, prompt, dict(self.json_schema), GREEDY,
+                                                      max_tokens=JSON_MAX_TOKENS)
             return ExtractResult(value, out, stats.n_prompt - stats.n_reused + stats.n_generated,
                                  time.perf_counter() - t)
         shared = common_prefix(prompt, self.shared_tokens(ctx.model, shots))
