@@ -53,6 +53,12 @@ def native_answer(native, path, messages, max_tokens) -> dict:
         return service.answer(json.dumps(request))
 
 
+def native_answer_to(page, native, path, question: str, max_tokens: int) -> dict:
+    """The native glue's greedy answer to `question` as the first turn under the page's system prompt."""
+    messages = [{"role": "system", "content": page.input_value("#system")}, {"role": "user", "content": question}]
+    return native_answer(native, path, messages, max_tokens)
+
+
 def test_page_boots_threaded_and_streams_the_native_answer(page, site, native, tiny_models):
     open_chat(page, site, tiny_models["F16"].name)
     assert page.evaluate("crossOriginIsolated") is True
@@ -63,9 +69,7 @@ def test_page_boots_threaded_and_streams_the_native_answer(page, site, native, t
         new MutationObserver(() => window.chunks++).observe(el, {subtree: true, characterData: true, childList: true}); }""")
     done = bounded(page, "(q) => window.pocketmindChat.ask(q)", "the word and the")
     assert page.evaluate("window.chunks") > 5  # streamed, not written at once
-    system = page.input_value("#system")
-    expected = native_answer(native, tiny_models["F16"], [{"role": "system", "content": system},
-                                                         {"role": "user", "content": "the word and the"}], 40)
+    expected = native_answer_to(page, native, tiny_models["F16"], "the word and the", 40)
     assert done["tokens"] == expected["done"]["tokens"]
     assert done["text"] == expected["text"]
     shown = page.locator(".message.assistant").last.text_content()
@@ -200,9 +204,7 @@ def test_a_model_whose_template_fails_frees_its_buffer_once_and_the_next_model_a
     bounded(page, "(f) => window.pocketmindChat.use(f)", f"models/{tiny_models['F16'].name}")
     page.fill("#max-tokens", "40")
     done = bounded(page, "(q) => window.pocketmindChat.ask(q)", "the word and the")
-    system = page.input_value("#system")
-    expected = native_answer(native, tiny_models["F16"], [{"role": "system", "content": system},
-                                                         {"role": "user", "content": "the word and the"}], 40)
+    expected = native_answer_to(page, native, tiny_models["F16"], "the word and the", 40)
     assert done["tokens"] == expected["done"]["tokens"]
     bounded(worker, "() => python.then((py) => py.runPython('import gc, sys; sys.last_exc = sys.last_value = sys.last_traceback = None; gc.collect()'))")
     assert worker.evaluate("self.badFrees") == []
@@ -375,9 +377,7 @@ def test_logits_and_token_bytes_are_read_right_above_2_gib(page, site, native, s
     page.fill("#max-tokens", "48")
     question = "What is the capital of France?"
     done = bounded(page, "(q) => window.pocketmindChat.ask(q)", question)
-    system = page.input_value("#system")
-    expected = native_answer(native, smollm2, [{"role": "system", "content": system},
-                                               {"role": "user", "content": question}], 48)
+    expected = native_answer_to(page, native, smollm2, question, 48)
     assert done["text"] == expected["text"] and "Paris" in done["text"]
 
 

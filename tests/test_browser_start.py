@@ -7,7 +7,7 @@ import pytest
 
 import build_site
 from browser_wait import bounded
-from test_browser_chat import native_answer, open_chat
+from test_browser_chat import native_answer_to, open_chat
 
 pytestmark = pytest.mark.browser
 
@@ -92,9 +92,7 @@ def test_the_model_download_starts_before_the_engine_and_arrives_whole(page, sit
     page.fill("#repeat-penalty", "1")
     page.fill("#max-tokens", "24")
     done = bounded(page, "(q) => window.pocketmindChat.ask(q)", "the word and the")
-    system = page.input_value("#system")
-    expected = native_answer(native, tiny_models["F16"], [{"role": "system", "content": system},
-                                                         {"role": "user", "content": "the word and the"}], 24)
+    expected = native_answer_to(page, native, tiny_models["F16"], "the word and the", 24)
     assert done["tokens"] == expected["done"]["tokens"]
 
 
