@@ -73,9 +73,7 @@ async function setAdapter(id, { adapter, scale }) {
     const { buffer, size } = await downloadModel(engine, adapter, (loaded, total, how) =>
       postMessage({ type: "progress", id, what: "adapter", loaded, total, fromCache: !!(how && how.fromCache) }));
     try {
-      listed = service.add_adapter(buffer, size, scale);
-    } catch (e) {
-      throw new Error(pythonMessage(e));
+      listed = pythonCall(() => service.add_adapter(buffer, size, scale));
     } finally {
       M._pm_buffer_free(buffer);
     }

@@ -14,6 +14,7 @@ const client = new ChatClient({ wheels: config.wheels });
 const chat = client.conversation();
 const STAGES = { worker: "worker started", engine: "engine started", python: "Python started",
                  packages: "packages unpacked", glue: "glue loaded", model: "model downloaded" };
+$("boot-progress").max = Object.keys(STAGES).length;
 // the Settings inputs and the sampling setting each one holds
 const SETTINGS = { temperature: "temperature", "top-p": "top_p", "repeat-penalty": "repeat_penalty" };
 let writing = null; // the assistant message element being written

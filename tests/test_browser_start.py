@@ -7,7 +7,7 @@ import pytest
 
 import build_site
 from browser_wait import bounded
-from test_browser_chat import native_answer_to, open_chat
+from test_browser_chat import chat_worker, native_answer_to, open_chat
 
 pytestmark = pytest.mark.browser
 
@@ -19,10 +19,6 @@ def site(tmp_path_factory, tiny_models, serve_site):
     out = tmp_path_factory.mktemp("start-site")
     build_site.build_site(out, [tiny_models["F16"]])
     return serve_site(out)
-
-
-def chat_worker(page):
-    return next(w for w in page.workers if w.url.endswith("/chat-worker.js"))
 
 
 def test_every_boot_stage_is_reported_on_the_workers_clock(page, site):
