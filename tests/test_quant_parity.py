@@ -45,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 QUANT_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K"]
 ORDER_MAX, ORDER_MEAN = 0.2, 0.03
 BIT_EXACT_KERNELS = {"Q6_K"}  # the wasm kernel returns the generic one's bits
+TWO_BY_TWO = ["Q4_1", "Q5_0", "Q8_0"]  # wasm-simd-2x2-dot.patch's 2x2 kernels (SmolLM2's types, most of Gemma's)
 EQUAL_BOUND = 1e-5  # what the other ops (F32 attention matmuls, softmax) leave: 1.2e-6 measured
 PROMPT = "the word and the other one was not said and then all of them were what they are"
 WASM_QUANTS_C = "ggml/src/ggml-cpu/arch/wasm/quants.c"
@@ -74,7 +75,8 @@ def build_kernel_harness(tree: Path, quants_c: Path, out: Path) -> Path:
     cmd = ["emcc", "-O2", "-msimd128", *[f"-I{i}" for i in includes], str(quants_c),
            str(ggml / "src" / "ggml-cpu" / "quants.c"), str(ggml / "src" / "ggml-quants.c"),
            str(HERE / "wasm" / "kernel_harness.c"), "-sERROR_ON_UNDEFINED_SYMBOLS=0", "-sMODULARIZE=1",
-           "-sENVIRONMENT=node", "-sALLOW_MEMORY_GROWTH=1", "-sEXPORTED_FUNCTIONS=_harness_dot,_malloc,_free",
+           "-sENVIRONMENT=node", "-sALLOW_MEMORY_GROWTH=1",
+           "-sEXPORTED_FUNCTIONS=_harness_dot,_harness_dot_2x2,_malloc,_free",
            "-o", str(out)]
     subprocess.run(cmd, check=True, env=wasm_build.emscripten_env(), capture_output=True)
     return out
@@ -129,6 +131,53 @@ def test_wasm_kernels_match_ggml_generic_kernels(tmp_path):
             assert all(r["same_activation"] == 1 for r in rows), quant
         else:
             assert not any(r["same_activation"] == 1 for r in rows), quant
+
+
+@emscripten
+def test_wasm_2x2_kernels_give_the_one_row_kernels_bits(tmp_path):
+    """ggml's matmul asks these types' wasm kernels for two weight rows by two activation columns in one call
+    (nrc == 2; wasm-simd-2x2-dot.patch), which unpacks each weight block and widens each activation block once for
+    two products, and for two rows of one column (by == 0) when a matrix meets a vector (docs/wasm_kernels.md has
+    the speed-ups, benchmarks/wasm_kernels.py). Every product must keep the one-row kernel's bits, so the patch
+    changes speed only and every parity figure here holds as before."""
+    tree = wasm_build.source_tree()
+    module = build_kernel_harness(tree, tree / WASM_QUANTS_C, tmp_path / "harness.js")
+    rng, cases, n = np.random.default_rng(1), [], 2048
+    for quant in TWO_BY_TWO:
+        for case in range(4):
+            files = {}
+            for name in ("w0", "w1", "a0", "a1"):
+                scale = rng.uniform(0.1, 10) if name.startswith("a") else 1.0
+                files[name] = str(tmp_path / f"{name}-{quant}-{case}.f32")
+                (rng.standard_normal(n) * scale).astype(np.float32).tofile(files[name])
+            cases.append({"type": int(gguf.GGMLQuantizationType[quant]), "n": n, **files})
+    (tmp_path / "job.json").write_text(json.dumps({"cases": cases}))
+    subprocess.run(["node", "--no-experimental-fetch", str(HERE / "wasm" / "kernel_run_2x2.cjs"), str(module),
+                    str(tmp_path / "job.json"), str(tmp_path / "out.json")], check=True, timeout=120)
+    results = json.loads((tmp_path / "out.json").read_text())
+    assert len(results) == len(cases)
+    for case, result in zip(cases, results):
+        assert result["rc"] == 0
+        assert len(set(result["one_row"])) == 4 and all(abs(v) > 0 for v in result["one_row"])  # four real products
+        assert result["two_by_two"] == result["one_row"], case
+        assert result["two_rows_one_column"] == result["one_row"][:2], case
+
+
+@pytest.mark.parametrize("quant", TWO_BY_TWO)
+def test_2x2_kernels_in_odd_and_even_batches(native_generic, run_wasm, tmp_path, quant):
+    """A batch of an odd number of tokens pairs every column but the last, which goes one row at a time (the
+    patch's change to ggml's matmul loop; upstream fell back to one row for the whole matmul). Both parities agree
+    with native-generic as closely as test_tiny_model_logits_per_weight_type asks, and the wasm builds with one
+    and two threads give the same bits."""
+    path = tiny_model(tmp_path, quant)
+    with Model.from_file(path, native_generic) as model:
+        tokens = model.tokenize(PROMPT).tolist()
+    for batch in (tokens[:17], tokens[:18]):
+        st = wasm_logits(run_wasm, "wasm-st", path, batch, tmp_path / "st.bin")
+        mt = wasm_logits(run_wasm, "wasm-mt", path, batch, tmp_path / "mt.bin")
+        assert np.array_equal(st, mt)
+        diff = np.abs(st - native_logits(native_generic, path, batch))
+        assert diff.max() < ORDER_MAX and diff.mean() < ORDER_MEAN, (len(batch), diff.max(), diff.mean())
 
 
 # ---- whole models ----

@@ -252,8 +252,9 @@ def unwind_fix(flags: list[str]) -> Path:
     return obj
 
 
-def link(variant: str, tree: Path, libs: Path) -> list[Path]:
-    """Compile the binding against the libraries; return the produced files (in the cache)."""
+def link_command(variant: str, tree: Path, libs: Path) -> tuple[list[str], list[str]]:
+    """The compiler command (without its -o) that compiles the binding against the libraries, and the names of
+    the files it writes (the first is the one -o names)."""
     spec = VARIANTS[variant]
     wasm = variant.startswith("wasm")
     includes = [f"-I{tree / 'include'}", f"-I{tree / 'ggml' / 'include'}",
@@ -274,12 +275,18 @@ def link(variant: str, tree: Path, libs: Path) -> list[Path]:
         name = f"pocketmind-{variant.split('-')[1]}"
         cmd = ["em++", *includes, str(HERE / "pocketmind.cpp"), *extra_objects, *archives, *link_flags]
         outputs = [f"{name}.js", f"{name}.wasm"] + ([f"{name}.worker.js"] if "-pthread" in spec["cflags"] else [])
-        key = digest(libs.name, *BINDING, portable(cmd[3:]), tool_version(["emcc", "--version"]))
     else:
         cmd = ["g++", "-O2", "-fPIC", "-shared", *includes, str(HERE / "pocketmind.cpp"),
                "-Wl,--no-undefined", *archives, "-lpthread", "-ldl", "-lm"]
         outputs = ["libpocketmind.so"]
-        key = digest(libs.name, *BINDING, portable(cmd[3:]), tool_version(["g++", "--version"]))
+    return cmd, outputs
+
+
+def link(variant: str, tree: Path, libs: Path) -> list[Path]:
+    """Compile the binding against the libraries; return the produced files (in the cache)."""
+    wasm = variant.startswith("wasm")
+    cmd, outputs = link_command(variant, tree, libs)
+    key = digest(libs.name, *BINDING, portable(cmd[3:]), tool_version(["emcc" if wasm else "g++", "--version"]))
     odir = deps.cache_root() / f"out-{variant}-{key}"
     if (odir / ".ok").exists():
         return [odir / o for o in outputs]

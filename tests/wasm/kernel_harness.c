@@ -65,10 +65,14 @@ static float wf[8192], af[8192];
 // generic kernel on the reference-quantized activation, out[2] the generic kernel on the wasm-quantized activation,
 // out[3] the dot product of the dequantized weights and reference-quantized activation, summed in double.
 // Returns 1 if the two quantized activations are the same bytes, 0 if not, -1 for an unknown type.
-int harness_dot(int type, int n, const float * w, const float * a, float * out) {
+static void fill_fp16_table(void) {
     if (ggml_table_f32_f16[0x3c00] != 1.0f) {
         for (uint32_t i = 0; i < (1 << 16); i++) ggml_table_f32_f16[i] = ggml_compute_fp16_to_fp32((ggml_fp16_t) i);
     }
+}
+
+int harness_dot(int type, int n, const float * w, const float * a, float * out) {
+    fill_fp16_table();
     for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
         const struct kind * t = &kinds[k];
         if (t->type != type) continue;
@@ -91,6 +95,37 @@ int harness_dot(int type, int n, const float * w, const float * a, float * out) 
         for (int i = 0; i < n; i++) exact += (double) wf[i] * af[i];
         out[3] = (float) exact;
         return memcmp(aw, ar, act) == 0;
+    }
+    return -1;
+}
+
+static uint8_t wq2[2][1 << 15], aw2[2][1 << 15];  // two rows each, 32 KiB apart
+
+// The 2x2 call (nrc == 2) that ggml's matmul makes for types whose kernel takes it (wasm-simd-2x2-dot.patch): two
+// weight rows w0, w1 and two activations a0, a1 of n values each. out[0..3]: the 2x2 call's x0.y0, x1.y0, x0.y1,
+// x1.y1 (as it stores them: s[0], s[1], s[bs], s[bs + 1]); out[4..5]: the two-row call on one column (by == 0:
+// y1 is y0), x0.y0 and x1.y0; out[6..9]: x0.y0, x1.y0, x0.y1, x1.y1 by four one-row calls.
+// Returns -1 for an unknown type.
+int harness_dot_2x2(int type, int n, const float * w0, const float * w1, const float * a0, const float * a1,
+                    float * out) {
+    fill_fp16_table();
+    for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+        const struct kind * t = &kinds[k];
+        if (t->type != type) continue;
+        t->weight_ref(w0, wq2[0], n);
+        t->weight_ref(w1, wq2[1], n);
+        t->act_wasm(a0, aw2[0], n);
+        t->act_wasm(a1, aw2[1], n);
+        const size_t bx = (size_t) (wq2[1] - wq2[0]), by = (size_t) (aw2[1] - aw2[0]);
+        float s[2 * 16];
+        t->dot_wasm(n, s, 16, wq2[0], bx, aw2[0], by, 2);
+        out[0] = s[0], out[1] = s[1], out[2] = s[16], out[3] = s[17];
+        t->dot_wasm(n, s, 16, wq2[0], bx, aw2[0], 0, 2);
+        out[4] = s[0], out[5] = s[1];
+        for (int c = 0; c < 2; c++) {
+            for (int r = 0; r < 2; r++) t->dot_wasm(n, &out[6 + 2 * c + r], 0, wq2[r], 0, aw2[c], 0, 1);
+        }
+        return 0;
     }
     return -1;
 }

@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""ggml's wasm dot-product kernels, one-row calls against the 2x2 calls of wasm-simd-2x2-dot.patch, under Node.
+
+    python3 benchmarks/wasm_kernels.py [--processes 3] [--rounds 30]
+
+benchmarks/wasm_kernels.c is built against the pinned, patched llama.cpp source (the kernels the wasm builds run) and
+times, for each type with a 2x2 kernel, a 512-row weight matrix times 64 activation columns both ways, alternated in
+each round; row lengths are the models' (SmolLM2 576, Gemma-3 640) and one longer row (2048). Timings of the same
+code differ by up to 1.5x between Node processes on this machine, so each process reports its own ratio and the
+table gives their median. Also checks that both ways give the same bits. Writes docs/wasm_kernels.md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "wasm"), str(REPO / "benchmarks")]
+
+import build as wasm_build  # noqa: E402
+from machine import cpu_name  # noqa: E402
+
+ROW_LENGTHS = [576, 640, 2048]
+
+
+def build_bench(out: Path) -> Path:
+    ggml = wasm_build.source_tree() / "ggml"
+    cpu = ggml / "src" / "ggml-cpu"
+    includes = [ggml / "include", ggml / "src", cpu, cpu / "arch" / "wasm"]
+    cmd = ["emcc", *wasm_build.WASM_CFLAGS, *[f"-I{i}" for i in includes], str(cpu / "arch" / "wasm" / "quants.c"),
+           str(cpu / "quants.c"), str(ggml / "src" / "ggml-quants.c"), str(REPO / "benchmarks" / "wasm_kernels.c"),
+           "-sERROR_ON_UNDEFINED_SYMBOLS=0", "-sENVIRONMENT=node", "-sALLOW_MEMORY_GROWTH=1", "-o", str(out)]
+    subprocess.run(cmd, check=True, env=wasm_build.emscripten_env(), capture_output=True)
+    return out
+
+
+def run(module: Path, n: int, rounds: int) -> list[dict]:
+    out = subprocess.run(["node", "--no-experimental-fetch", str(module), str(n), "512", "64", str(rounds)],
+                         check=True, capture_output=True, text=True, timeout=600).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--processes", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=30)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        module = build_bench(Path(tmp) / "wasm_kernels.js")
+        samples: dict[tuple[str, int], list[dict]] = {}
+        for process in range(args.processes):
+            for n in ROW_LENGTHS:
+                for result in run(module, n, args.rounds):
+                    samples.setdefault((result["type"], n), []).append(result)
+                    print(json.dumps(result), flush=True)
+    lines = [
+        "# ggml's wasm dot-product kernels: one row at a time against 2x2",
+        "",
+        f"Written by `python3 benchmarks/wasm_kernels.py --processes {args.processes} --rounds {args.rounds}` on "
+        f"{datetime.date.today()} ({cpu_name()}, Node {node_version()}). A 512 x n weight matrix times 64 activation "
+        "columns, walked as ggml's matmul walks it: one-row calls (upstream) and 2x2 calls "
+        "(`wasm/patches/wasm-simd-2x2-dot.patch`), alternated in each round; milliseconds are each process's median "
+        "round, and the ratio is the median of the processes' own ratios (the same code's timings differ by up to "
+        "1.5x between processes on this machine).",
+        "",
+        "| type | n | one row, ms | 2x2, ms | speed-up | same bits |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (kind, n), rows in sorted(samples.items()):
+        ratio = statistics.median(r["one_row_ms"] / r["two_by_two_ms"] for r in rows)
+        lines.append(f"| {kind} | {n} | {statistics.median(r['one_row_ms'] for r in rows):.2f} | "
+                     f"{statistics.median(r['two_by_two_ms'] for r in rows):.2f} | {ratio:.2f}x | "
+                     f"{'yes' if all(r['same_bits'] for r in rows) else 'NO'} |")
+    (REPO / "docs" / "wasm_kernels.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+def node_version() -> str:
+    return subprocess.run(["node", "--version"], capture_output=True, text=True, check=True).stdout.strip()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
