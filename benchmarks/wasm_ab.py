@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Two single-thread wasm builds side by side under Node: this checkout's build/wasm-st against a baseline copy
-(say, build/wasm-st saved before a kernel patch), on both benchmark models, rounds interleaved.
+(say, build/wasm-st saved before a kernel patch), on both benchmark models.
 
-    python3 benchmarks/wasm_ab.py --baseline DIR [--label NAME] [--rounds 5] [--prompts 64,63,256] [--gen 32]
+    python3 benchmarks/wasm_ab.py --baseline DIR [--label NAME] [--processes 2] [--rounds 5] [--prompts 64,63]
+                                  [--gen 32]
 
-DIR holds pocketmind-st.js/.wasm. Each sample is one wasm/run_node.cjs process with one {op: "bench"} task per
-prompt length (a prompt of that many tokens in one batch, then --gen tokens one by one). The table gives medians
-and the ratio this build / baseline; every sample goes to the JSON beside it. Writes docs/wasm_ab.md and
-docs/wasm_ab.json.
+DIR holds pocketmind-st.js/.wasm. benchmarks/wasm_ab.cjs loads both builds into one Node process, each with the
+model, and benchmarks them in turn --rounds times (a prompt of each length in one batch, then --gen tokens one by
+one, after a warm-up of the same shapes): the same code's speed differs by up to 1.5x between Node processes on
+this machine, so the two are compared inside each process. The table gives medians over every round of every
+process and the median of the per-round ratios new / baseline; every sample goes to docs/wasm_ab.json. Writes
+docs/wasm_ab.md.
 """
 from __future__ import annotations
 
@@ -29,45 +32,50 @@ from machine import cpu_name  # noqa: E402
 MODELS = {"SmolLM2-135M-Instruct Q4_1": deps.smollm2, "Gemma-3-270M Q4_K_M": deps.gemma3_270m}
 
 
-def bench(module: Path, model: Path, prompts: list[int], n_gen: int) -> list[dict]:
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as job:
-        json.dump({"module": str(module), "model": str(model), "n_ctx": 1024, "n_batch": 512, "threads": 1,
-                   "tasks": [{"op": "bench", "n_prompt": n, "n_gen": n_gen} for n in prompts]}, job)
-    out = subprocess.run(["node", "--no-experimental-fetch", str(REPO / "wasm" / "run_node.cjs"), job.name],
-                         capture_output=True, text=True, check=True, timeout=1200).stdout
-    Path(job.name).unlink()
-    return [r for r in json.loads(out.strip().splitlines()[-1]) if r.get("op") == "bench"]
+def run(modules: dict[str, Path], model: Path, prompts: list[int], n_gen: int, rounds: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        job = Path(tmp) / "job.json"
+        job.write_text(json.dumps({"modules": {k: str(v) for k, v in modules.items()}, "model": str(model),
+                                   "n_ctx": 1024, "n_batch": 512, "rounds": rounds,
+                                   "tasks": [{"n_prompt": n, "n_gen": n_gen} for n in prompts]}))
+        out = subprocess.run(["node", "--no-experimental-fetch", str(REPO / "benchmarks" / "wasm_ab.cjs"), str(job)],
+                             capture_output=True, text=True, check=True, timeout=3600).stdout
+    return json.loads(out)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", type=Path, required=True)
     parser.add_argument("--label", default="this change")
+    parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--prompts", default="64,63,256")
+    parser.add_argument("--prompts", default="64,63")
     parser.add_argument("--gen", type=int, default=32)
     args = parser.parse_args()
     prompts = [int(n) for n in args.prompts.split(",")]
-    builds = {"baseline": args.baseline / "pocketmind-st.js", "new": REPO / "build" / "wasm-st" / "pocketmind-st.js"}
-    samples: dict[str, dict[str, list[list[dict]]]] = {m: {b: [] for b in builds} for m in MODELS}
-    for r in range(args.rounds):
+    modules = {"baseline": args.baseline / "pocketmind-st.js", "new": REPO / "build" / "wasm-st" / "pocketmind-st.js"}
+    samples: dict[str, dict[str, list]] = {m: {"baseline": [], "new": []} for m in MODELS}
+    for process in range(args.processes):
         for label, path in MODELS.items():
-            for build, module in builds.items():
-                samples[label][build].append(bench(module, path(), prompts, args.gen))
-        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+            result = run(modules, path(), prompts, args.gen, args.rounds)
+            for build in modules:
+                samples[label][build] += result[build]
+            print(f"process {process + 1}/{args.processes}: {label} done", file=sys.stderr, flush=True)
 
     lines = ["# Two wasm builds side by side", "",
-             f"Written by `python3 benchmarks/wasm_ab.py --baseline ... --label \"{args.label}\" --rounds "
-             f"{args.rounds} --prompts {args.prompts} --gen {args.gen}` on {datetime.date.today()} ({cpu_name()}). "
-             f"Single-thread builds under Node, 1 thread, rounds interleaved; medians of {args.rounds}. New: "
-             f"{args.label}.", "",
-             "| model | measure | baseline tokens/s | new tokens/s | new / baseline |", "|---|---|---|---|---|"]
+             f"Written by `python3 benchmarks/wasm_ab.py --baseline ... --label \"{args.label}\" --processes "
+             f"{args.processes} --rounds {args.rounds} --prompts {args.prompts} --gen {args.gen}` on "
+             f"{datetime.date.today()} ({cpu_name()}). Single-thread builds under Node, 1 thread, both in each Node "
+             f"process and benchmarked in turn; {args.processes * args.rounds} rounds per model. New: {args.label}.",
+             "", "| model | measure | baseline tokens/s | new tokens/s | new / baseline (median of rounds) |",
+             "|---|---|---|---|---|"]
     for label in MODELS:
+        base, new = samples[label]["baseline"], samples[label]["new"]
         for i, n in enumerate(prompts):
             for key, name in (("pp_tps", f"prompt of {n}"), ("tg_tps", f"generation after {n}")):
-                base = statistics.median(s[i][key] for s in samples[label]["baseline"])
-                new = statistics.median(s[i][key] for s in samples[label]["new"])
-                lines.append(f"| {label} | {name} | {base:.1f} | {new:.1f} | {new / base:.2f}x |")
+                ratio = statistics.median(b_new[i][key] / b_base[i][key] for b_base, b_new in zip(base, new))
+                lines.append(f"| {label} | {name} | {statistics.median(r[i][key] for r in base):.1f} | "
+                             f"{statistics.median(r[i][key] for r in new):.1f} | {ratio:.2f}x |")
     (REPO / "docs" / "wasm_ab.md").write_text("\n".join(lines) + "\n")
     (REPO / "docs" / "wasm_ab.json").write_text(json.dumps({"label": args.label, "prompts": prompts,
                                                             "gen": args.gen, "samples": samples}, indent=1))

@@ -22,17 +22,20 @@ typedef void (*dot_fn)(int, float *, size_t, const void *, size_t, const void *,
 struct kind {
     const char * name;
     quantize_fn weights, activations;
-    size_t weight_bytes, act_bytes;  // per 32 values
+    int block;                       // values per block
+    size_t weight_bytes, act_bytes;  // per block
     dot_fn dot;
 };
 
 static const struct kind kinds[] = {
-    {"Q4_1", (quantize_fn) quantize_row_q4_1_ref, quantize_row_q8_1, sizeof(block_q4_1), sizeof(block_q8_1),
+    {"Q4_1", (quantize_fn) quantize_row_q4_1_ref, quantize_row_q8_1, QK4_1, sizeof(block_q4_1), sizeof(block_q8_1),
      ggml_vec_dot_q4_1_q8_1},
-    {"Q5_0", (quantize_fn) quantize_row_q5_0_ref, quantize_row_q8_0, sizeof(block_q5_0), sizeof(block_q8_0),
+    {"Q5_0", (quantize_fn) quantize_row_q5_0_ref, quantize_row_q8_0, QK5_0, sizeof(block_q5_0), sizeof(block_q8_0),
      ggml_vec_dot_q5_0_q8_0},
-    {"Q8_0", (quantize_fn) quantize_row_q8_0_ref, quantize_row_q8_0, sizeof(block_q8_0), sizeof(block_q8_0),
+    {"Q8_0", (quantize_fn) quantize_row_q8_0_ref, quantize_row_q8_0, QK8_0, sizeof(block_q8_0), sizeof(block_q8_0),
      ggml_vec_dot_q8_0_q8_0},
+    {"Q4_K", (quantize_fn) quantize_row_q4_K_ref, quantize_row_q8_K, QK_K, sizeof(block_q4_K), sizeof(block_q8_K),
+     ggml_vec_dot_q4_K_q8_K},
 };
 
 static int compare(const void * a, const void * b) {
@@ -52,7 +55,8 @@ int main(int argc, char ** argv) {
     srand(1);
     for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
         const struct kind * t = &kinds[k];
-        const size_t wrow = n / 32 * t->weight_bytes, arow = n / 32 * t->act_bytes;
+        if (n % t->block != 0) continue;  // K-quants need rows of a multiple of 256 values
+        const size_t wrow = n / t->block * t->weight_bytes, arow = n / t->block * t->act_bytes;
         uint8_t * w = malloc(wrow * rows), * a = malloc(arow * cols);
         for (int r = 0; r < rows; r++) {
             for (int i = 0; i < n; i++) values[i] = (float) rand() / (float) RAND_MAX - 0.5f;

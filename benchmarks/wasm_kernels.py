@@ -4,8 +4,9 @@
     python3 benchmarks/wasm_kernels.py [--processes 3] [--rounds 30]
 
 benchmarks/wasm_kernels.c is built against the pinned, patched llama.cpp source (the kernels the wasm builds run) and
-times, for each type with a 2x2 kernel, a 512-row weight matrix times 64 activation columns both ways, alternated in
-each round; row lengths are the models' (SmolLM2 576, Gemma-3 640) and one longer row (2048). Timings of the same
+times, for each type with a 2x2 kernel, a 512-row weight matrix times 64 activation columns (one-row calls against
+2x2 calls) and times one column (one-row calls against two-row calls), alternated in each round; row lengths are
+the models' (SmolLM2 576, Gemma-3 640) and one longer row (2048). Timings of the same
 code differ by up to 1.5x between Node processes on this machine, so each process reports its own ratio and the
 table gives their median. Also checks that both ways give the same bits. Writes docs/wasm_kernels.md.
 """
@@ -63,19 +64,27 @@ def main() -> int:
         "# ggml's wasm dot-product kernels: one row at a time against 2x2",
         "",
         f"Written by `python3 benchmarks/wasm_kernels.py --processes {args.processes} --rounds {args.rounds}` on "
-        f"{datetime.date.today()} ({cpu_name()}, Node {node_version()}). A 512 x n weight matrix times 64 activation "
-        "columns, walked as ggml's matmul walks it: one-row calls (upstream) and 2x2 calls "
-        "(`wasm/patches/wasm-simd-2x2-dot.patch`), alternated in each round; milliseconds are each process's median "
-        "round, and the ratio is the median of the processes' own ratios (the same code's timings differ by up to "
-        "1.5x between processes on this machine).",
+        f"{datetime.date.today()} ({cpu_name()}, Node {node_version()}). A weight matrix of 512 rows of n values, "
+        "walked as ggml's matmul walks it: times 64 activation columns (a prompt batch) by one-row calls (upstream) "
+        "and by 2x2 calls, and times one column (a generated token) by one-row calls and by two-row calls "
+        "(`wasm/patches/wasm-simd-2x2-dot.patch`), the ways alternated in each round. Milliseconds are each "
+        "process's median round (then the median over processes); a speed-up is the median of the processes' own "
+        "ratios, since the same code's timings differ by up to 1.5x between processes on this machine.",
         "",
-        "| type | n | one row, ms | 2x2, ms | speed-up | same bits |",
-        "|---|---|---|---|---|---|",
+        "| type | n | matrix: one row, ms | 2x2, ms | speed-up | vector: one row, ms | two rows, ms | speed-up "
+        "| same bits |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for (kind, n), rows in sorted(samples.items()):
-        ratio = statistics.median(r["one_row_ms"] / r["two_by_two_ms"] for r in rows)
-        lines.append(f"| {kind} | {n} | {statistics.median(r['one_row_ms'] for r in rows):.2f} | "
-                     f"{statistics.median(r['two_by_two_ms'] for r in rows):.2f} | {ratio:.2f}x | "
+        def med(key: str) -> float:
+            return statistics.median(r[key] for r in rows)
+
+        def ratio(slow: str, fast: str) -> float:
+            return statistics.median(r[slow] / r[fast] for r in rows)
+
+        lines.append(f"| {kind} | {n} | {med('matrix_one_row_ms'):.2f} | {med('matrix_2x2_ms'):.2f} | "
+                     f"{ratio('matrix_one_row_ms', 'matrix_2x2_ms'):.2f}x | {med('vector_one_row_ms'):.3f} | "
+                     f"{med('vector_two_rows_ms'):.3f} | {ratio('vector_one_row_ms', 'vector_two_rows_ms'):.2f}x | "
                      f"{'yes' if all(r['same_bits'] for r in rows) else 'NO'} |")
     (REPO / "docs" / "wasm_kernels.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

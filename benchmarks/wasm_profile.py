@@ -28,6 +28,7 @@ import deps  # noqa: E402
 from machine import cpu_name  # noqa: E402
 
 MODELS = {"SmolLM2-135M-Instruct Q4_1": deps.smollm2, "Gemma-3-270M Q4_K_M": deps.gemma3_270m}
+WATCHDOG = ("on_graph_node", "pm_js_busy")  # wasm/pocketmind.cpp's abort callback and the JS function it calls
 
 
 def profiling_build(out: Path) -> Path:
@@ -89,6 +90,11 @@ def main() -> int:
                       "so slower than unprofiled).", "", "| function | self time | share |", "|---|---|---|"]
             for name, micros in spent.most_common(args.top):
                 lines.append(f"| `{name[:90]}` | {micros / 1e6:.2f} s | {100 * micros / total:.1f} % |")
+            # the watchdog's sign of life: one call per graph node into JS (Module.onBusy is not set under Node,
+            # so the page adds the throttle's clock check to this)
+            busy = sum(micros for name, micros in spent.items() if name.startswith(WATCHDOG))
+            lines += ["", f"The watchdog's sign of life (`{'`, `'.join(WATCHDOG)}`, once per graph node): "
+                      f"{busy / 1e3:.1f} ms, {100 * busy / total:.3f} % of the run."]
     (REPO / "docs" / "wasm_profile.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

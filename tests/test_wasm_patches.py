@@ -1,4 +1,5 @@
-"""Each patch of ours to llama.cpp, shown to matter (the mmap patch's test is in test_wasm_parity.py)."""
+"""Each patch of ours to llama.cpp, shown to matter (the mmap patch's test is in test_wasm_parity.py, the 2x2
+kernels' in test_quant_parity.py: they change speed only, which benchmarks/wasm_kernels.py measures)."""
 from __future__ import annotations
 
 import shutil
