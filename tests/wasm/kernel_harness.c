@@ -61,16 +61,16 @@ static const struct kind kinds[] = {
 static uint8_t wq[1 << 16], aw[1 << 16], ar[1 << 16];
 static float wf[8192], af[8192];
 
-// n values (a multiple of 256, at most 8192): out[0] the wasm kernel on the wasm-quantized activation, out[1] the
-// generic kernel on the reference-quantized activation, out[2] the generic kernel on the wasm-quantized activation,
-// out[3] the dot product of the dequantized weights and reference-quantized activation, summed in double.
-// Returns 1 if the two quantized activations are the same bytes, 0 if not, -1 for an unknown type.
 static void fill_fp16_table(void) {
     if (ggml_table_f32_f16[0x3c00] != 1.0f) {
         for (uint32_t i = 0; i < (1 << 16); i++) ggml_table_f32_f16[i] = ggml_compute_fp16_to_fp32((ggml_fp16_t) i);
     }
 }
 
+// n values (a multiple of 256, at most 8192): out[0] the wasm kernel on the wasm-quantized activation, out[1] the
+// generic kernel on the reference-quantized activation, out[2] the generic kernel on the wasm-quantized activation,
+// out[3] the dot product of the dequantized weights and reference-quantized activation, summed in double.
+// Returns 1 if the two quantized activations are the same bytes, 0 if not, -1 for an unknown type.
 int harness_dot(int type, int n, const float * w, const float * a, float * out) {
     fill_fp16_table();
     for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
