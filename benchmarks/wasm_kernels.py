@@ -31,14 +31,11 @@ ROW_LENGTHS = [576, 640, 2048]
 
 
 def build_bench(out: Path) -> Path:
-    ggml = wasm_build.source_tree() / "ggml"
-    cpu = ggml / "src" / "ggml-cpu"
-    includes = [ggml / "include", ggml / "src", cpu, cpu / "arch" / "wasm"]
-    cmd = ["emcc", *wasm_build.WASM_CFLAGS, *[f"-I{i}" for i in includes], str(cpu / "arch" / "wasm" / "quants.c"),
-           str(cpu / "quants.c"), str(ggml / "src" / "ggml-quants.c"), str(REPO / "benchmarks" / "wasm_kernels.c"),
-           "-sERROR_ON_UNDEFINED_SYMBOLS=0", "-sENVIRONMENT=node", "-sALLOW_MEMORY_GROWTH=1", "-o", str(out)]
-    subprocess.run(cmd, check=True, env=wasm_build.emscripten_env(), capture_output=True)
-    return out
+    tree = wasm_build.source_tree()
+    cpu = tree / "ggml" / "src" / "ggml-cpu"
+    sources = [cpu / "arch" / "wasm" / "quants.c", cpu / "quants.c", tree / "ggml" / "src" / "ggml-quants.c",
+               REPO / "benchmarks" / "wasm_kernels.c"]
+    return wasm_build.kernel_module(tree, sources, out, wasm_build.WASM_CFLAGS)
 
 
 def run(module: Path, n: int, rounds: int) -> list[dict]:

@@ -70,16 +70,10 @@ def test_native_generic_has_no_x86_simd(native, native_generic):
 # ---- the kernels alone ----
 
 def build_kernel_harness(tree: Path, quants_c: Path, out: Path) -> Path:
-    ggml = tree / "ggml"
-    includes = [ggml / "include", ggml / "src", ggml / "src" / "ggml-cpu", ggml / "src" / "ggml-cpu" / "arch" / "wasm"]
-    cmd = ["emcc", "-O2", "-msimd128", *[f"-I{i}" for i in includes], str(quants_c),
-           str(ggml / "src" / "ggml-cpu" / "quants.c"), str(ggml / "src" / "ggml-quants.c"),
-           str(HERE / "wasm" / "kernel_harness.c"), "-sERROR_ON_UNDEFINED_SYMBOLS=0", "-sMODULARIZE=1",
-           "-sENVIRONMENT=node", "-sALLOW_MEMORY_GROWTH=1",
-           "-sEXPORTED_FUNCTIONS=_harness_dot,_harness_dot_2x2,_malloc,_free",
-           "-o", str(out)]
-    subprocess.run(cmd, check=True, env=wasm_build.emscripten_env(), capture_output=True)
-    return out
+    cpu = tree / "ggml" / "src" / "ggml-cpu"
+    sources = [quants_c, cpu / "quants.c", tree / "ggml" / "src" / "ggml-quants.c", HERE / "wasm" / "kernel_harness.c"]
+    exports = "-sEXPORTED_FUNCTIONS=_harness_dot,_harness_dot_2x2,_malloc,_free"
+    return wasm_build.kernel_module(tree, sources, out, ["-O2", "-msimd128"], ["-sMODULARIZE=1", exports])
 
 
 def kernel_results(module: Path, folder: Path, rows: int = 8, n: int = 2048) -> dict[str, list[dict]]:

@@ -19,14 +19,8 @@ QUANTS_C = "ggml/src/ggml-cpu/arch/wasm/quants.c"
 
 
 def build_harness(tree: Path, quants_c: Path, out: Path) -> Path:
-    # the last one lets "../../quants.h" resolve for a copy of quants.c that lives elsewhere
-    includes = [tree / "ggml" / "include", tree / "ggml" / "src", tree / "ggml" / "src" / "ggml-cpu",
-                tree / "ggml" / "src" / "ggml-cpu" / "arch" / "wasm"]
-    cmd = ["emcc", "-O2", "-msimd128", *[f"-I{i}" for i in includes], str(quants_c), str(HERE / "wasm" / "q8_harness.c"),
-           "-sERROR_ON_UNDEFINED_SYMBOLS=0", "-sMODULARIZE=1", "-sENVIRONMENT=node", "-sALLOW_MEMORY_GROWTH=1",
-           "-sEXPORTED_FUNCTIONS=_harness_q8_0,_malloc", "-o", str(out)]
-    subprocess.run(cmd, check=True, env=wasm_build.emscripten_env(), capture_output=True)
-    return out
+    return wasm_build.kernel_module(tree, [quants_c, HERE / "wasm" / "q8_harness.c"], out, ["-O2", "-msimd128"],
+                                    ["-sMODULARIZE=1", "-sEXPORTED_FUNCTIONS=_harness_q8_0,_malloc"])
 
 
 @pytest.mark.skipif(shutil.which("emcc") is None, reason="needs Emscripten (installed by .ci/setup.sh)")

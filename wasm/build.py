@@ -302,6 +302,19 @@ def link(variant: str, tree: Path, libs: Path) -> list[Path]:
     return [odir / o for o in outputs]
 
 
+def kernel_module(tree: Path, sources: list[Path], out: Path, cflags: list[str],
+                  link_flags: tuple[str, ...] | list[str] = ()) -> Path:
+    """A Node module of ggml CPU sources from `tree` (kernels and a harness or benchmark of ours), for the kernel
+    tests and benchmarks/wasm_kernels.py. ggml-cpu/arch/wasm is on the include path so that a copy of its quants.c
+    kept elsewhere (the upstream one, in a test) still finds "../../quants.h"."""
+    cpu = tree / "ggml" / "src" / "ggml-cpu"
+    includes = [tree / "ggml" / "include", tree / "ggml" / "src", cpu, cpu / "arch" / "wasm"]
+    cmd = ["emcc", *cflags, *[f"-I{i}" for i in includes], *map(str, sources), "-sERROR_ON_UNDEFINED_SYMBOLS=0",
+           "-sENVIRONMENT=node", "-sALLOW_MEMORY_GROWTH=1", *link_flags, "-o", str(out)]
+    subprocess.run(cmd, check=True, env=emscripten_env(), capture_output=True)
+    return out
+
+
 def build(variant: str) -> list[Path]:
     """Build one variant (using the cache) and copy its outputs to build/<variant>/."""
     t0 = time.time()
