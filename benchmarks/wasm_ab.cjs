@@ -12,9 +12,7 @@ async function start(modulePath, modelBytes, job) {
   const M = await require(path.resolve(modulePath))({ printErr: () => {} });
   M._pm_set_log_level(1);
   const A = pocketmindApi(M);
-  const buffer = A.allocModelBuffer(modelBytes.length);
-  M.HEAPU8.set(modelBytes, buffer);
-  const loaded = A.loadModel(buffer, modelBytes.length);
+  const loaded = A.loadModelBytes(modelBytes);
   if (loaded.error) throw new Error(`${modulePath}: ${loaded.error}`);
   const ctx = A.newContext(loaded.model, { n_ctx: job.n_ctx, n_batch: job.n_batch, threads: 1, kv_f32: false });
   return { A, model: loaded.model, ctx };

@@ -41,6 +41,21 @@ function pocketmindApi(M) {
     return { model: readPointer(scratch) };
   }
 
+  // A whole model's bytes copied into wasm memory and loaded in place (the Node drivers; the page streams its
+  // download into allocModelBuffer's buffer instead). The buffer is freed again if the load fails; heapGrowth: how
+  // much the load itself grew wasm memory.
+  function loadModelBytes(bytes) {
+    const buffer = allocModelBuffer(bytes.length);
+    M.HEAPU8.set(bytes, buffer);
+    const heapBefore = M.HEAPU8.length;
+    const loaded = loadModel(buffer, bytes.length);
+    if (loaded.error) {
+      M._pm_buffer_free(buffer);
+      return loaded;
+    }
+    return { ...loaded, buffer, heapGrowth: M.HEAPU8.length - heapBefore };
+  }
+
   function freeModel(model, buffer) {
     M._pm_model_free(model);
     M._pm_buffer_free(buffer);
@@ -151,7 +166,7 @@ function pocketmindApi(M) {
     return { pp_tps: nPrompt / ppSeconds, tg_tps: nGen / tgSeconds };
   }
 
-  return { check, lastError, withBuffer, allocModelBuffer, loadModel, freeModel, loadAdapter, setAdapters, newContext, decode,
+  return { check, lastError, withBuffer, allocModelBuffer, loadModel, loadModelBytes, freeModel, loadAdapter, setAdapters, newContext, decode,
            logits, argmax, tokenize, tokenBytes, greedy, bench };
 }
 

@@ -30,19 +30,6 @@ const fs = require("fs");
 const path = require("path");
 const pocketmindApi = require("./pocketmind_api.js");
 
-function loadFile(M, A, file) {
-  const bytes = fs.readFileSync(file);
-  const buffer = A.allocModelBuffer(bytes.length);
-  M.HEAPU8.set(bytes, buffer);
-  const heapBefore = M.HEAPU8.length;
-  const loaded = A.loadModel(buffer, bytes.length);
-  if (loaded.error) {
-    M._pm_buffer_free(buffer);
-    return loaded;
-  }
-  return { ...loaded, buffer, heapGrowth: M.HEAPU8.length - heapBefore };
-}
-
 // Take `bytes` (in blocks of at most 1 GiB: sbrk's increment is a signed 32-bit int), then every free block below
 // 2 GiB that a 64-byte allocation could use (in halving sizes), so that later allocations, small ones included,
 // land above 2 GiB. Nothing taken is freed.
@@ -65,7 +52,7 @@ function takeLowMemory(M, bytes) {
 // One fuzzing case: any outcome but a clean error or a clean run is a failure of the module. An abort or a trap
 // throws a WebAssembly.RuntimeError, which ends the driver (the module is unusable after it).
 function tryModel(M, A, file) {
-  const loaded = loadFile(M, A, file);
+  const loaded = A.loadModelBytes(fs.readFileSync(file));
   if (loaded.error) return `load-error: ${loaded.error}`;
   let ctx = 0;
   let result;
@@ -144,7 +131,7 @@ async function main() {
   let adapters = [];
   const info = { op: "info", version: M.UTF8ToString(M._pm_version() >>> 0) };
   if (job.model) {
-    loaded = loadFile(M, A, job.model);
+    loaded = A.loadModelBytes(fs.readFileSync(job.model));
     if (loaded.error) throw new Error(`load: ${loaded.error}`);
     ctx = A.newContext(loaded.model, contextOptions);
     Object.assign(info, { heap_growth_on_load: loaded.heapGrowth, model_buffer: loaded.buffer });
@@ -177,7 +164,7 @@ async function main() {
     } else if (task.op === "bench") {
       results.push({ op: "bench", ...A.bench(loaded.model, ctx, task.n_prompt, task.n_gen) });
     } else if (task.op === "load") {
-      const other = loadFile(M, A, task.model);
+      const other = A.loadModelBytes(fs.readFileSync(task.model));
       if (other.error) {
         results.push({ op: "load", error: other.error, status: other.status });
       } else {
