@@ -25,6 +25,7 @@ sys.path[:0] = [str(REPO), str(REPO / "wasm"), str(REPO / "benchmarks")]
 
 import build as wasm_build  # noqa: E402
 import deps  # noqa: E402
+import gguf  # noqa: E402
 from machine import cpu_name  # noqa: E402
 
 MODELS = {"SmolLM2-135M-Instruct Q4_1": deps.smollm2, "Gemma-3-270M Q4_K_M": deps.gemma3_270m}
@@ -48,6 +49,16 @@ def self_times(profile: Path) -> collections.Counter:
     for node_id, delta in zip(data["samples"], data["timeDeltas"]):
         spent[names[node_id]] += delta
     return spent
+
+
+def layer_weights_by_type(model: Path) -> collections.Counter:
+    """How many of the model's layer matrix weights (blk.*, 2-D) each quantization type holds: what one token's
+    prompt work passes through, and so which dot-product kernels run."""
+    counts = collections.Counter()
+    for tensor in gguf.GGUFReader(model).tensors:
+        if tensor.name.startswith("blk.") and len(tensor.shape) == 2:
+            counts[tensor.tensor_type.name] += int(tensor.n_elements)
+    return counts
 
 
 def profile_model(module: Path, model: Path, n_prompt: int, n_gen: int,
@@ -87,7 +98,11 @@ def main() -> int:
             total = sum(spent.values())
             lines += ["", f"## {label}", "",
                       f"Prompt {bench['pp_tps']:.1f} tokens/s, generation {bench['tg_tps']:.1f} tokens/s (profiled, "
-                      "so slower than unprofiled).", "", "| function | self time | share |", "|---|---|---|"]
+                      "so slower than unprofiled).", ""]
+            weights = layer_weights_by_type(path())
+            lines += ["Layer matrix weights by type (from the GGUF's tensor table): " + ", ".join(
+                f"{kind} {n / 1e6:.1f} M ({100 * n / sum(weights.values()):.0f} %)" for kind, n in weights.most_common())
+                + ".", "", "| function | self time | share |", "|---|---|---|"]
             for name, micros in spent.most_common(args.top):
                 lines.append(f"| `{name[:90]}` | {micros / 1e6:.2f} s | {100 * micros / total:.1f} % |")
             # the watchdog's sign of life: one call per graph node into JS (Module.onBusy is not set under Node,
