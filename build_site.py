@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO / "wasm"))
 import build as wasm_build  # noqa: E402
 import deps  # noqa: E402
 import pyodide_dist  # noqa: E402
+import pyodide_snapshot  # noqa: E402
 
 SITE = REPO / "site"
 STATIC = ["model-store.js", "engine-boot.js", "engine-worker.js", "engine-check.js", "worker-common.js", "worker-client.js",
@@ -252,6 +253,13 @@ def build_site(out: Path, models: list[Path], extra_css: str = "", embedders: li
     shutil.copy2(glue, out / "wheels" / glue.name)
     wheels.append(f"wheels/{glue.name}")
     shipped.append(f"wheels/{glue.name}")
+    # the started interpreter, for returning visitors (the workers use it once it is in the app's cache)
+    made = pyodide_snapshot.snapshot(out / "pyodide", [out / w for w in wheels])
+    for old in (out / "pyodide").glob("snapshot-*.bin"):
+        old.unlink()
+    snapshot = {"url": f"pyodide/snapshot-{deps.sha256_file(made)[:16]}.bin", "sha256": deps.sha256_file(made)}
+    shutil.copyfile(made, out / snapshot["url"])
+    shipped.append(snapshot["url"])
     cards = []
     for path in models:
         target = out / "models" / path.name
@@ -290,7 +298,7 @@ def build_site(out: Path, models: list[Path], extra_css: str = "", embedders: li
     env = Environment(loader=FileSystemLoader(SITE), autoescape=select_autoescape(["html", "j2"]))
     env.globals["csp"] = CSP
     env.filters["sri"] = lambda path: subresource_integrity(out / path)
-    config = {"wheels": wheels, "models": cards, "tasks": tasks, "embedders": embedder_cards}
+    config = {"python": {"wheels": wheels, "snapshot": snapshot}, "models": cards, "tasks": tasks, "embedders": embedder_cards}
     for page in PAGES:
         (out / page).write_text(env.get_template(f"{page}.j2").render(models=cards, config=config))
     shipped += PAGES

@@ -27,7 +27,7 @@ class BenchClient extends ChatClient {
   }
 }
 
-const client = new BenchClient({ wheels: config.wheels });
+const client = new BenchClient({ python: config.python });
 const state = { running: null, ready: false, results: [], text: "", engine: null };
 const fmt = (x) => (x > 0 ? x.toFixed(1) : "–");
 

@@ -3,7 +3,7 @@
 // protocol are worker-client.js's; this adds the chat's requests (boot with a model, serialized model loads,
 // bench) and the conversations (their histories live here, so a crash loses nothing but the answer being written).
 //
-//   const client = new ChatClient({ wheels });
+//   const client = new ChatClient({ python: config.python });
 //   client.addEventListener("loaded", (e) => ...);   // also: stage, progress, ready, state, restart, failed
 //   await client.start(model);                         // model: {url, bytes, sha256}
 //   const chat = client.conversation();
@@ -19,9 +19,9 @@
 import { WorkerClient } from "./worker-client.js";
 
 export class ChatClient extends WorkerClient {
-  constructor({ wheels, workerUrl = "chat-worker.js", hangMs, pingMs }) {
+  constructor({ python, workerUrl = "chat-worker.js", hangMs, pingMs }) {
     super({ workerUrl, hangMs, pingMs });
-    this.wheels = wheels;
+    this.python = python; // {wheels, snapshot}: what the worker starts Python with
     this.card = null; // the loaded model's card, null while none is usable
     this.model = null; // the model asked for last ({url, bytes, sha256})
     this.loading = false;
@@ -43,7 +43,7 @@ export class ChatClient extends WorkerClient {
     const worker = this._worker || this._spawn();
     this.loading = true;
     this._state();
-    return this._send(worker, "boot", { config: { wheels: this.wheels }, model: this.model }).answer
+    return this._send(worker, "boot", { config: { python: this.python }, model: this.model }).answer
       .then((data) => this._loaded(data), (e) => this._loadFailed(e));
   }
 

@@ -96,7 +96,7 @@ async function boot(id, { config, model }) {
   const starting = new Promise((resolve, reject) => { engineStarted = { resolve, reject }; });
   const downloading = stored ? starting.then(() => download(id, model)) : download(id, model, starting);
   downloading.catch(() => {}); // a failed engine start is reported first
-  python = bootPython(config.wheels, "pocketmind.chat_service");
+  python = bootPython(config.python, "pocketmind.chat_service");
   python.catch(() => {}); // reported by attach, once awaited
   bootWatchedEngine().then((started) => {
     engine = started;

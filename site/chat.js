@@ -10,7 +10,7 @@ const $ = (id) => document.getElementById(id);
 const config = JSON.parse($("config").textContent);
 const storage = storagePanel({ usage: $("storage-usage"), persisted: $("storage-persisted"), list: $("storage-list"),
                                remove: $("delete-models") });
-const client = new ChatClient({ wheels: config.wheels });
+const client = new ChatClient({ python: config.python });
 const chat = client.conversation();
 const STAGES = { worker: "worker started", engine: "engine started", python: "Python started",
                  packages: "packages unpacked", glue: "glue loaded", model: "model downloaded" };
@@ -62,7 +62,8 @@ for (const input of Object.keys(SETTINGS)) {
 client.addEventListener("stage", ({ detail }) => {
   // on the page's clock (ms since navigation), from the worker's own timestamp
   window.pocketmindChat.stages.push({ stage: detail.stage, seconds: detail.seconds,
-                                      ms: detail.at - performance.timeOrigin });
+                                      ms: detail.at - performance.timeOrigin,
+                                      ...("snapshot" in detail ? { snapshot: detail.snapshot } : {}) });
   $("boot-progress").value = ++booted;
   $("boot-text").textContent = `${STAGES[detail.stage] || detail.stage} (${detail.seconds.toFixed(1)} s)`;
 });

@@ -59,7 +59,7 @@ const card = wanted
   ? config.models.find((m) => m.file === wanted || m.file === `models/${wanted}`)
   : config.models[0];
 
-const client = new ChatClient({ wheels: config.wheels });
+const client = new ChatClient({ python: config.python });
 const visitor = client.conversation(); // what the visitor types here
 const host = client.conversation(); // what the embedding page asks
 let writing = 0; // answers being written or waiting their turn

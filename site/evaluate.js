@@ -5,7 +5,7 @@ import { $, cell, download, fileDrop, formatBytes, modelOf, showError, startPage
 import { addLocalModels, listHeads } from "./local-models.js";
 
 const config = JSON.parse($("config").textContent);
-const client = new TaskClient({ wheels: config.wheels });
+const client = new TaskClient({ python: config.python });
 const SVG = "http://www.w3.org/2000/svg";
 let file = null; // a dropped CSV: {name, size, kind, bytes}; null: the shipped task's own CSV
 let job = null;
@@ -117,7 +117,7 @@ function workerCount(models) {
 // Start (once) the extra workers, each with its share of the cores.
 async function startHelpers(count) {
   const threads = Math.max(1, Math.floor((navigator.hardwareConcurrency || 2) / (count + 1)));
-  while (helpers.length < count) helpers.push(new TaskClient({ wheels: config.wheels, maxThreads: threads }));
+  while (helpers.length < count) helpers.push(new TaskClient({ python: config.python, maxThreads: threads }));
   await Promise.all(helpers.slice(0, count).map((h) => (h.ready ? null : h.start())));
   return helpers.slice(0, count);
 }

@@ -2,7 +2,7 @@
 // first answer; adding documents and answering stream their events and can be stopped. After a crash a fresh
 // worker loads the same models; the index in it is gone (the page restores the kept one).
 //
-//   const client = new SearchClient({ wheels });
+//   const client = new SearchClient({ python: config.python });
 //   await client.start();                           // the engine and Python
 //   const card = await client.load(model, "embedder");   // or "chat"; {url, bytes, sha256, name}
 //   const job = client.add({ files: [name, ...], texts: [{name, text}] }, { data: [Uint8Array, ...], onEvent });
@@ -14,9 +14,9 @@
 import { WorkerClient } from "./worker-client.js";
 
 export class SearchClient extends WorkerClient {
-  constructor({ wheels, maxThreads = 4, workerUrl = "search-worker.js", ...options }) {
+  constructor({ python, maxThreads = 4, workerUrl = "search-worker.js", ...options }) {
     super({ workerUrl, ...options });
-    this.wheels = wheels;
+    this.python = python; // {wheels, snapshot}
     this.maxThreads = maxThreads;
     this.ready = false;
     this.loading = false;
@@ -29,7 +29,7 @@ export class SearchClient extends WorkerClient {
 
   _boot() {
     const worker = this._worker || this._spawn();
-    const config = { wheels: this.wheels, maxThreads: this.maxThreads };
+    const config = { python: this.python, maxThreads: this.maxThreads };
     return this._send(worker, "boot", { config }).answer.then(() => {
       this.ready = true;
       this._state();

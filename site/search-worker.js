@@ -2,7 +2,7 @@
 // (search_service.py) with the embedding model and, once asked for an answer, the chat model. search-client.js
 // drives it; the message loop and the streaming are worker-common.js's. Requests, each with an id (final replies
 // in brackets):
-//   boot {config: {wheels}} [booted] | load {model: {url, bytes, sha256, name}, role: "embedder" | "chat"}
+//   boot {config: {python: {wheels, snapshot}, maxThreads}} [booted] | load {model: {url, bytes, sha256, name}, role: "embedder" | "chat"}
 //   [loaded {card}] | call {method, args} [result {value}] | export [result {value: Uint8Array}] |
 //   add {request, data: [Uint8Array, ...] | null} and answer {request}: streamed file / progress / passages /
 //   prompt / text events, then [done].

@@ -5,7 +5,7 @@ import { loadIndex, saveIndex } from "./search-store.js";
 import { $, fileDrop, modelName, showError, startPage } from "./task-shared.js";
 
 const config = JSON.parse($("config").textContent);
-const client = new SearchClient({ wheels: config.wheels });
+const client = new SearchClient({ python: config.python });
 const embedderCard = config.embedders[0];
 const chatCard = config.models[0]; // the site's default chat model
 const asModel = (card) => ({ url: card.file, bytes: card.bytes, sha256: card.sha256, name: modelName(card.file) });

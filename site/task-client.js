@@ -2,7 +2,7 @@
 // asks them all), a task is loaded once, runs and evaluations stream their events and can be stopped. After a
 // crash a fresh worker loads the same models and task again; only the run in flight is lost.
 //
-//   const client = new TaskClient({ wheels });
+//   const client = new TaskClient({ python: config.python });
 //   await client.start();                      // the engine and Python; no model yet
 //   const card = await client.load(model);     // {url, bytes, sha256, name}; already loaded: its card at once
 //   const info = await client.loadTask(json);  // {name, labels, json_schema, n_examples} or a clear error
@@ -20,9 +20,9 @@ import { WorkerClient } from "./worker-client.js";
 const FINETUNE_HANG_MS = 15 * 60_000; // the watchdog's patience while fine-tuning (a model's conversion)
 
 export class TaskClient extends WorkerClient {
-  constructor({ wheels, maxThreads = 4, workerUrl = "task-worker.js", ...options }) {
+  constructor({ python, maxThreads = 4, workerUrl = "task-worker.js", ...options }) {
     super({ workerUrl, ...options });
-    this.wheels = wheels;
+    this.python = python; // {wheels, snapshot}
     this.maxThreads = maxThreads; // several clients side by side share the cores
     this.ready = false; // the engine and Python run
     this.loading = false; // a model is being loaded
@@ -36,7 +36,7 @@ export class TaskClient extends WorkerClient {
 
   _boot() {
     const worker = this._worker || this._spawn();
-    return this._send(worker, "boot", { config: { wheels: this.wheels, maxThreads: this.maxThreads } }).answer.then(() => {
+    return this._send(worker, "boot", { config: { python: this.python, maxThreads: this.maxThreads } }).answer.then(() => {
       this.ready = true;
       this._state();
     });

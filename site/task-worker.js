@@ -1,7 +1,7 @@
 // The Tasks and Evaluate pages' Web Worker: Pyodide with our glue and the pocketmind wasm module, holding one
 // TaskService (task_service.py) with every model the page loaded. task-client.js drives it; the message loop and
 // the streaming are worker-common.js's. Requests, each with an id (final replies in brackets):
-//   boot {config: {wheels}} [booted] | load {model: {url, bytes, sha256, name}} [loaded {card}] | unload {name}
+//   boot {config: {python: {wheels, snapshot}, maxThreads}} [booted] | load {model: {url, bytes, sha256, name}} [loaded {card}] | unload {name}
 //   [result] | call {method, args} [result {value}] | run, evaluate and answers {request, data}: streamed item /
 //   progress events, then [done]. data: a dropped file's bytes (Uint8Array) or null. boot's config.maxThreads
 //   caps the engine's threads (a page running several of these workers side by side shares the cores).

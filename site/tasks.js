@@ -5,7 +5,7 @@ import { finetunePanel } from "./finetune-panel.js";
 import { addLocalModels, keepHead } from "./local-models.js";
 
 const config = JSON.parse($("config").textContent);
-const client = new TaskClient({ wheels: config.wheels });
+const client = new TaskClient({ python: config.python });
 let file = null; // the dropped or chosen file: {name, size, kind, bytes}
 let job = null; // the run in flight: {done, stop}
 let finished = false; // results to download

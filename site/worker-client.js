@@ -9,7 +9,8 @@
 //     final (settle the request): loaded | done | bench | result | booted {id, ...} | error {id, message, during}
 //     streamed (to that request's onEvent): any other message with the id of a request in flight (text, prompt,
 //                   item, ...)
-//     broadcast (emitted as events of the same name): stage {stage, seconds} | progress {what, loaded, total, ...}
+//     broadcast (emitted as events of the same name): stage {stage, seconds, at; snapshot: whether the "python"
+//                   stage restored Python's snapshot} | progress {what, loaded, total, ...}
 //                   | ready {variant, threads}; a progress with a request's id reaches its onEvent too ("what"
 //                   tells a model's download from a run's progress)
 //     pong {id} (the watchdog's) | busy: a sign of life from inside a long engine call, as good as a pong |

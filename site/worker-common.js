@@ -13,9 +13,9 @@ importScripts("pyodide/pyodide.js");
 const t0 = performance.now();
 // A boot stage, timed by this worker's clock: `seconds` since the worker started, and `at` as an absolute time
 // (performance.timeOrigin + now, in ms) that the page (or a benchmark) can place on its own clock.
-const stage = (name) => {
+const stage = (name, detail = {}) => {
   const now = performance.now();
-  postMessage({ type: "stage", stage: name, seconds: (now - t0) / 1000, at: performance.timeOrigin + now });
+  postMessage({ type: "stage", stage: name, seconds: (now - t0) / 1000, at: performance.timeOrigin + now, ...detail });
 };
 stage("worker");
 
@@ -31,11 +31,27 @@ async function fetchWheel(url) {
 // glue needs is shipped, nothing comes from PyPI), and an extension module is compiled when Python first imports
 // it, where loadPackage would compile all of numpy's up front (the chat never needs numpy.fft or numpy's test
 // modules; numpy.random is compiled at the first answer's sampler, numpy.linalg by `import numpy` itself).
-async function bootPython(wheels, module) {
+// `snapshot` ({url, sha256}): the started interpreter with the standard library's and jinja2's modules imported,
+// made at build time (pyodide_snapshot.py). It is restored only when the app's cache holds it already (a returning
+// visit: a first visit would wait for 25 MB more than it needs), and only if its sha256 matches.
+async function bootPython({ wheels, snapshot }, module) {
   const fetched = wheels.map(fetchWheel);
   fetched.forEach((p) => p.catch(() => {})); // awaited below, in order
-  const pyodide = await loadPyodide({ indexURL: new URL("pyodide/", self.location.href).href });
-  stage("python");
+  const indexURL = new URL("pyodide/", self.location.href).href;
+  const stored = await storedSnapshot(snapshot);
+  let pyodide = null;
+  if (stored) {
+    try {
+      pyodide = await loadPyodide({ indexURL, _loadSnapshot: stored });
+      pyodide.runPython("import random; random.seed()"); // the snapshot's seed is everyone's: a fresh one
+    } catch (e) {
+      console.warn(`the stored Python snapshot could not be restored (${e && e.message}): starting Python afresh`);
+      pyodide = null;
+    }
+  }
+  const restored = Boolean(pyodide);
+  if (!pyodide) pyodide = await loadPyodide({ indexURL });
+  stage("python", { snapshot: restored });
   const sysconfig = pyodide.pyimport("sysconfig");
   const sitePackages = sysconfig.get_path("purelib");
   sysconfig.destroy();
@@ -44,6 +60,24 @@ async function bootPython(wheels, module) {
   pyodide.pyimport(module).destroy();
   stage("glue");
   return pyodide;
+}
+
+// The snapshot's bytes if a cache of this origin (the service worker's app cache) holds them and they have the
+// build's sha256; else null, and Python starts without it.
+async function storedSnapshot(snapshot) {
+  if (!snapshot || !self.caches) return null;
+  try {
+    const response = await caches.match(new URL(snapshot.url, self.location.href).href);
+    if (!response || !response.ok) return null;
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+    const hex = Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+    if (hex === snapshot.sha256) return bytes;
+    console.warn(`the stored Python snapshot does not match its sha256 (${hex}): starting Python afresh`);
+  } catch (e) {
+    console.warn(`the stored Python snapshot could not be read (${e && e.message}): starting Python afresh`);
+  }
+  return null;
 }
 
 // What a person needs of a Python traceback: the exception's own message ("cannot load model ..."), which may
@@ -114,9 +148,9 @@ function bootWatchedEngine(maxThreads = 4) {
 }
 
 // Python (with `module` imported) and the engine, started at once: {engine, python (a promise of Pyodide)}. Posts
-// the "engine" stage and "ready"; an abort after start-up is posted as "crashed". config: {wheels, maxThreads}.
+// the "engine" stage and "ready"; an abort after start-up is posted as "crashed". config: {python: {wheels, snapshot}, maxThreads}.
 async function startEngineAndPython(config, module) {
-  const python = bootPython(config.wheels, module);
+  const python = bootPython(config.python, module);
   python.catch(() => {}); // reported by whoever awaits it (pythonReady)
   const engine = await bootWatchedEngine(config.maxThreads || 4);
   stage("engine");

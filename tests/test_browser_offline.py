@@ -13,7 +13,9 @@ from urllib.parse import urlsplit
 import pytest
 
 import build_site
+import deps
 from browser_wait import TIMEOUT_MS, bounded
+from test_browser_chat import chat_worker
 
 pytestmark = pytest.mark.browser
 MODELS_CACHE = "pocketmind-models-v1"
@@ -117,6 +119,53 @@ def test_offline_reload_boots_loads_the_cached_model_and_answers_without_leaving
     assert after and not [r.url for r in after if r.url.split("/")[-1].startswith("tiny-")]
     assert [u for u in failed if not u.endswith("/sw.js")] == []
     assert not errors, errors
+
+
+def python_stage(page) -> dict:
+    return next(s for s in page.evaluate("window.pocketmindChat.stages") if s["stage"] == "python")
+
+
+def worker_random(page) -> float:
+    return chat_worker(page).evaluate("async () => (await python).runPython('import random; random.random()')")
+
+
+def test_a_returning_visit_restores_pythons_snapshot_reseeded_and_a_damaged_one_falls_back(page, make_site):
+    site = make_site()
+    config = json.loads(re.search(r'<script id="config" type="application/json">(.*?)</script>',
+                                  (site.out / "index.html").read_text()).group(1))
+    snapshot = config["python"]["snapshot"]["url"]
+    assert deps.sha256_file(site.out / snapshot) == config["python"]["snapshot"]["sha256"]
+    build, precache = sw_build(site.out)
+    assert snapshot in [name for name, _, _ in precache]
+    page.goto(site.url)
+    wait(page, MODEL_READY)
+    wait(page, OFFLINE_READY)
+    assert python_stage(page)["snapshot"] is False  # a first visit does not wait for it
+    first = ask_greedy(page, "the word")
+
+    draws = []
+    for _ in range(2):
+        page.reload()
+        wait(page, MODEL_READY)
+        assert python_stage(page)["snapshot"] is True
+        draws.append(worker_random(page))
+    again = ask_greedy(page, "the word")
+    assert again["text"] == first["text"] and again["tokens"] == first["tokens"]
+    assert draws[0] != draws[1]  # restored with one state, then reseeded: each visit draws its own numbers
+
+    # a damaged copy in the app's cache (one byte changed): a plain start, and the chat still answers
+    bounded(page, """async ([cache, url]) => { const c = await caches.open(cache);
+        const key = new URL(url, location.href).href;
+        const bytes = new Uint8Array(await (await c.match(key)).arrayBuffer());
+        bytes[bytes.length >> 1] ^= 1;
+        await c.put(key, new Response(bytes)); }""", [f"pocketmind-app-{build}", snapshot])
+    warnings = []
+    page.on("console", lambda m: warnings.append(m.text) if m.type == "warning" else None)
+    page.reload()
+    wait(page, MODEL_READY)
+    assert python_stage(page)["snapshot"] is False
+    assert any("snapshot does not match its sha256" in w for w in warnings), warnings
+    assert ask_greedy(page, "the word")["text"] == first["text"]
 
 
 def test_a_rebuild_is_offered_and_then_runs_whole(page, make_site, tiny_models):

@@ -33,10 +33,10 @@ def test_site_holds_engine_runtime_glue_and_pages(site):
         assert (site / name).is_file(), name
     config = json.loads((site / "index.html").read_text().split('<script id="config" type="application/json">')[1]
                         .split("</script>")[0])
-    assert [w.split("/")[-1].split("-")[0] for w in config["wheels"]] == ["numpy", "markupsafe", "jinja2", "pocketmind"]
-    for wheel in config["wheels"]:
+    assert [w.split("/")[-1].split("-")[0] for w in config["python"]["wheels"]] == ["numpy", "markupsafe", "jinja2", "pocketmind"]
+    for wheel in config["python"]["wheels"]:
         assert (site / wheel).is_file()
-    with zipfile.ZipFile(site / config["wheels"][-1]) as zf:
+    with zipfile.ZipFile(site / config["python"]["wheels"][-1]) as zf:
         names = zf.namelist()
     for module in ("engine", "pyodide_backend", "chat_service", "generate", "sampling", "chat_template",
                    "task_service", "tasks/compare", "tasks/hosted_prices.json"):
