@@ -186,6 +186,67 @@ var pocketmindModelStore = (function () {
     };
   }
 
+  // The hash of a read, computed on another thread: this same file run as a worker (see its end), fed copies of
+  // the chunks. The thread that reads a model is also the one that starts Python and the engine (the workers'),
+  // and about a second of hashing per 100 MB there delayed Python's start by as much. At most HASH_QUEUE_BYTES
+  // wait for the hashing thread before the read waits for it. Where no worker can be started (Node, a
+  // Content-Security-Policy without worker-src), the hash is computed here, as before.
+  const HASH_WORKER = "pocketmind-sha256";
+  const HASH_QUEUE_BYTES = 8 << 20;
+  const SCRIPT_URL = typeof document !== "undefined" && document.currentScript ? document.currentScript.src
+    : (typeof WorkerGlobalScope !== "undefined" ? new URL("model-store.js", self.location.href).href : null);
+
+  function localHasher() {
+    const hasher = new Sha256();
+    return { update: (chunk) => { hasher.update(chunk); }, digest: async () => hasher.digest(), abandon: () => {} };
+  }
+
+  function newHasher() {
+    let worker;
+    try {
+      if (typeof Worker !== "function" || !SCRIPT_URL) return localHasher();
+      worker = new Worker(SCRIPT_URL, { name: HASH_WORKER });
+    } catch (_) {
+      return localHasher();
+    }
+    let queued = 0;
+    let resume = null; // the read waiting for the queue to drain
+    let failure = null;
+    let settle;
+    const result = new Promise((resolve, reject) => { settle = { resolve, reject }; });
+    result.catch(() => {}); // awaited by digest() or reported by update()
+    const fail = (message) => {
+      failure = failure || new Error(`the model's sha256 could not be computed: ${message}`);
+      settle.reject(failure);
+      if (resume) resume();
+      worker.terminate();
+    };
+    worker.onmessage = ({ data }) => {
+      if (data.hashed != null) {
+        queued -= data.hashed;
+        if (resume && queued <= HASH_QUEUE_BYTES) { resume(); resume = null; }
+      } else if (data.sha256) {
+        settle.resolve(data.sha256);
+        worker.terminate();
+      }
+    };
+    worker.onerror = (e) => { e.preventDefault(); fail(e.message || "its worker failed"); };
+    return {
+      async update(chunk) {
+        if (failure) throw failure;
+        queued += chunk.length;
+        worker.postMessage(chunk); // a copy: the sink and the cache writer still use this chunk
+        if (queued > HASH_QUEUE_BYTES) await new Promise((r) => { resume = r; });
+        if (failure) throw failure;
+      },
+      digest() {
+        if (!failure) worker.postMessage(null);
+        return result;
+      },
+      abandon: () => worker.terminate(),
+    };
+  }
+
   // Reads a body into the sink (or a buffer we own), hashing on the way. Returns {bytes, size, sha256}.
   async function pump(body, total, opts, fromCache, writer, notify) {
     const { sink, onProgress, signal } = opts;
@@ -194,7 +255,7 @@ var pocketmindModelStore = (function () {
       if (total != null) own = new Uint8Array(total);
       else parts = []; // size unknown: collected and joined at the end (briefly two copies)
     }
-    const hasher = new Sha256();
+    const hasher = newHasher();
     const reader = body.getReader();
     let loaded = 0;
     if (onProgress) onProgress(0, total, { fromCache });
@@ -213,7 +274,7 @@ var pocketmindModelStore = (function () {
         if (total != null && loaded + chunk.length > total) {
           throw notify(new Error(`${opts.url} is larger than its announced ${total} bytes`));
         }
-        hasher.update(chunk);
+        await hasher.update(chunk);
         if (writer) await writer.push(chunk);
         if (sink) {
           const r = sink(chunk, loaded, total);
@@ -225,9 +286,11 @@ var pocketmindModelStore = (function () {
       }
     } catch (e) {
       reader.cancel(e).catch(() => {});
+      hasher.abandon();
       throw e;
     }
     if (total != null && loaded !== total) {
+      hasher.abandon();
       throw notify(new Error(`${opts.url} ended after ${loaded} of ${total} bytes`));
     }
     if (parts) {
@@ -236,7 +299,7 @@ var pocketmindModelStore = (function () {
       for (const p of parts) { own.set(p, at); at += p.length; }
       parts = null;
     }
-    return { bytes: own, size: loaded, sha256: hasher.digest() };
+    return { bytes: own, size: loaded, sha256: await hasher.digest() };
   }
 
   function mismatch(url, expected, actual) {
@@ -426,3 +489,16 @@ var pocketmindModelStore = (function () {
 })();
 
 if (typeof self !== "undefined") self.pocketmindModelStore = pocketmindModelStore;
+
+// Run as the hashing worker of a read (newHasher): chunks in, how many bytes were hashed back, then the digest.
+if (typeof WorkerGlobalScope !== "undefined" && self.name === "pocketmind-sha256") {
+  const hasher = new pocketmindModelStore.Sha256();
+  self.onmessage = ({ data }) => {
+    if (data === null) {
+      postMessage({ sha256: hasher.digest() });
+    } else {
+      hasher.update(data);
+      postMessage({ hashed: data.length });
+    }
+  };
+}

@@ -255,6 +255,37 @@ def test_in_a_worker_chunks_go_into_the_callers_memory(store):
         assert model_requests(store, name) == []
 
 
+# Every Worker the page starts from now on, by name; name "pocketmind-sha256" can be made to fail on its first chunk.
+SPY_WORKERS = """(failing) => {
+    const Original = window.__OriginalWorker = window.__OriginalWorker || window.Worker;
+    window.startedWorkers = [];
+    window.Worker = function (url, options = {}) {
+        window.startedWorkers.push(options.name || "");
+        if (failing && options.name === "pocketmind-sha256") {
+            const script = "self.onmessage = () => { throw new Error('no hashing here'); };";
+            return new Original(URL.createObjectURL(new Blob([script], {type: "text/javascript"})));
+        }
+        return new Original(url, options);
+    };
+}"""
+
+
+def test_the_hash_is_computed_on_another_thread_and_its_failure_is_a_readable_error(store):
+    page = store["page"]
+    sha, size = store["sha"]["big.bin"], store["size"]["big.bin"]
+    run(page, SPY_WORKERS, False)
+    first = run(page, "(a) => load('big.bin', a)", {"sha256": sha})  # 20 MiB: more than the hasher's 8 MiB queue
+    second = run(page, "(a) => load('big.bin', a)", {"sha256": sha})
+    assert (first["fromCache"], second["fromCache"]) == (False, True)
+    assert first["sha256"] == second["sha256"] == second["digest"] == sha and second["length"] == size
+    assert run(page, "() => window.startedWorkers") == ["pocketmind-sha256"] * 2  # one per read
+
+    run(page, SPY_WORKERS, True)
+    message = run(page, "(a) => loadError('big.bin', a)", {"sha256": sha})
+    assert "the model's sha256 could not be computed" in message and "no hashing here" in message, message
+    assert run(page, "() => cached('big.bin')") is True  # the stored copy is not taken for a corrupt one
+
+
 def test_storage_estimate_and_persistence(store):
     page = store["page"]
     estimate = run(page, "() => pocketmindModelStore.storageEstimate()")
