@@ -257,7 +257,8 @@ def build_site(out: Path, models: list[Path], extra_css: str = "", embedders: li
     made = pyodide_snapshot.snapshot(out / "pyodide", [out / w for w in wheels])
     for old in (out / "pyodide").glob("snapshot-*.bin"):
         old.unlink()
-    snapshot = {"url": f"pyodide/snapshot-{deps.sha256_file(made)[:16]}.bin", "sha256": deps.sha256_file(made)}
+    sha256 = deps.sha256_file(made)
+    snapshot = {"url": f"pyodide/snapshot-{sha256[:16]}.bin", "sha256": sha256}
     shutil.copyfile(made, out / snapshot["url"])
     shipped.append(snapshot["url"])
     cards = []
@@ -298,7 +299,8 @@ def build_site(out: Path, models: list[Path], extra_css: str = "", embedders: li
     env = Environment(loader=FileSystemLoader(SITE), autoescape=select_autoescape(["html", "j2"]))
     env.globals["csp"] = CSP
     env.filters["sri"] = lambda path: subresource_integrity(out / path)
-    config = {"python": {"wheels": wheels, "snapshot": snapshot}, "models": cards, "tasks": tasks, "embedders": embedder_cards}
+    config = {"python": {"wheels": wheels, "snapshot": snapshot}, "models": cards, "tasks": tasks,
+              "embedders": embedder_cards}
     for page in PAGES:
         (out / page).write_text(env.get_template(f"{page}.j2").render(models=cards, config=config))
     shipped += PAGES

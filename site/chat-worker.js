@@ -89,8 +89,8 @@ function ask(id, request) {
 async function boot(id, { config, model }) {
   if (engine) throw new Error("the engine is already running");
   // A model to download is asked for first of all, before Python's and the engine's start keep this thread busy,
-  // so its network wait overlaps theirs. A stored one is read once the engine is up: that read is CPU work (its
-  // sha256) that would slow their start on a small device.
+  // so its network wait overlaps theirs. A stored one is read once the engine is up, a rule from when its sha256
+  // was computed on this thread (model-store.js now hashes on its own); reading it at once is not measured yet.
   const stored = await pocketmindModelStore.hasModel(model.url).catch(() => false);
   let engineStarted;
   const starting = new Promise((resolve, reject) => { engineStarted = { resolve, reject }; });

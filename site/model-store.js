@@ -19,13 +19,13 @@
 //   storageEstimate() -> {usage, quota} | null           requestPersistence() -> bool | null
 //   new Sha256().update(bytes)...digest() -> hex         (incremental; crypto.subtle has no streaming digest)
 //
-// Memory: chunks go to the sink (the engine copies them into wasm memory), through the incremental SHA-256 below
-// and into Cache Storage at the same time, so no second full copy of the model is held in JS; the cache writer
-// may lag the download by at most 8 MiB before the download waits for it. Without a sink and with a known size
-// there is one copy (the returned buffer); with an unknown size the chunks are joined at the end (two copies for
-// a moment). The JS hash runs at roughly 100-150 MB/s (Chromium / Node, x86-64): about a second per 100 MB.
-// The cache entry only commits when its body stream closes, and it is closed only after the hash matched: on a
-// mismatch or an abort it is errored instead, and Cache Storage keeps nothing.
+// Memory: chunks go to the sink (the engine copies them into wasm memory), as copies to the incremental SHA-256
+// below on its own thread, and into Cache Storage at the same time, so no second full copy of the model is held in
+// JS; the hashing thread and the cache writer may each lag the download by at most 8 MiB before it waits for them.
+// Without a sink and with a known size there is one copy (the returned buffer); with an unknown size the chunks
+// are joined at the end (two copies for a moment). The JS hash runs at roughly 100-150 MB/s (Chromium / Node,
+// x86-64): about a second per 100 MB. The cache entry only commits when its body stream closes, and it is closed
+// only after the hash matched: on a mismatch or an abort it is errored instead, and Cache Storage keeps nothing.
 "use strict";
 
 var pocketmindModelStore = (function () {

@@ -15,7 +15,8 @@ const t0 = performance.now();
 // (performance.timeOrigin + now, in ms) that the page (or a benchmark) can place on its own clock.
 const stage = (name, detail = {}) => {
   const now = performance.now();
-  postMessage({ type: "stage", stage: name, seconds: (now - t0) / 1000, at: performance.timeOrigin + now, ...detail });
+  postMessage({ type: "stage", stage: name, seconds: (now - t0) / 1000, at: performance.timeOrigin + now,
+                ...detail });
 };
 stage("worker");
 
@@ -148,7 +149,8 @@ function bootWatchedEngine(maxThreads = 4) {
 }
 
 // Python (with `module` imported) and the engine, started at once: {engine, python (a promise of Pyodide)}. Posts
-// the "engine" stage and "ready"; an abort after start-up is posted as "crashed". config: {python: {wheels, snapshot}, maxThreads}.
+// the "engine" stage and "ready"; an abort after start-up is posted as "crashed".
+// config: {python: {wheels, snapshot}, maxThreads}.
 async function startEngineAndPython(config, module) {
   const python = bootPython(config.python, module);
   python.catch(() => {}); // reported by whoever awaits it (pythonReady)
