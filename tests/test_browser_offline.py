@@ -16,6 +16,7 @@ import build_site
 import deps
 from browser_wait import TIMEOUT_MS, bounded
 from test_browser_chat import chat_worker
+from test_build_site import page_config
 
 pytestmark = pytest.mark.browser
 MODELS_CACHE = "pocketmind-models-v1"
@@ -131,8 +132,7 @@ def worker_random(page) -> float:
 
 def test_a_returning_visit_restores_pythons_snapshot_reseeded_and_a_damaged_one_falls_back(page, make_site):
     site = make_site()
-    config = json.loads(re.search(r'<script id="config" type="application/json">(.*?)</script>',
-                                  (site.out / "index.html").read_text()).group(1))
+    config = page_config(site.out / "index.html")
     snapshot = config["python"]["snapshot"]["url"]
     assert deps.sha256_file(site.out / snapshot) == config["python"]["snapshot"]["sha256"]
     build, precache = sw_build(site.out)

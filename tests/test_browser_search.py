@@ -17,6 +17,7 @@ from pocketmind import Model
 from pocketmind.search.index import file_sha256
 from pocketmind.search_service import SearchService
 from search_corpus import FILES
+from test_build_site import page_config
 
 pytestmark = pytest.mark.browser
 EMBEDDER = "all-MiniLM-L6-v2.Q8_0"
@@ -345,8 +346,7 @@ def test_embedding_shows_progress_with_an_eta_and_a_stop_keeps_what_was_embedded
 def test_the_embedder_ships_apart_from_the_chat_models(tmp_path_factory, smollm2):
     out = tmp_path_factory.mktemp("search-build")
     build_site.build_site(out, [smollm2])
-    html = (out / "search.html").read_text()
-    config = json.loads(html.split('<script id="config" type="application/json">')[1].split("</script>")[0])
+    config = page_config(out / "search.html")
     [embedder] = config["embedders"]
     assert embedder["file"] == f"models/{deps.minilm_gguf('Q8_0').name}" and embedder["architecture"] == "bert"
     assert embedder["sha256"] == file_sha256(out / embedder["file"])

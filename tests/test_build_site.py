@@ -17,6 +17,12 @@ from pocketmind import Model
 REPO = Path(__file__).resolve().parents[1]
 
 
+
+def page_config(page: Path) -> dict:
+    """The config a built page carries for its scripts (build_site's <script id="config">)."""
+    return json.loads(page.read_text().split('<script id="config" type="application/json">')[1].split("</script>")[0])
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, tiny_models):
     out = tmp_path_factory.mktemp("dist")
@@ -31,9 +37,9 @@ def test_site_holds_engine_runtime_glue_and_pages(site):
                  "pyodide/pyodide.js", "pyodide/pyodide.asm.wasm", "pyodide/python_stdlib.zip",
                  "pyodide/pyodide-lock.json", "pyodide/runtime.json"]:
         assert (site / name).is_file(), name
-    config = json.loads((site / "index.html").read_text().split('<script id="config" type="application/json">')[1]
-                        .split("</script>")[0])
-    assert [w.split("/")[-1].split("-")[0] for w in config["python"]["wheels"]] == ["numpy", "markupsafe", "jinja2", "pocketmind"]
+    config = page_config(site / "index.html")
+    wheels = [w.split("/")[-1].split("-")[0] for w in config["python"]["wheels"]]
+    assert wheels == ["numpy", "markupsafe", "jinja2", "pocketmind"]
     for wheel in config["python"]["wheels"]:
         assert (site / wheel).is_file()
     with zipfile.ZipFile(site / config["python"]["wheels"][-1]) as zf:
@@ -46,8 +52,7 @@ def test_site_holds_engine_runtime_glue_and_pages(site):
 def test_example_tasks_and_their_data_ship_with_the_task_pages(site):
     for name in ("tasks.html", "evaluate.html", "task-worker.js", "task-client.js", "tasks.js", "evaluate.js"):
         assert (site / name).is_file(), name
-    config = json.loads((site / "tasks.html").read_text().split('<script id="config" type="application/json">')[1]
-                        .split("</script>")[0])
+    config = page_config(site / "tasks.html")
     by_name = {t["name"]: t for t in config["tasks"]}
     assert set(by_name) == {"review_sentiment", "support_tickets", "ticket_fields"}
     assert by_name["support_tickets"]["labels"] == ["billing", "shipping", "technical", "account", "returns"]
