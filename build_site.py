@@ -54,7 +54,7 @@ TASKS = REPO / "data" / "tasks"  # the example tasks the Tasks and Evaluate page
 # by the loopback server and the service worker alike; everything else stays CORP same-origin
 CROSS_ORIGIN = ["embed.html", "pocketmind-chat.js"]
 ICON_SIZES = [192, 512]
-# The service worker's build caches are named PREFIX + build id; model-store.js's "pocketmind-models-v1" is apart.
+# The service worker's build caches are named PREFIX + build id; model-store.js's two "pocketmind-model..." are apart.
 APP_CACHE_PREFIX = "pocketmind-app-"
 # the wheels every worker unpacks at boot (worker-common.js's bootPython), with our glue's: no package manager and
 # no dependency resolution in the browser (nothing may come from PyPI at run time)

@@ -88,13 +88,11 @@ function ask(id, request) {
 
 async function boot(id, { config, model }) {
   if (engine) throw new Error("the engine is already running");
-  // A model to download is asked for first of all, before Python's and the engine's start keep this thread busy,
-  // so its network wait overlaps theirs. A stored one is read once the engine is up, a rule from when its sha256
-  // was computed on this thread (model-store.js now hashes on its own); reading it at once is not measured yet.
-  const stored = await pocketmindModelStore.hasModel(model.url).catch(() => false);
+  // The model is asked for first of all, before Python's and the engine's start keep this thread busy, so its
+  // network wait or its read from the model store overlaps theirs (its sha256 is checked on another thread).
   let engineStarted;
   const starting = new Promise((resolve, reject) => { engineStarted = { resolve, reject }; });
-  const downloading = stored ? starting.then(() => download(id, model)) : download(id, model, starting);
+  const downloading = download(id, model, starting);
   downloading.catch(() => {}); // a failed engine start is reported first
   python = bootPython(config.python, "pocketmind.chat_service");
   python.catch(() => {}); // reported by attach, once awaited

@@ -26,6 +26,11 @@
 // are joined at the end (two copies for a moment). The JS hash runs at roughly 100-150 MB/s (Chromium / Node,
 // x86-64): about a second per 100 MB. The cache entry only commits when its body stream closes, and it is closed
 // only after the hash matched: on a mismatch or an abort it is errored instead, and Cache Storage keeps nothing.
+//
+// A stored model is checked again on every read, by the SHA-256 of each of its 4 MiB blocks (kept beside it, in
+// "pocketmind-model-blocks-v1", when it was stored): WebCrypto computes those at native speed off this thread,
+// where the whole file's hash can only be computed in order by the JS code. A model stored without that list (by
+// an older version) is hashed whole, as on download, and the list is written then.
 "use strict";
 
 var pocketmindModelStore = (function () {
@@ -247,15 +252,99 @@ var pocketmindModelStore = (function () {
     };
   }
 
-  // Reads a body into the sink (or a buffer we own), hashing on the way. Returns {bytes, size, sha256}.
-  async function pump(body, total, opts, fromCache, writer, notify) {
+  // ---- block digests: the SHA-256 of every 4 MiB block, by WebCrypto ----
+  // One record per stored model, {sha256, size, block, digests: [hex, ...]}, keyed by the model's URL: it is bound
+  // to the model's whole-file sha256 and size, so a record of another version of the file is never used.
+  const BLOCKS_CACHE = "pocketmind-model-blocks-v1";
+  const BLOCK_BYTES = 4 << 20;
+  const BLOCKS_IN_FLIGHT = 4; // blocks (copies) waiting for WebCrypto before the read waits for it
+  const subtle = self.crypto && self.crypto.subtle;
+
+  const hexOf = (buffer) => Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, "0")).join("");
+
+  function blockDigester() {
+    const block = new Uint8Array(BLOCK_BYTES); // reused: digest() copies its input when called
+    let filled = 0;
+    const digests = [];
+    let pending = [];
+    const flush = () => {
+      const digest = subtle.digest("SHA-256", block.subarray(0, filled)).then(hexOf);
+      digest.catch(() => {}); // awaited by digests()
+      digests.push(digest);
+      pending.push(digest);
+      filled = 0;
+    };
+    return {
+      async update(chunk) {
+        for (let at = 0; at < chunk.length;) {
+          const n = Math.min(BLOCK_BYTES - filled, chunk.length - at);
+          block.set(chunk.subarray(at, at + n), filled);
+          filled += n;
+          at += n;
+          if (filled === BLOCK_BYTES) flush();
+        }
+        if (pending.length > BLOCKS_IN_FLIGHT) {
+          await pending[0];
+          pending = pending.slice(1);
+        }
+      },
+      digests() {
+        if (filled) flush();
+        return Promise.all(digests);
+      },
+    };
+  }
+
+  async function openBlocks() {
+    try {
+      return await self.caches.open(BLOCKS_CACHE);
+    } catch (_) {
+      return null;
+    }
+  }
+
+  // The record of url if it belongs to the model with this sha256 and size, else null (missing, foreign or damaged).
+  async function blockRecord(url, sha256, size) {
+    const blocks = subtle ? await openBlocks() : null;
+    const response = blocks ? await blocks.match(url) : null;
+    if (!response) return null;
+    try {
+      const r = await response.json();
+      const count = Math.ceil(size / r.block);
+      const fits = r.sha256 === sha256 && r.size === size && r.block === BLOCK_BYTES && Array.isArray(r.digests) &&
+        r.digests.length === count && r.digests.every((d) => /^[0-9a-f]{64}$/.test(d));
+      return fits ? r : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  // Keep the record of a model just stored or checked whole; without it later reads hash the whole file again.
+  async function keepBlockRecord(url, sha256, size, digests) {
+    const blocks = await openBlocks();
+    if (!blocks) return;
+    const record = JSON.stringify({ sha256, size, block: BLOCK_BYTES, digests });
+    await blocks.put(url, new Response(record, { headers: { "Content-Type": "application/json" } }))
+      .catch(() => {});
+  }
+
+  async function forgetBlockRecord(url) {
+    const blocks = await openBlocks();
+    if (blocks) await blocks.delete(url);
+  }
+
+  // Reads a body into the sink (or a buffer we own), hashing on the way. Returns {bytes, size, sha256, blocks}:
+  // check.whole: the whole file's sha256 (else sha256 is null); check.blocks: the digests of its 4 MiB blocks
+  // (else blocks is null).
+  async function pump(body, total, opts, fromCache, writer, notify, check = { whole: true, blocks: false }) {
     const { sink, onProgress, signal } = opts;
     let own = null, parts = null;
     if (!sink) {
       if (total != null) own = new Uint8Array(total);
       else parts = []; // size unknown: collected and joined at the end (briefly two copies)
     }
-    const hasher = newHasher();
+    const hasher = check.whole ? newHasher() : null;
+    const blocks = check.blocks && subtle ? blockDigester() : null;
     const reader = body.getReader();
     let loaded = 0;
     if (onProgress) onProgress(0, total, { fromCache });
@@ -274,7 +363,8 @@ var pocketmindModelStore = (function () {
         if (total != null && loaded + chunk.length > total) {
           throw notify(new Error(`${opts.url} is larger than its announced ${total} bytes`));
         }
-        await hasher.update(chunk);
+        if (hasher) await hasher.update(chunk);
+        if (blocks) await blocks.update(chunk);
         if (writer) await writer.push(chunk);
         if (sink) {
           const r = sink(chunk, loaded, total);
@@ -286,11 +376,11 @@ var pocketmindModelStore = (function () {
       }
     } catch (e) {
       reader.cancel(e).catch(() => {});
-      hasher.abandon();
+      if (hasher) hasher.abandon();
       throw e;
     }
     if (total != null && loaded !== total) {
-      hasher.abandon();
+      if (hasher) hasher.abandon();
       throw notify(new Error(`${opts.url} ended after ${loaded} of ${total} bytes`));
     }
     if (parts) {
@@ -299,7 +389,8 @@ var pocketmindModelStore = (function () {
       for (const p of parts) { own.set(p, at); at += p.length; }
       parts = null;
     }
-    return { bytes: own, size: loaded, sha256: await hasher.digest() };
+    return { bytes: own, size: loaded, sha256: hasher ? await hasher.digest() : null,
+             blocks: blocks ? await blocks.digests() : null };
   }
 
   function mismatch(url, expected, actual) {
@@ -321,10 +412,22 @@ var pocketmindModelStore = (function () {
     }
     const want = expected || storedSha; // without an expected hash, the one recorded at download time
     const total = storedSize != null ? storedSize : (opts.size != null ? opts.size : null);
-    const got = await pump(response.body, total, { ...opts, url }, true, null, (e) => new CorruptEntry(e.message));
+    const record = want && total != null ? await blockRecord(url, want, total) : null;
+    const got = await pump(response.body, total, { ...opts, url }, true, null, (e) => new CorruptEntry(e.message),
+      { whole: !record, blocks: Boolean(want && total != null) });
+    if (record) {
+      const bad = record.digests.findIndex((d, i) => got.blocks[i] !== d);
+      if (bad >= 0) {
+        const from = bad * BLOCK_BYTES, to = Math.min(from + BLOCK_BYTES, total) - 1;
+        throw new CorruptEntry(`the cached copy has sha256 ${short(got.blocks[bad])} in bytes ${from}-${to}, ` +
+          `expected ${short(record.digests[bad])}`);
+      }
+      return { ...got, sha256: want };
+    }
     if (want && got.sha256 !== want) {
       throw new CorruptEntry(`the cached copy has sha256 ${short(got.sha256)}, expected ${short(want)}`);
     }
+    if (got.blocks) await keepBlockRecord(url, want, total, got.blocks); // the next read checks blocks
     return got;
   }
 
@@ -352,7 +455,8 @@ var pocketmindModelStore = (function () {
     const writer = cache ? cacheWriter(cache, url, total, expected, onStoreFail) : null;
     let got;
     try {
-      got = await pump(response.body, total, { ...opts, url }, false, writer, (e) => e);
+      got = await pump(response.body, total, { ...opts, url }, false, writer, (e) => e,
+        { whole: true, blocks: Boolean(writer && expected) });
       if (expected && got.sha256 !== expected) throw mismatch(url, expected, got.sha256);
     } catch (e) {
       if (writer) {
@@ -365,6 +469,7 @@ var pocketmindModelStore = (function () {
     if (writer && !writer.failed) {
       writer.close(); // the body is complete and verified: only now may the entry commit
       stored = (await writer.done) === null;
+      if (stored && got.blocks) await keepBlockRecord(url, expected, got.size, got.blocks);
     }
     return { ...got, stored, storeError: stored ? null : storeError };
   }
@@ -403,6 +508,7 @@ var pocketmindModelStore = (function () {
           if (!(e instanceof CorruptEntry)) throw e;
           discarded = e.message;
           await cache.delete(url);
+          await forgetBlockRecord(url);
         }
       }
     }
@@ -420,9 +526,17 @@ var pocketmindModelStore = (function () {
     const headers = { "Content-Type": "application/octet-stream", "Content-Length": String(bytes.length),
       [H_SIZE]: String(bytes.length), [H_SHA]: sha256, [H_AT]: new Date().toISOString() };
     try {
+      await forgetBlockRecord(url); // a record of what was stored under url before
       await cache.put(url, new Response(bytes, { status: 200, headers }));
     } catch (e) {
       throw new Error(`cannot keep ${url}: ${describeStoreError(e)}`);
+    }
+    if (subtle) {
+      const digester = blockDigester();
+      for (let at = 0; at < bytes.length; at += BLOCK_BYTES) {
+        await digester.update(bytes.subarray(at, at + BLOCK_BYTES));
+      }
+      await keepBlockRecord(url, sha256, bytes.length, await digester.digests());
     }
     return { url, size: bytes.length, sha256 };
   }
@@ -458,7 +572,9 @@ var pocketmindModelStore = (function () {
   // -> true when an entry was removed
   async function deleteModel(url) {
     const { cache } = await openCache();
-    return cache ? cache.delete(absolute(url)) : false;
+    if (!cache) return false;
+    await forgetBlockRecord(absolute(url));
+    return cache.delete(absolute(url));
   }
 
   // -> {usage, quota} in bytes, or null where the browser cannot say
@@ -484,8 +600,8 @@ var pocketmindModelStore = (function () {
     }
   }
 
-  return { CACHE_NAME, Sha256, fetchModel, storeModel, listModels, hasModel, deleteModel, storageEstimate,
-           requestPersistence };
+  return { CACHE_NAME, BLOCKS_CACHE, Sha256, fetchModel, storeModel, listModels, hasModel, deleteModel,
+           storageEstimate, requestPersistence };
 })();
 
 if (typeof self !== "undefined") self.pocketmindModelStore = pocketmindModelStore;

@@ -103,6 +103,7 @@ def store_site(tmp_path_factory, tiny_models, serve_site):
     files = {name: (folder / name).read_bytes() for name in ("model.gguf", "big.bin")}
     return {
         "base": serve_site(folder),
+        "folder": folder,
         "sha": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
         "size": {name: len(data) for name, data in files.items()},
     }
@@ -115,7 +116,8 @@ def store(page, store_site):
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.context.on("request", lambda r: requests.append(r.url))
     page.goto(store_site["base"] + "harness.html")
-    run(page, "() => caches.delete(pocketmindModelStore.CACHE_NAME)")
+    run(page, "() => Promise.all([pocketmindModelStore.CACHE_NAME, pocketmindModelStore.BLOCKS_CACHE]"
+              ".map((name) => caches.delete(name)))")
     yield {**store_site, "page": page, "requests": requests}
     assert not errors, errors
 
@@ -270,20 +272,85 @@ SPY_WORKERS = """(failing) => {
 }"""
 
 
+# The record of a stored model's block digests, or null.
+BLOCK_RECORD = """async (name) => {
+    const blocks = await caches.open(pocketmindModelStore.BLOCKS_CACHE);
+    const response = await blocks.match(new URL(name, location.href).href);
+    return response ? response.json() : null;
+}"""
+FORGET_BLOCK_RECORD = """async (name) =>
+    (await caches.open(pocketmindModelStore.BLOCKS_CACHE)).delete(new URL(name, location.href).href)"""
+
+
+def block_digests(data: bytes) -> list[str]:
+    return [hashlib.sha256(data[at:at + (4 << 20)]).hexdigest() for at in range(0, len(data), 4 << 20)]
+
+
 def test_the_hash_is_computed_on_another_thread_and_its_failure_is_a_readable_error(store):
     page = store["page"]
     sha, size = store["sha"]["big.bin"], store["size"]["big.bin"]
     run(page, SPY_WORKERS, False)
     first = run(page, "(a) => load('big.bin', a)", {"sha256": sha})  # 20 MiB: more than the hasher's 8 MiB queue
+    assert run(page, "() => window.startedWorkers") == ["pocketmind-sha256"]
+    run(page, FORGET_BLOCK_RECORD, "big.bin")  # as if stored by a version without block digests: hashed whole
     second = run(page, "(a) => load('big.bin', a)", {"sha256": sha})
     assert (first["fromCache"], second["fromCache"]) == (False, True)
     assert first["sha256"] == second["sha256"] == second["digest"] == sha and second["length"] == size
-    assert run(page, "() => window.startedWorkers") == ["pocketmind-sha256"] * 2  # one per read
+    assert run(page, "() => window.startedWorkers") == ["pocketmind-sha256"] * 2  # one per whole-file hash
 
+    run(page, FORGET_BLOCK_RECORD, "big.bin")
     run(page, SPY_WORKERS, True)
     message = run(page, "(a) => loadError('big.bin', a)", {"sha256": sha})
     assert "the model's sha256 could not be computed" in message and "no hashing here" in message, message
     assert run(page, "() => cached('big.bin')") is True  # the stored copy is not taken for a corrupt one
+
+
+def test_a_stored_model_is_checked_by_its_blocks_with_webcrypto_and_a_damaged_block_is_named(store):
+    page, sha, size = store["page"], store["sha"]["big.bin"], store["size"]["big.bin"]
+    data = (store["folder"] / "big.bin").read_bytes()
+    run(page, "(a) => load('big.bin', a)", {"sha256": sha})
+    assert run(page, BLOCK_RECORD, "big.bin") == {"sha256": sha, "size": size, "block": 4 << 20,
+                                                  "digests": block_digests(data)}
+    run(page, SPY_WORKERS, False)
+    again = run(page, "(a) => load('big.bin', a)", {"sha256": sha})
+    assert (again["fromCache"], again["sha256"], again["digest"]) == (True, sha, sha)
+    check_progress(again["events"], size, True)
+    assert run(page, "() => window.startedWorkers") == []  # no whole-file hash: WebCrypto checked the blocks
+
+    # one byte changed in the third block, headers and record kept: that block is named, the model fetched again
+    run(page, """async () => {
+        const cache = await caches.open(pocketmindModelStore.CACHE_NAME);
+        const key = new URL('big.bin', location.href).href;
+        const entry = await cache.match(key);
+        const bytes = new Uint8Array(await entry.arrayBuffer());
+        bytes[(9 << 20) + 5] ^= 0x01;
+        await cache.put(key, new Response(bytes, {headers: entry.headers}));
+    }""")
+    store["requests"].clear()
+    fixed = run(page, "(a) => load('big.bin', a)", {"sha256": sha})
+    assert (fixed["fromCache"], fixed["stored"], fixed["digest"]) == (False, True, sha)
+    assert f"in bytes {8 << 20}-{(12 << 20) - 1}, expected {block_digests(data)[2][:12]}" in fixed["cacheError"]
+    assert len(model_requests(store, "big.bin")) == 1
+    assert run(page, BLOCK_RECORD, "big.bin")["digests"] == block_digests(data)
+
+    # a damaged record is not trusted: the whole file is hashed, and the record written again
+    run(page, """async () => (await caches.open(pocketmindModelStore.BLOCKS_CACHE)).put(
+        new URL('big.bin', location.href).href, new Response('{"sha256": '))""")
+    run(page, SPY_WORKERS, False)
+    store["requests"].clear()
+    whole = run(page, "(a) => load('big.bin', a)", {"sha256": sha})
+    assert (whole["fromCache"], whole["digest"], whole["cacheError"]) == (True, sha, None)
+    assert run(page, "() => window.startedWorkers") == ["pocketmind-sha256"]
+    assert run(page, BLOCK_RECORD, "big.bin")["digests"] == block_digests(data)
+    assert model_requests(store, "big.bin") == []
+
+    # bytes a person chose (storeModel) get a record too; deleting the model deletes it
+    kept = run(page, """async () => pocketmindModelStore.storeModel('kept.bin',
+        new Uint8Array(await (await fetch('big.bin')).arrayBuffer()))""")
+    assert kept["sha256"] == sha
+    assert run(page, BLOCK_RECORD, "kept.bin")["digests"] == block_digests(data)
+    assert run(page, "() => pocketmindModelStore.deleteModel('kept.bin')") is True
+    assert run(page, BLOCK_RECORD, "kept.bin") is None
 
 
 def test_storage_estimate_and_persistence(store):

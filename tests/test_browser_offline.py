@@ -19,7 +19,7 @@ from test_browser_chat import chat_worker
 from test_build_site import page_config
 
 pytestmark = pytest.mark.browser
-MODELS_CACHE = "pocketmind-models-v1"
+MODELS_CACHES = ["pocketmind-model-blocks-v1", "pocketmind-models-v1"]  # model-store.js's
 OFFLINE_READY = "() => document.querySelector('#offline').textContent.startsWith('Available offline')"
 MODEL_READY = "() => !!(window.pocketmindChat && window.pocketmindChat.card)"
 
@@ -92,7 +92,7 @@ def test_offline_reload_boots_loads_the_cached_model_and_answers_without_leaving
     build, precache = sw_build(site.out)
     state = page.evaluate("window.pocketmindOffline.state")
     assert state["cached"] and state["build"] == build
-    assert sorted(bounded(page, "() => caches.keys()")) == [f"pocketmind-app-{build}", MODELS_CACHE]
+    assert sorted(bounded(page, "() => caches.keys()")) == [f"pocketmind-app-{build}", *MODELS_CACHES]
     assert page.evaluate("window.pocketmindChat.storage.stored") is True
     online = ask_greedy(page, "the word")
 
@@ -195,7 +195,7 @@ def test_a_rebuild_is_offered_and_then_runs_whole(page, make_site, tiny_models):
     assert page.evaluate("getComputedStyle(document.body).outlineColor") == "rgb(1, 2, 3)"
     assert rule in bounded(page, "() => fetch('style.css').then((r) => r.text())")
     assert page.locator("#update").is_hidden()
-    assert sorted(bounded(page, "() => caches.keys()")) == [f"pocketmind-app-{new_build}", MODELS_CACHE]
+    assert sorted(bounded(page, "() => caches.keys()")) == [f"pocketmind-app-{new_build}", *MODELS_CACHES]
     # every file the service worker can serve is the new build's, byte for byte
     cached = bounded(page, """async () => {
         const cache = await caches.open((await caches.keys()).find((n) => n.startsWith('pocketmind-app-')));

@@ -105,19 +105,19 @@ RECORD_WORKER_MESSAGES = """(() => {
 })();"""
 
 
-def test_a_stored_model_is_read_once_the_engine_is_up_and_a_new_one_at_once(page, site, tiny_models):
-    """A download's network wait overlaps the engine's start; reading a stored model (hashing it) would only compete
-    with it for the worker's thread."""
+def test_the_model_is_asked_for_before_the_engine_is_up_whether_stored_or_not(page, site, tiny_models):
+    """A download's network wait, or a stored model's read (checked by WebCrypto and another thread), overlaps the
+    engine's start."""
     page.context.add_init_script(RECORD_WORKER_MESSAGES)
     url = f"models/{tiny_models['F16'].name}"
     page.goto(site)  # the site's only model is the one the page boots with
     bounded(page, "() => window.pocketmindChat.ready")
     first = page.evaluate("window.workerMessages")
-    assert first.index("progress:model") < first.index("ready"), first  # not stored: asked for at once
+    assert first.index("progress:model") < first.index("ready"), first  # not stored: downloaded
     bounded(page, """(url) => new Promise((resolve) => {
         const check = () => pocketmindModelStore.hasModel(url).then((yes) => yes ? resolve() : setTimeout(check, 50));
         check(); })""", url)
     page.reload()
     bounded(page, "() => window.pocketmindChat.ready")
     again = page.evaluate("window.workerMessages")
-    assert "progress:model" in again and again.index("ready") < again.index("progress:model"), again
+    assert "progress:model" in again and again.index("progress:model") < again.index("ready"), again

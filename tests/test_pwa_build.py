@@ -44,8 +44,10 @@ def test_sw_precaches_every_file_but_the_models_under_a_content_hash(site):
     assert any(p.startswith("wheels/pocketmind-") for p in listed)
     expected = hashlib.sha256("".join(f"{p}\t{listed[p][0]}\n" for p in sorted(listed)).encode()).hexdigest()[:16]
     assert sw["BUILD"] == expected and sw["CACHE"] == sw["PREFIX"] + expected
-    # old builds are found by this prefix; model-store's cache must never match it
-    assert not "pocketmind-models-v1".startswith(sw["PREFIX"])
+    # old builds are found by this prefix; model-store's caches must never match it
+    store = (Path(build_site.__file__).parent / "site" / "model-store.js").read_text()
+    for name in ("pocketmind-models-v1", "pocketmind-model-blocks-v1"):
+        assert f'"{name}"' in store and not name.startswith(sw["PREFIX"])
     text = (site / "sw.js").read_text()
     for header in ("Cross-Origin-Opener-Policy", "Cross-Origin-Embedder-Policy", "Cross-Origin-Resource-Policy",
                    "Content-Security-Policy"):
