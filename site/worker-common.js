@@ -108,7 +108,7 @@ async function streamSteps(id, service, start, decorate = (event) => event) {
     for (;;) {
       const event = service.step();
       if (event === undefined || event === null) break;
-      postMessage({ ...decorate(JSON.parse(event)), id });
+      if (event !== "") postMessage({ ...decorate(JSON.parse(event)), id }); // "": a step with nothing to tell
       await yieldToEvents();
     }
   } catch (e) {

@@ -47,6 +47,24 @@ def test_run_streams_progress_then_rates_and_leaves_the_cache_empty(model):
         assert ctx.n_past == 0 and gen.tokens == []
 
 
+def test_between_a_phases_first_and_last_token_progress_is_quiet_for_progress_seconds(model, monkeypatch):
+    monkeypatch.setattr(bench, "PROGRESS_SECONDS", 3600.0)
+    with model.context(n_ctx=256) as ctx:
+        gen = Generator(ctx)
+        events = list(bench.run(gen, bench.text_prompt(model, 24), 12))
+        done = events[-1]
+        assert done["n_generated"] == 12  # (random weights: no end-of-generation token in 12)
+        tokens = [e for e in events[:-1] if e["phase"] != "prompt"]
+        assert [(e["phase"], e["done"]) for e in tokens] == [("warm-up", i) for i in range(1, 9)] + \
+            [("generate", i) for i in range(1, 13)]  # still an event per token
+        loud = [(e["phase"], e["done"], e["total"]) for e in tokens if not e.get("quiet")]
+        assert loud == [("warm-up", 1, 8), ("warm-up", 8, 8), ("generate", 1, 12), ("generate", 12, 12)]
+        assert not any(e.get("quiet") for e in events if e["type"] == "done" or e["phase"] == "prompt")
+    monkeypatch.setattr(bench, "PROGRESS_SECONDS", 0.0)
+    with model.context(n_ctx=256) as ctx:
+        assert not any(e.get("quiet") for e in bench.run(Generator(ctx), bench.text_prompt(model, 24), 12))
+
+
 def test_run_refuses_what_does_not_fit(model):
     with model.context(n_ctx=64) as ctx:
         gen = Generator(ctx)
@@ -72,15 +90,18 @@ def test_abort_ends_the_run_with_a_stopped_done_event(model, after):
         assert ctx.n_past == 0
 
 
-def test_chat_service_streams_the_speed_test_and_stops_it(native, tiny_models):
+def test_chat_service_streams_the_speed_test_and_stops_it(native, tiny_models, monkeypatch):
+    monkeypatch.setattr(bench, "PROGRESS_SECONDS", 3600.0)
     with Model.from_file(tiny_models["F32"], native) as m:
         service = ChatService(m, n_ctx=256)
         service.start_bench(json.dumps({"n_prompt": 20, "n_gen": 6}))
-        events = []
+        steps = []
         while (event := service.step()) is not None:
-            events.append(json.loads(event))
+            steps.append(event)
+        events = [json.loads(e) for e in steps if e]  # "": a quiet token's step, nothing to post
         assert events[-1]["type"] == "done" and events[-1]["n_prompt"] == 20 and events[-1]["pp_tps"] > 0
-        assert all(e["type"] == "progress" for e in events[:-1]) and service.step() is None
+        assert all(e["type"] == "progress" and "quiet" not in e for e in events[:-1]) and service.step() is None
+        assert steps.count("") == 2 * (6 - 2)  # warm-up and run, 6 tokens each: all but each one's first and last
 
         service.start_bench(json.dumps({"tokens": [1, 2, 3, 4, 5], "n_gen": 30}))
         first = json.loads(service.step())

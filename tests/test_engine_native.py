@@ -81,6 +81,40 @@ def test_decode_keeps_logits_of_every_position_or_the_last(f16):
     assert not np.allclose(every[0], every[-1])
 
 
+def test_one_token_goes_without_the_token_buffer_and_decodes_alike(f16):
+    tokens = f16.tokenize("the word and the other")
+    with f16.context(n_ctx=16) as one, f16.context(n_ctx=16) as buffered:
+        calls = []
+        call = one.backend.call
+        for i, t in enumerate(tokens):
+            one.backend.call = lambda fn, *a: calls.append(fn) or call(fn, *a)
+            one.decode([int(t)])
+            del one.backend.call
+            buffered.decode(np.array([t]), pos=i)  # an array: through the buffer
+            np.testing.assert_array_equal(one.logits(), buffered.logits())
+        assert calls.count("pm_decode_one") == len(tokens) and "pm_decode" not in calls
+        assert one.cached_prefix(tokens) == buffered.cached_prefix(tokens) == len(tokens)
+        for bad, message in [(f16.n_vocab, "outside the vocabulary"), (-3, "outside the vocabulary"),
+                             (2**40, "fit in 32 bits")]:
+            with pytest.raises(PocketmindError, match=message):
+                one.decode([bad])
+        with pytest.raises(PocketmindError, match="do not fit in the context"):
+            one.decode([int(tokens[0])], pos=one.n_ctx)
+
+
+def test_token_bytes_are_read_once_per_token(f16):
+    calls = []
+    f16._token_bytes.clear()  # what earlier tests read
+    read = f16._read_token_bytes
+    f16._read_token_bytes = lambda token, special: calls.append((token, special)) or read(token, special)
+    try:
+        assert [f16.token_bytes(t) for t in (300, 300, 301)] == [read(300, False), read(300, False), read(301, False)]
+        assert f16.token_bytes(3, special=True) == b"<|im_start|>" and f16.token_bytes(3) == b""
+    finally:
+        del f16._read_token_bytes
+    assert calls == [(300, False), (301, False), (3, True), (3, False)]
+
+
 def test_batches_split_and_chunked_logits_agree(f16):
     tokens = f16.tokenize("the word and the other one which was not said " * 3)
     with f16.context(n_ctx=256, n_batch=512) as whole, f16.context(n_ctx=256, n_batch=7) as pieces:

@@ -928,6 +928,8 @@ int32_t pm_decode(pm_context * c, const int32_t * tokens, int32_t n, int32_t pos
     });
 }
 
+int32_t pm_decode_one(pm_context * c, int32_t token, int32_t pos) { return pm_decode(c, &token, 1, pos, 0); }
+
 const float * pm_logits(pm_context * c, int32_t i) {
     const float * result = nullptr;
     guarded([&]() -> int32_t {

@@ -119,6 +119,9 @@ int32_t pm_context_n_batch(const pm_context * ctx);
 /* Run n tokens of sequence 0 at positions pos0 .. pos0+n-1 (split into n_batch chunks). all_logits: keep the
  * logits of every position, else only of the last one. The KV cache must hold positions < pos0 already. */
 int32_t pm_decode(pm_context * ctx, const int32_t * tokens, int32_t n, int32_t pos0, int32_t all_logits);
+/* pm_decode of the one token at pos, its logits kept: a generation's step, with no token buffer to fill first (in the
+ * browser each write into the module's memory from Python is a trip through the JS bridge). */
+int32_t pm_decode_one(pm_context * ctx, int32_t token, int32_t pos);
 /* Logits (n_vocab floats, no copy) of position i of the last pm_decode call, or of its last token for i = -1;
  * NULL with an error if that position kept no logits. Valid until the next decode. */
 const float * pm_logits(pm_context * ctx, int32_t i);

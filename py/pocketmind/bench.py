@@ -9,7 +9,8 @@ per token), on a prompt of exactly `n_prompt` tokens of a fixed English text (TE
 warm-up of the same shapes first (the first decode of a batch grows memory and runs unoptimised wasm code).
 
     for event in run(generator, text_prompt(model, 64), 64):
-        ...  # {"type": "progress", "phase": "warm-up" | "prompt" | "generate", "done", "total"}, then the result:
+        ...  # {"type": "progress", "phase": "warm-up" | "prompt" | "generate", "done", "total"} per prompt batch
+             # and per token, with "quiet": True on the tokens not worth drawing (see PROGRESS_SECONDS), then:
              # {"type": "done", "pp_tps", "tg_tps", "n_prompt", "n_generated", "prompt_seconds",
              #  "generation_seconds", "finish_reason", "stopped"}
 
@@ -20,6 +21,7 @@ early at an end-of-generation token: n_generated says how many tokens there were
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 
 from .generate import Chunk, Done, Generator, Prefill
@@ -33,6 +35,11 @@ TEXT = ("The history of the lighthouse begins with fires lit on hilltops to guid
         "On the rocky coasts of the north, where storms could last for days, the keepers sometimes went weeks "
         "without seeing a visitor, and the supply boat was the most important event of the month.")
 WARMUP_TOKENS = 8  # generated in the warm-up run, as the JS-only benchmark does (wasm/pocketmind_api.js)
+# A token's progress event is quiet (ChatService.step hands the worker nothing to post for it) unless it is a phase's
+# first or last token or this long has passed since the last one that was not: each event the Benchmark page draws
+# takes CPU from the engine's threads (an event per token cost 15-20 % of the generation speed on a 2-core machine),
+# and a progress bar needs a few a second. Every token still returns to the worker, so a stop lands at once.
+PROGRESS_SECONDS = 0.25
 
 
 def text_prompt(model, n_tokens: int, text: str = TEXT) -> list[int]:
@@ -70,21 +77,29 @@ def run(generator: Generator, prompt: Sequence[int], n_gen: int, abort: Callable
     phases = [("warm-up", min(WARMUP_TOKENS, n_gen))] if warmup else []
     phases.append(("measure", n_gen))
     done = None
+    shown = -float("inf")  # when the last token's progress event that was not quiet was yielded
+
+    def due(generated: int, total: int) -> bool:
+        nonlocal shown
+        now = time.perf_counter()
+        if generated in (1, total) or now - shown >= PROGRESS_SECONDS:
+            shown = now
+            return True
+        return False
+
     try:
         for phase, n in phases:
             generator.reset()
             generated = 0
             for event in generator.generate(prompt, params=GREEDY, max_tokens=n, abort=aborted, progress=True):
-                if phase == "warm-up":
-                    if isinstance(event, Chunk) and event.token is not None:
-                        generated += 1
-                        yield {"type": "progress", "phase": "warm-up", "done": generated, "total": n}
-                elif isinstance(event, Prefill):
-                    yield {"type": "progress", "phase": "prompt", "done": event.decoded, "total": event.total}
+                if isinstance(event, Prefill):
+                    if phase != "warm-up":
+                        yield {"type": "progress", "phase": "prompt", "done": event.decoded, "total": event.total}
                 elif isinstance(event, Chunk) and event.token is not None:
                     generated += 1
-                    yield {"type": "progress", "phase": "generate", "done": generated, "total": n}
-                elif isinstance(event, Done):
+                    yield {"type": "progress", "phase": "generate" if phase == "measure" else phase,
+                           "done": generated, "total": n, **({} if due(generated, n) else {"quiet": True})}
+                elif isinstance(event, Done) and phase == "measure":
                     done = event
             if aborted():
                 break

@@ -51,6 +51,7 @@ SIGNATURES: dict[str, tuple[str, str]] = {
     "pm_context_n_ctx": ("i", "p"),
     "pm_context_n_batch": ("i", "p"),
     "pm_decode": ("i", "ppiii"),
+    "pm_decode_one": ("i", "pii"),
     "pm_logits": ("p", "pi"),
     "pm_kv_remove": ("i", "pii"),
     "pm_kv_clear": ("v", "p"),

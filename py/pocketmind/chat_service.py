@@ -29,7 +29,8 @@ The contract with the page (site/chat-worker.js):
 - `start_bench(request_json)`: {n_prompt (default 64), n_gen (default 64)}: a speed test of the loaded model
   (pocketmind.bench: the benchmark text's first n_prompt tokens, n_gen greedy tokens, after a warm-up); step() then
   gives bench.run()'s events as JSON: {"type": "progress", "phase", "done", "total"}*, then {"type": "done",
-  "pp_tps", "tg_tps", ...}. stop() ends it early (the done event says stopped). The chat's KV cache is cleared.
+  "pp_tps", "tg_tps", ...}, and "" for a token whose progress is quiet (nothing to post: step again). stop() ends it
+  early (the done event says stopped). The chat's KV cache is cleared.
 
 The prompt is decoded PROMPT_BATCH tokens at a time, so a stop during a long prompt is seen within one batch.
 """
@@ -156,7 +157,8 @@ class ChatService:
         self._stop = True
 
     def step(self) -> str | None:
-        """The next event as JSON (see the module's docstring); None once the answer is over."""
+        """The next event as JSON, or "" for a speed test's quiet step (see the module's docstring); None once the
+        answer is over."""
         if self._events is None:
             return None
         event = next(self._events, None)
@@ -166,7 +168,7 @@ class ChatService:
         if isinstance(event, dict):  # a speed test's events (start_bench)
             if event["type"] == "done":
                 self._events = None
-            return json.dumps(event)
+            return "" if event.get("quiet") else json.dumps(event)
         if isinstance(event, Prefill):
             return json.dumps({"type": "prompt", "decoded": event.decoded, "total": event.total})
         if isinstance(event, Chunk):

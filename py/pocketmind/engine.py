@@ -152,6 +152,7 @@ class Model(_Handle):
         self.add_bos = bool(backend.call("pm_model_add_bos", ptr))
         self._control_texts: dict[int, str | None] = {}  # control_text's answers: asked for every prompt
         self._strips: dict[int, tuple[bool, bool]] = {}  # strips_whitespace's answers
+        self._token_bytes: dict[tuple[int, bool], bytes] = {}  # token_bytes' answers: asked for every token
 
     # ---- loading ----
 
@@ -298,11 +299,18 @@ class Model(_Handle):
 
     def token_bytes(self, token: int, special: bool = False) -> bytes:
         """The raw bytes of one token: may be part of a UTF-8 character."""
+        key = (int(token), bool(special))
+        known = self._token_bytes.get(key)
+        if known is None:
+            known = self._token_bytes[key] = self._read_token_bytes(*key)
+        return known
+
+    def _read_token_bytes(self, token: int, special: bool) -> bytes:
         size = 64
         while True:
             buf = self._scratch.get(size + 8)
             n_out = buf + size
-            status = self.backend.call("pm_token_bytes", self.ptr, int(token), int(special), buf, size, n_out)
+            status = self.backend.call("pm_token_bytes", self.ptr, token, int(special), buf, size, n_out)
             if status == BUFFER_TOO_SMALL:
                 size = self._read_i32(n_out)
                 continue
@@ -399,15 +407,23 @@ class Context(_Handle):
 
     def decode(self, tokens: Sequence[int] | np.ndarray, pos: int | None = None, all_logits: bool = False) -> None:
         """Append tokens to the sequence (at `pos`, default: after what the cache holds)."""
-        ptr, n, _ = self._tokens_arg(tokens)
-        if n == 0:
-            raise PocketmindError(-1, "decode needs at least one token")
+        # a generation's step, one token, goes without the token buffer (pm_decode_one): in the browser, filling it
+        # cost more than the rest of the glue's token
+        one = (not all_logits and isinstance(tokens, (list, tuple)) and len(tokens) == 1
+               and type(tokens[0]) is int and -(2**31) <= tokens[0] < 2**31)
+        if not one:
+            ptr, n, _ = self._tokens_arg(tokens)
+            if n == 0:
+                raise PocketmindError(-1, "decode needs at least one token")
         pos = self.n_past if pos is None else pos
         known = self._kv_tokens
         self._kv_tokens = None  # unknown until the decode succeeded
-        self._check(self.backend.call("pm_decode", self.ptr, ptr, n, int(pos), int(all_logits)))
+        if one:
+            self._check(self.backend.call("pm_decode_one", self.ptr, tokens[0], int(pos)))
+        else:
+            self._check(self.backend.call("pm_decode", self.ptr, ptr, n, int(pos), int(all_logits)))
         if known is not None and pos == len(known):
-            known.extend(np.asarray(tokens, dtype=np.int64).ravel().tolist())
+            known.extend([tokens[0]] if one else np.asarray(tokens, dtype=np.int64).ravel().tolist())
             self._kv_tokens = known
 
     def logits(self, i: int = -1) -> np.ndarray:
