@@ -23,6 +23,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -168,7 +169,7 @@ def main() -> int:
     commit = git("rev-parse", "--short", "HEAD")  # the code that runs: taken now, not at the end
     if git("status", "--porcelain", "--untracked-files=no"):
         commit += " with uncommitted changes"
-    report = {"command": "python3 benchmarks/glue_overhead.py " + " ".join(sys.argv[1:]),
+    report = {"command": "python3 benchmarks/glue_overhead.py " + shlex.join(sys.argv[1:]),
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit,
               "machine": f"{cpu_name()}, {os.cpu_count()} logical cores", "rounds": args.rounds,
               "prompt": args.prompt, "gen": args.gen, "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),

@@ -7,7 +7,8 @@
 //   client.addEventListener("loaded", (e) => ...);   // also: stage, progress, ready, state, restart, failed
 //   await client.start(model);                         // model: {url, bytes, sha256}
 //   const chat = client.conversation();
-//   const done = await chat.ask(text, { system, settings, maxTokens, onText, onPrompt });
+//   const done = await chat.ask(text, { system, settings, maxTokens, onText, onPrompt }); // onText: the text in
+//                                                      // pieces, at most one every TEXT_MS (see below)
 //   chat.stop(); chat.reset();
 //   await client.setAdapter(adapter, scale);           // adapter: {url, bytes, sha256} or null; -> [{id, name, ...}]
 //
@@ -139,6 +140,36 @@ export class ChatClient extends WorkerClient {
   }
 }
 
+// The pages redraw on every piece of an answer's text they are given, and a redraw per token (60-75 a second at 2
+// threads) takes CPU from the engine's threads (an event drawn per token cost the Benchmark page 15-29 % of its
+// speed on a 2-core machine, docs/glue_overhead.md; docs/chat_drawing.md measures the chat). So pieces are joined
+// and handed on at most every TEXT_MS: the first at once, the rest when the interval has passed, and what is held
+// when the answer ends before ask() resolves.
+const TEXT_MS = 50;
+
+function joinedText(onText, ms = TEXT_MS) {
+  let held = "";
+  let timer = null;
+  let last = -Infinity;
+  const flush = () => {
+    clearTimeout(timer);
+    timer = null;
+    last = performance.now();
+    if (held) {
+      const text = held;
+      held = "";
+      onText(text);
+    }
+  };
+  const push = (piece) => {
+    held += piece;
+    const wait = last + ms - performance.now();
+    if (wait <= 0) flush();
+    else if (timer === null) timer = setTimeout(flush, wait);
+  };
+  return { push, flush };
+}
+
 // One conversation: its own history and its own answer in flight. Several share one client (and one worker);
 // a stop or reset touches only its own.
 export class Conversation {
@@ -161,8 +192,10 @@ export class Conversation {
     const messages = system ? [{ role: "system", content: system }, ...this.history] : [...this.history];
     const ticket = (this._ticket = { id: null, cancelled: false });
     const request = { messages, max_tokens: maxTokens, settings };
-    return this.client._ask(request, { onText, onPrompt }, ticket).then(
+    const pieces = onText ? joinedText(onText) : null;
+    return this.client._ask(request, { onText: pieces && pieces.push, onPrompt }, ticket).then(
       (done) => {
+        if (pieces) pieces.flush();
         if (this._ticket === ticket) this._ticket = null;
         if (done.cancelled) {
           this._forget(question);
@@ -173,6 +206,7 @@ export class Conversation {
         return done;
       },
       (error) => {
+        if (pieces) pieces.flush(); // the text that came before the failure is shown
         if (this._ticket === ticket) this._ticket = null;
         this._forget(question);
         throw error;

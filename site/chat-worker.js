@@ -89,7 +89,8 @@ function ask(id, request) {
 async function boot(id, { config, model }) {
   if (engine) throw new Error("the engine is already running");
   // The model is asked for first of all, before Python's and the engine's start keep this thread busy, so its
-  // network wait or its read from the model store overlaps theirs (its sha256 is checked on another thread).
+  // network wait or its read from the model store overlaps theirs (the read is checked by WebCrypto, or hashed on
+  // another thread: not on this one).
   let engineStarted;
   const starting = new Promise((resolve, reject) => { engineStarted = { resolve, reject }; });
   const downloading = download(id, model, starting);

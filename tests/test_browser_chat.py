@@ -59,16 +59,27 @@ def native_answer_to(page, native, path, question: str, max_tokens: int) -> dict
     return native_answer(native, path, messages, max_tokens)
 
 
+# Records when the last assistant message under `selector` first showed text, and that text.
+FIRST_DRAWN = """(selector) => { window.firstDrawn = null; const root = document.querySelector(selector);
+    new MutationObserver(() => {
+        const answers = root.querySelectorAll('.message.assistant');
+        const text = answers.length ? answers[answers.length - 1].textContent : '';
+        if (text && !window.firstDrawn) window.firstDrawn = { at: performance.now(), text };
+    }).observe(root, { subtree: true, characterData: true, childList: true }); }"""
+
+
 def test_page_boots_threaded_and_streams_the_native_answer(page, site, native, tiny_models):
     open_chat(page, site, tiny_models["F16"].name)
     assert page.evaluate("crossOriginIsolated") is True
     assert "wasm-mt" in page.locator("#runtime").text_content()
     assert page.evaluate("window.pocketmindChat.engine.threads") >= 2
     page.fill("#max-tokens", "40")
-    page.evaluate("""() => { window.chunks = 0; const el = document.querySelector('#messages');
-        new MutationObserver(() => window.chunks++).observe(el, {subtree: true, characterData: true, childList: true}); }""")
-    done = bounded(page, "(q) => window.pocketmindChat.ask(q)", "the word and the")
-    assert page.evaluate("window.chunks") > 5  # streamed, not written at once
+    page.evaluate(FIRST_DRAWN, "#messages")
+    done = bounded(page, "(q) => window.pocketmindChat.ask(q).then((d) => { window.doneAt = performance.now(); "
+                         "return d; })", "the word and the")
+    first = page.evaluate("window.firstDrawn")
+    # streamed: part of the answer was drawn before it was done
+    assert first and first["at"] < page.evaluate("window.doneAt") and len(first["text"]) < len(done["text"])
     expected = native_answer_to(page, native, tiny_models["F16"], "the word and the", 40)
     assert done["tokens"] == expected["done"]["tokens"]
     assert done["text"] == expected["text"]
@@ -96,15 +107,18 @@ def test_stop_ends_the_answer_within_a_token(page, site, smollm2):
     open_chat(page, site, smollm2.name)
     page.fill("#max-tokens", "400")
     result = bounded(page, """async (q) => {
+        // the worker's text messages, one per token (the page draws them joined, so its redraws are fewer)
         let tokens = 0, atStop = null;
-        const el = document.querySelector('#messages');
+        const worker = window.pocketmindChat.client._worker;
         const answer = window.pocketmindChat.ask(q);
         await new Promise((resolve) => {
-            const watch = new MutationObserver(() => {
-                tokens++;
-                if (tokens >= 8 && atStop === null) { atStop = tokens; window.pocketmindChat.stop(); watch.disconnect(); resolve(); }
-            });
-            watch.observe(el, {subtree: true, characterData: true, childList: true});
+            const watch = ({ data }) => {
+                if (data.type === 'text' && data.token != null) tokens++;
+                if (tokens >= 8 && atStop === null) {
+                    atStop = tokens; window.pocketmindChat.stop(); worker.removeEventListener('message', watch); resolve();
+                }
+            };
+            worker.addEventListener('message', watch);
         });
         const done = await answer;
         return {atStop, done};

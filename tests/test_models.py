@@ -46,8 +46,10 @@ def test_gemma3_loads_natively_as_a_270m_base_model(gemma3, native):
 
 def test_gemma3_greedy_continuation(gemma3, native):
     """What Gemma 3 270M (base, Q4_K_M) says greedily after "The capital of France is": not "Paris" within
-    8 tokens (it answers " the capital of the country of France."), though " Paris" is among its top 3 first
-    tokens. The test holds it to that, not to a right answer."""
+    8 tokens, though " Paris" is among its top 3 first tokens, but a sentence about France. The words depend on the
+    CPU's kernels (the native build is made for the machine's own): " the capital of the country of France." on an
+    Intel Xeon (AVX2), " the capital of the French Republic. It" on an AMD EPYC (AVX-512). The test holds it to
+    that, not to a right answer."""
     with Model.from_file(gemma3, native) as model, model.context(n_ctx=128) as ctx:
         ctx.decode(model.tokenize("The capital of France is"))
         first = np.argsort(-ctx.logits())[:3]
@@ -60,7 +62,7 @@ def test_gemma3_greedy_continuation(gemma3, native):
                 break
             ctx.decode([token])
         text = model.detokenize(out).decode()
-    assert text.strip() and "France" in text, text
+    assert text.strip() and ("France" in text or "French" in text), text
 
 
 def _wheel(path, members: dict[str, bytes]) -> deps.PypiFile:

@@ -37,8 +37,9 @@ TEXT = ("The history of the lighthouse begins with fires lit on hilltops to guid
 WARMUP_TOKENS = 8  # generated in the warm-up run, as the JS-only benchmark does (wasm/pocketmind_api.js)
 # A token's progress event is quiet (ChatService.step hands the worker nothing to post for it) unless it is a phase's
 # first or last token or this long has passed since the last one that was not: each event the Benchmark page draws
-# takes CPU from the engine's threads (an event per token cost 15-20 % of the generation speed on a 2-core machine),
-# and a progress bar needs a few a second. Every token still returns to the worker, so a stop lands at once.
+# takes CPU from the engine's threads (an event per token cost the page 15-29 % of its generation speed at 2 threads
+# on a 2-core machine: docs/glue_overhead.md), and a progress bar needs a few a second. Every token still returns to
+# the worker (an empty step), so a stop lands within a token.
 PROGRESS_SECONDS = 0.25
 
 
