@@ -11,7 +11,8 @@ tokens as text, and the number of prompt tokens it reports is checked), then --g
 
 - pocketmind, JS only: the engine-check page (site/engine-check.js, engine-worker.js) in headless Chromium;
 - pocketmind, Python glue: the Benchmark page (site/benchmark.js), i.e. the chat worker with Pyodide and
-  pocketmind.bench's loop (greedy sampling, text stream, one streamed event per token, as a chat answer runs);
+  pocketmind.bench's loop (greedy sampling, text stream, a step back to the worker per token, as a chat answer
+  runs; its progress drawn by the page at most every 0.25 s);
 - wllama: npm `@wllama/wllama` (latest, fetched here with `npm pack` into the build cache, never shipped), its
   createCompletion on the same prompt with temperature 0, ignore_eos and no prompt cache, WebGPU off;
 - native: our llama.cpp (the pinned source) as a shared library through ctypes, as benchmarks/engine_speed.py.
@@ -319,8 +320,8 @@ def write_docs(report: dict) -> None:
         "Absolute numbers move with that load; the ratios, from interleaved samples, move less.",
         "",
         "Engines: **pocketmind JS only** (the engine-check page: our wasm module driven from JS), **pocketmind "
-        "Python glue** (the Benchmark page: the chat worker, Pyodide and `pocketmind.bench`, one streamed event per "
-        "token as a chat answer), **wllama** (`createCompletion` on the same prompt as text, temperature 0, ignore_eos, "
+        "Python glue** (the Benchmark page: the chat worker, Pyodide and `pocketmind.bench`, a step back to the "
+        "worker per token as a chat answer, its progress drawn at most every 0.25 s), **wllama** (`createCompletion` on the same prompt as text, temperature 0, ignore_eos, "
         "no prompt cache, WebGPU off), **native llama.cpp** (our library through ctypes). 1 thread = page not "
         "cross-origin isolated (pocketmind's single-thread build; wllama without pthreads); 2 threads = isolated.",
         "",
