@@ -32,9 +32,9 @@ def served_site(models: list[Path]) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def serve(folder: Path) -> Iterator[str]:
-    """Serve a built site (COOP/COEP) on a free loopback port: yields its base URL."""
-    server = build_site.make_server(folder)
+def serve(folder: Path, headers: bool = True) -> Iterator[str]:
+    """Serve a built site on a free loopback port (with COOP/COEP unless headers is False): yields its base URL."""
+    server = build_site.make_server(folder, headers=headers)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/"
@@ -47,3 +47,19 @@ def bounded(page, expression: str, arg=None, ms: int = 300_000):
     """Await a JS function's promise in the page, failing after `ms` instead of hanging."""
     return page.evaluate(f"""async (arg) => Promise.race([({expression})(arg),
         new Promise((_, reject) => setTimeout(() => reject(new Error('timed out')), {ms}))])""", arg)
+
+
+@contextlib.contextmanager
+def bare_page(playwright):
+    """A fresh headless Chromium with one page and no service worker (its sw.js answers 404), so a site served
+    without COOP/COEP stays single-threaded instead of reloading itself isolated: yields (page, page errors)."""
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    try:
+        context = browser.new_context()
+        context.route("**/sw.js", lambda route: route.fulfill(status=404, body="no service worker here"))
+        page = context.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        yield page, errors
+    finally:
+        browser.close()

@@ -17,10 +17,8 @@ import json
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,8 +26,8 @@ sys.path[:0] = [str(REPO), str(REPO / "wasm")]
 
 import build_site  # noqa: E402
 import deps  # noqa: E402
-from browser_site import CHROMIUM, CHROMIUM_ARGS, bounded  # noqa: E402
-from machine import cpu_name  # noqa: E402
+from browser_site import bare_page, bounded, serve  # noqa: E402
+from machine import code_version, cpu_name, write_doc  # noqa: E402
 
 QUESTION = "Write a long story about a lighthouse keeper and the storm that lasted a week."
 WAYS = ["drawn", "hidden"]
@@ -46,14 +44,7 @@ ASK = """async ([q, n]) => {
 
 
 def measure(playwright, url: str, threads: int, n_gen: int, rounds: int) -> dict:
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    try:
-        context = browser.new_context()
-        # no service worker: without COOP/COEP headers the page stays single-threaded instead of reloading isolated
-        context.route("**/sw.js", lambda route: route.fulfill(status=404, body="no service worker here"))
-        page = context.new_page()
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
+    with bare_page(playwright) as (page, errors):
         page.goto(url)  # index.html: the chat page
         bounded(page, "() => window.pocketmindChat.ready", ms=STEP_MS)
         bounded(page, "() => new Promise((r) => { const t = () => window.pocketmindChat.card ? r() : "
@@ -73,8 +64,6 @@ def measure(playwright, url: str, threads: int, n_gen: int, rounds: int) -> dict
         if errors:
             raise RuntimeError(f"page errors: {errors}")
         return {"engine": engine, "samples": samples}
-    finally:
-        browser.close()
 
 
 def write_docs(report: dict) -> None:
@@ -95,11 +84,7 @@ def write_docs(report: dict) -> None:
         lines.append(f"| {row['site']} | {row['threads']} | {row['engine']['variant']} | {med['drawn']:.1f} | "
                      f"{med['hidden']:.1f} | {(med['hidden'] / med['drawn'] - 1) * 100:+.1f} % | {per_round} |")
     lines.append("")
-    out = REPO / "docs" / "chat_drawing.md"
-    old = out.read_text() if out.exists() else ""
-    marker = "<!-- written by hand below: kept when the script rewrites this file -->"
-    kept = old[old.index(marker):] if marker in old else marker + "\n"
-    out.write_text("\n".join(lines) + "\n" + kept)
+    write_doc(REPO / "docs" / "chat_drawing.md", "\n".join(lines))
     (REPO / "docs" / "chat_drawing.json").write_text(json.dumps(report, indent=1) + "\n")
 
 
@@ -116,10 +101,7 @@ def main() -> int:
     sites = [tuple(s.split("=", 1)) for s in args.site]
     if args.rounds < 1 or any(len(s) != 2 for s in sites) or (args.no_this and not sites):
         parser.error("--rounds >= 1, --site LABEL=DIR, and a site to measure")
-    git = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()  # noqa: E731
-    commit = git("rev-parse", "--short", "HEAD")  # the code that runs: taken now, not at the end
-    if git("status", "--porcelain", "--untracked-files=no"):
-        commit += " with uncommitted changes"
+    commit = code_version()  # the code that runs: taken now, not at the end
     report = {"command": "python3 benchmarks/chat_drawing.py " + shlex.join(sys.argv[1:]),
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit,
               "machine": f"{cpu_name()}, {os.cpu_count()} logical cores", "rounds": args.rounds, "gen": args.gen,
@@ -131,14 +113,9 @@ def main() -> int:
             folders.append(("this tree", Path(tmp) / "this"))
         for threads, headers in ((1, False), (2, True)):
             for label, folder in folders:
-                server = build_site.make_server(folder, headers=headers)
-                threading.Thread(target=server.serve_forever, daemon=True).start()
-                try:
+                with serve(folder, headers) as url:
                     print(f"{label}, {threads} thread(s):", flush=True)
-                    got = measure(p, f"http://127.0.0.1:{server.server_address[1]}/", threads, args.gen, args.rounds)
-                finally:
-                    server.shutdown()
-                    server.server_close()
+                    got = measure(p, url, threads, args.gen, args.rounds)
                 report["rows"].append({"site": label, "threads": threads, **got})
     report["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     if not args.no_write:

@@ -25,10 +25,8 @@ import json
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,8 +34,8 @@ sys.path[:0] = [str(REPO), str(REPO / "wasm"), str(REPO / "py")]
 
 import build_site  # noqa: E402
 import deps  # noqa: E402
-from browser_site import CHROMIUM, CHROMIUM_ARGS, bounded  # noqa: E402
-from machine import cpu_name  # noqa: E402
+from browser_site import bare_page, bounded, serve  # noqa: E402
+from machine import code_version, cpu_name, write_doc  # noqa: E402
 
 from pocketmind import Model, bench  # noqa: E402
 from pocketmind.native import NativeBackend  # noqa: E402
@@ -68,22 +66,9 @@ GLUE_RUN = """async ([tokens, nGen]) => {
 PAGE_RUN = "([t, g]) => window.pocketmindBenchmark.run({tokens: t, nPrompt: t.length, nGen: g})"
 
 
-def serve(folder: Path, headers: bool):
-    server = build_site.make_server(folder, headers=headers)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/"
-
-
 def measure(playwright, url: str, threads: int, tokens: list[int], n_gen: int, rounds: int) -> dict:
     """All rounds of one model and thread count in one page: {way: [sample, ...]}, and the engine the page ran."""
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    try:
-        context = browser.new_context()
-        # no service worker: without COOP/COEP headers the page stays single-threaded instead of reloading isolated
-        context.route("**/sw.js", lambda route: route.fulfill(status=404, body="no service worker here"))
-        page = context.new_page()
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
+    with bare_page(playwright) as (page, errors):
         page.goto(url + "benchmark.html")
         ready = bounded(page, "() => window.pocketmindBenchmark.ready", ms=STEP_MS)
         engine = ready["engine"]
@@ -104,8 +89,6 @@ def measure(playwright, url: str, threads: int, tokens: list[int], n_gen: int, r
         if errors:
             raise RuntimeError(f"page errors: {errors}")
         return {"engine": engine, "samples": samples}
-    finally:
-        browser.close()
 
 
 def summary(samples: dict) -> dict:
@@ -144,11 +127,7 @@ def write_docs(report: dict) -> None:
                           f"{row['summary']['overhead']['glue'] * 100:+.1f} % "
                           f"({'met' if row['summary']['overhead']['glue'] <= 0.03 else 'missed'})"
                           for row in report["rows"]) + ".", ""]
-    out = REPO / "docs" / "glue_overhead.md"
-    old = out.read_text() if out.exists() else ""
-    marker = "<!-- written by hand below: kept when the script rewrites this file -->"
-    kept = old[old.index(marker):] if marker in old else marker + "\n"
-    out.write_text("\n".join(lines) + "\n" + kept)
+    write_doc(REPO / "docs" / "glue_overhead.md", "\n".join(lines))
     (REPO / "docs" / "glue_overhead.json").write_text(json.dumps(report, indent=1) + "\n")
 
 
@@ -165,10 +144,7 @@ def main() -> int:
     keys = [k.strip() for k in args.models.split(",") if k.strip()]
     if args.rounds < 1 or not keys or any(k not in MODELS for k in keys):
         parser.error(f"--rounds >= 1 and --models among {', '.join(MODELS)}")
-    git = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()  # noqa: E731
-    commit = git("rev-parse", "--short", "HEAD")  # the code that runs: taken now, not at the end
-    if git("status", "--porcelain", "--untracked-files=no"):
-        commit += " with uncommitted changes"
+    commit = code_version()  # the code that runs: taken now, not at the end
     report = {"command": "python3 benchmarks/glue_overhead.py " + shlex.join(sys.argv[1:]),
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit,
               "machine": f"{cpu_name()}, {os.cpu_count()} logical cores", "rounds": args.rounds,
@@ -184,13 +160,9 @@ def main() -> int:
             out = Path(tmp) / key
             build_site.build_site(out, [path])
             for threads, headers in ((1, False), (2, True)):
-                server, url = serve(out, headers)
-                try:
+                with serve(out, headers) as url:
                     print(f"{name}, {threads} thread(s):", flush=True)
                     got = measure(p, url, threads, tokens, args.gen, args.rounds)
-                finally:
-                    server.shutdown()
-                    server.server_close()
                 row = {"model": name, "threads": threads, **got, "summary": summary(got["samples"])}
                 report["rows"].append(row)
                 o = row["summary"]["overhead"]

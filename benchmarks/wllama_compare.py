@@ -61,8 +61,8 @@ import build as wasm_build  # noqa: E402
 import build_site  # noqa: E402
 import deps  # noqa: E402
 import numpy as np  # noqa: E402
-from browser_site import CHROMIUM, CHROMIUM_ARGS, bounded  # noqa: E402
-from machine import cpu_name  # noqa: E402
+from browser_site import bare_page, bounded  # noqa: E402
+from machine import code_version, cpu_name, write_doc  # noqa: E402
 
 from pocketmind import Model  # noqa: E402
 from pocketmind import bench  # noqa: E402
@@ -71,7 +71,6 @@ from pocketmind.native import NativeBackend  # noqa: E402
 DOCS = REPO / "docs"
 WLLAMA = "@wllama/wllama"
 ENGINES = ["pocketmind JS only", "pocketmind Python glue", "wllama", "native llama.cpp"]
-HAND_WRITTEN = "<!-- written by hand below: kept when the script rewrites this file -->"
 TARGETS = {"tg": 0.7, "pp": 0.6, "glue_overhead_pct": 3.0}  # issue 11, at equal threads
 
 WLLAMA_PAGE = """<!doctype html>
@@ -164,16 +163,9 @@ SAMPLE_MS = 900_000  # one page step at most (a loaded 2-core machine runs Gemma
 
 def browser_sample(playwright, url: str, engine: str, model_file: str, threads: int, tokens: list[int],
                    text: str, n_gen: int) -> dict:
-    """One sample in a fresh Chromium: load time, then the engine's own warm-up and measured run."""
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    try:
-        context = browser.new_context()
-        # no service worker: nothing is precached in the background, and without COOP/COEP headers the page stays
-        # single-threaded instead of reloading itself isolated (as in a browser without service workers)
-        context.route("**/sw.js", lambda route: route.fulfill(status=404, body="no service worker here"))
-        page = context.new_page()
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
+    """One sample in a fresh Chromium: load time, then the engine's own warm-up and measured run. No service worker:
+    nothing is precached in the background (and the 1-thread page stays single-threaded)."""
+    with bare_page(playwright) as (page, errors):
         if engine == "pocketmind JS only":
             page.goto(url + "engine-check.html")
             info = bounded(page, "() => window.pocketmindCheck.ready", ms=SAMPLE_MS)
@@ -200,9 +192,7 @@ def browser_sample(playwright, url: str, engine: str, model_file: str, threads: 
             raise RuntimeError(f"{engine}: page errors {errors}")
         return {"pp_tps": result["pp_tps"], "tg_tps": result["tg_tps"], "load_s": load_s,
                 "n_prompt": result["n_prompt"], "n_generated": result["n_generated"], "variant": got["variant"],
-                "chromium": browser.version}
-    finally:
-        browser.close()
+                "chromium": page.context.browser.version}
 
 
 def native_sample(lib: Path, path: Path, threads: int, tokens: list[int], n_gen: int) -> dict:
@@ -363,11 +353,7 @@ def write_docs(report: dict) -> None:
               "rows as the reference table beside the visitor's own numbers.", ""]
     if report.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
-    target = DOCS / "benchmarks.md"
-    kept = target.read_text().split(HAND_WRITTEN, 1) if target.is_file() else []
-    if len(kept) == 2:  # what a person wrote below the marker stays (reread it against the new numbers)
-        lines += [HAND_WRITTEN + kept[1].rstrip("\n"), ""]
-    target.write_text("\n".join(lines))
+    write_doc(DOCS / "benchmarks.md", "\n".join(lines))
 
 
 def machine() -> str:
@@ -399,9 +385,7 @@ def main() -> int:
 
     load_before = os.getloadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
-    commit = sh("git", "rev-parse", "--short", "HEAD", cwd=REPO)  # the code that runs: taken now, not at the end
-    if sh("git", "status", "--porcelain", "--untracked-files=no", cwd=REPO):
-        commit += " with uncommitted changes"
+    commit = code_version()  # the code that runs: taken now, not at the end
     wllama_info, wllama_esm = fetch_wllama()
     wasm_build.build("native")
     lib = REPO / "build" / "native" / "libpocketmind.so"
