@@ -88,6 +88,24 @@ def test_page_boots_threaded_and_streams_the_native_answer(page, site, native, t
     assert "tokens/s" in page.locator("#speed").text_content()
 
 
+def test_an_answers_text_reaches_the_page_joined_at_most_every_50_ms(page, site, tiny_models):
+    """Conversation.ask hands the page its text at most every TEXT_MS (a redraw per token costs the engine's threads
+    CPU): the first piece at once, the rest joined, what is left before the answer resolves."""
+    open_chat(page, site, tiny_models["F16"].name)
+    got = bounded(page, """async (q) => {
+        const calls = [];
+        const done = await window.pocketmindChat.chat.ask(q, { maxTokens: 120, settings: { temperature: 0 },
+            onText: (piece) => calls.push([performance.now(), piece]) });
+        return { calls, text: done.text, n: done.n_generated, end: performance.now() };
+    }""", "the word and the")
+    calls = got["calls"]
+    assert "".join(piece for _, piece in calls) == got["text"] and got["n"] >= 20
+    assert len(calls) < got["n"]  # joined: fewer hand-overs than tokens
+    gaps = [b[0] - a[0] for a, b in zip(calls, calls[1:])]
+    assert all(gap >= 49 for gap in gaps[:-1]), gaps  # the last one is the end's flush, which may come sooner
+    assert calls[-1][0] <= got["end"]  # all of it before ask() resolved
+
+
 def test_smollm2_conversation_and_prefix_reuse(page, site, native, smollm2):
     open_chat(page, site, smollm2.name)
     page.fill("#max-tokens", "48")
