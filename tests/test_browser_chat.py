@@ -373,21 +373,22 @@ def test_a_hung_worker_is_terminated_and_replaced(page, site, tiny_models):
 
 
 def test_a_long_engine_call_says_it_is_busy_and_is_not_taken_for_a_hang(page, site, smollm2):
-    """One engine call longer than the watchdog's limit (a prompt of 512 tokens in a single batch): the engine's
-    signs of life from inside its graph keep the worker alive, where pings alone could not be answered."""
+    """One engine call longer than the watchdog's limit (a prompt of 1536 tokens in a single batch: 512 took only
+    3.2 s on a fast 2-core machine): the engine's signs of life from inside its graph keep the worker alive, where
+    pings alone could not be answered."""
     open_chat(page, site, smollm2.name)
     worker = chat_worker(page)
     run_python = """async (code) => { const py = await python; py.globals.set("service", service);
         const t = performance.now(); py.runPython(code.replace("THREADS", engine.threads));
         return (performance.now() - t) / 1000; }"""
-    bounded(worker, run_python, "ctx = service.model.context(n_ctx=1024, n_batch=512, n_threads=THREADS)")
+    bounded(worker, run_python, "ctx = service.model.context(n_ctx=2048, n_batch=1536, n_threads=THREADS)")
     page.evaluate("""() => { const c = window.pocketmindChat.client;
         window.busySeen = 0;
         c._worker.addEventListener("message", ({ data }) => { if (data.type === "busy") window.busySeen += 1; });
         c.hangMs = 3000;  // and a ping every 100 ms: any 3.1 s without a pong or a sign of life is a hang
         clearInterval(c._pinger);
         c._pinger = setInterval(() => c._watch(c._worker), 100); }""")
-    seconds = bounded(worker, run_python, "ctx.decode(list(range(1000, 1512)))")
+    seconds = bounded(worker, run_python, "ctx.decode(list(range(1000, 2536)))")
     assert seconds > 3.5, f"the call took {seconds:.1f} s: too short to test the watchdog"
     assert page.evaluate("window.busySeen") >= seconds / 2  # at most 0.5 s apart, while the call lasted
     assert page.evaluate("window.pocketmindChat.client.restarts") == 0
