@@ -18,6 +18,7 @@
 //   hasModel(url) -> bool
 //   storageEstimate() -> {usage, quota} | null           requestPersistence() -> bool | null
 //   new Sha256().update(bytes)...digest() -> hex         (incremental; crypto.subtle has no streaming digest)
+//   sha256Hex(bytes) -> promise of hex                    (WebCrypto's, of bytes held whole)
 //
 // Memory: chunks go to the sink (the engine copies them into wasm memory), as copies to the incremental SHA-256
 // below on its own thread, and into Cache Storage at the same time, so no second full copy of the model is held in
@@ -260,7 +261,8 @@ var pocketmindModelStore = (function () {
   const BLOCKS_IN_FLIGHT = 4; // blocks (copies) waiting for WebCrypto before the read waits for it
   const subtle = self.crypto && self.crypto.subtle;
 
-  const hexOf = (buffer) => Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, "0")).join("");
+  const sha256Hex = async (bytes) =>
+    Array.from(new Uint8Array(await subtle.digest("SHA-256", bytes)), (b) => b.toString(16).padStart(2, "0")).join("");
 
   function blockDigester() {
     const block = new Uint8Array(BLOCK_BYTES); // reused: digest() copies its input when called
@@ -268,7 +270,7 @@ var pocketmindModelStore = (function () {
     const digests = [];
     let pending = [];
     const flush = () => {
-      const digest = subtle.digest("SHA-256", block.subarray(0, filled)).then(hexOf);
+      const digest = sha256Hex(block.subarray(0, filled));
       digest.catch(() => {}); // awaited by digests()
       digests.push(digest);
       pending.push(digest);
@@ -600,7 +602,7 @@ var pocketmindModelStore = (function () {
     }
   }
 
-  return { CACHE_NAME, BLOCKS_CACHE, Sha256, fetchModel, storeModel, listModels, hasModel, deleteModel,
+  return { CACHE_NAME, BLOCKS_CACHE, Sha256, sha256Hex, fetchModel, storeModel, listModels, hasModel, deleteModel,
            storageEstimate, requestPersistence };
 })();
 

@@ -71,8 +71,7 @@ async function storedSnapshot(snapshot) {
     const response = await caches.match(new URL(snapshot.url, self.location.href).href);
     if (!response || !response.ok) return null;
     const bytes = new Uint8Array(await response.arrayBuffer());
-    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-    const hex = Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+    const hex = await pocketmindModelStore.sha256Hex(bytes); // model-store.js: imported before this file
     if (hex === snapshot.sha256) return bytes;
     console.warn(`the stored Python snapshot does not match its sha256 (${hex}): starting Python afresh`);
   } catch (e) {
