@@ -12,10 +12,6 @@ not cross-origin isolated: the single-thread build) and 2 threads. Writes docs/c
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import shlex
 import statistics
 import sys
 import tempfile
@@ -27,7 +23,7 @@ sys.path[:0] = [str(REPO), str(REPO / "wasm")]
 import build_site  # noqa: E402
 import deps  # noqa: E402
 from browser_site import bare_page, bounded, serve  # noqa: E402
-from machine import code_version, cpu_name, write_doc  # noqa: E402
+from machine import load_average, run_header, write_doc  # noqa: E402
 
 QUESTION = "Write a long story about a lighthouse keeper and the storm that lasted a week."
 WAYS = ["drawn", "hidden"]
@@ -84,8 +80,7 @@ def write_docs(report: dict) -> None:
         lines.append(f"| {row['site']} | {row['threads']} | {row['engine']['variant']} | {med['drawn']:.1f} | "
                      f"{med['hidden']:.1f} | {(med['hidden'] / med['drawn'] - 1) * 100:+.1f} % | {per_round} |")
     lines.append("")
-    write_doc(REPO / "docs" / "chat_drawing.md", "\n".join(lines))
-    (REPO / "docs" / "chat_drawing.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_doc(REPO / "docs" / "chat_drawing.md", "\n".join(lines), report)
 
 
 def main() -> int:
@@ -101,11 +96,8 @@ def main() -> int:
     sites = [tuple(s.split("=", 1)) for s in args.site]
     if args.rounds < 1 or any(len(s) != 2 for s in sites) or (args.no_this and not sites):
         parser.error("--rounds >= 1, --site LABEL=DIR, and a site to measure")
-    commit = code_version()  # the code that runs: taken now, not at the end
-    report = {"command": "python3 benchmarks/chat_drawing.py " + shlex.join(sys.argv[1:]),
-              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit,
-              "machine": f"{cpu_name()}, {os.cpu_count()} logical cores", "rounds": args.rounds, "gen": args.gen,
-              "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()), "rows": []}
+    # taken now: the code that runs, not what the tree holds at the end
+    report = {**run_header(), "rounds": args.rounds, "gen": args.gen, "rows": []}
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         folders = [(label, Path(folder)) for label, folder in sites]
         if not args.no_this:
@@ -117,7 +109,7 @@ def main() -> int:
                     print(f"{label}, {threads} thread(s):", flush=True)
                     got = measure(p, url, threads, args.gen, args.rounds)
                 report["rows"].append({"site": label, "threads": threads, **got})
-    report["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    report["load_after"] = load_average()
     if not args.no_write:
         write_docs(report)
     return 0

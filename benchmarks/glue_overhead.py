@@ -20,10 +20,7 @@ Writes docs/glue_overhead.md and docs/glue_overhead.json.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import shlex
 import statistics
 import sys
 import tempfile
@@ -35,7 +32,7 @@ sys.path[:0] = [str(REPO), str(REPO / "wasm"), str(REPO / "py")]
 import build_site  # noqa: E402
 import deps  # noqa: E402
 from browser_site import bare_page, bounded, serve  # noqa: E402
-from machine import code_version, cpu_name, write_doc  # noqa: E402
+from machine import load_average, run_header, write_doc  # noqa: E402
 
 from pocketmind import Model, bench  # noqa: E402
 from pocketmind.native import NativeBackend  # noqa: E402
@@ -127,8 +124,7 @@ def write_docs(report: dict) -> None:
                           f"{row['summary']['overhead']['glue'] * 100:+.1f} % "
                           f"({'met' if row['summary']['overhead']['glue'] <= 0.03 else 'missed'})"
                           for row in report["rows"]) + ".", ""]
-    write_doc(REPO / "docs" / "glue_overhead.md", "\n".join(lines))
-    (REPO / "docs" / "glue_overhead.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_doc(REPO / "docs" / "glue_overhead.md", "\n".join(lines), report)
 
 
 def main() -> int:
@@ -144,12 +140,8 @@ def main() -> int:
     keys = [k.strip() for k in args.models.split(",") if k.strip()]
     if args.rounds < 1 or not keys or any(k not in MODELS for k in keys):
         parser.error(f"--rounds >= 1 and --models among {', '.join(MODELS)}")
-    commit = code_version()  # the code that runs: taken now, not at the end
-    report = {"command": "python3 benchmarks/glue_overhead.py " + shlex.join(sys.argv[1:]),
-              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit,
-              "machine": f"{cpu_name()}, {os.cpu_count()} logical cores", "rounds": args.rounds,
-              "prompt": args.prompt, "gen": args.gen, "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-              "rows": []}
+    # taken now: the code that runs, not what the tree holds at the end
+    report = {**run_header(), "rounds": args.rounds, "prompt": args.prompt, "gen": args.gen, "rows": []}
     lib = REPO / "build" / "native" / "libpocketmind.so"
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         for key in keys:
@@ -167,7 +159,7 @@ def main() -> int:
                 report["rows"].append(row)
                 o = row["summary"]["overhead"]
                 print(f"  glue overhead {o['glue'] * 100:+.1f} %, page overhead {o['page'] * 100:+.1f} %", flush=True)
-    report["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    report["load_after"] = load_average()
     if not args.no_write:
         write_docs(report)
     return 0
