@@ -1,7 +1,8 @@
 // ggml's wasm dot-product kernels timed the way ggml's matmul walks a weight matrix: times a matrix of activation
-// columns (a prompt batch) by one-row calls (nrc == 1) and by 2x2 calls (nrc == 2, wasm-simd-2x2-dot.patch), and
-// times one column (a generated token) by one-row calls and by two-row calls (nrc == 2 with by == 0). The ways are
-// alternated in each round inside one process. Built and run by benchmarks/wasm_kernels.py.
+// columns (a prompt batch) by one-row calls (nrc == 1) and by 2x2 calls (nrc == 2, wasm-simd-2x2-dot.patch), the
+// two ways alternated in each round inside one process; and times one column (a generated token), row by row as
+// ggml walks it, for the matrix in the caches and for one larger than them (LARGE_BYTES, read from memory as a
+// model's weights are for each generated token). Built and run by benchmarks/wasm_kernels.py.
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,12 +39,15 @@ static const struct kind kinds[] = {
      ggml_vec_dot_q4_K_q8_K},
 };
 
+#define LARGE_BYTES (48u << 20)
+
 static int compare(const void * a, const void * b) {
     const double x = *(const double *) a, y = *(const double *) b;
     return (x > y) - (x < y);
 }
 
-// rows x n weights times cols x n activations, `rounds` times each way; prints one JSON line per type
+// rows x n weights times cols x n activations, `rounds` times each way, and one column of a copy of the weights
+// repeated to LARGE_BYTES; prints one JSON line per type
 int main(int argc, char ** argv) {
     const int n = argc > 1 ? atoi(argv[1]) : 640, rows = argc > 2 ? atoi(argv[2]) : 512;
     const int cols = argc > 3 ? atoi(argv[3]) : 64, rounds = argc > 4 ? atoi(argv[4]) : 30;
@@ -52,6 +56,8 @@ int main(int argc, char ** argv) {
     float * one = malloc(rows * cols * sizeof(float)), * two = malloc(rows * cols * sizeof(float));
     double * ms[4];  // per way, per round
     for (int way = 0; way < 4; way++) ms[way] = malloc(rounds * sizeof(double));
+    uint8_t * large = malloc(LARGE_BYTES);
+    float * large_out = malloc(LARGE_BYTES / 16 * sizeof(float));  // a row has 16 bytes at least
     srand(1);
     for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
         const struct kind * t = &kinds[k];
@@ -66,6 +72,8 @@ int main(int argc, char ** argv) {
             for (int i = 0; i < n; i++) values[i] = 4.0f * ((float) rand() / (float) RAND_MAX - 0.5f);
             t->activations(values, a + c * arow, n);
         }
+        const int large_rows = (int) (LARGE_BYTES / wrow);
+        for (int r = 0; r < large_rows; r++) memcpy(large + (size_t) r * wrow, w + (size_t) (r % rows) * wrow, wrow);
         int same = 1;
         for (int round = 0; round < rounds; round++) {
             double start = emscripten_get_now();
@@ -78,20 +86,21 @@ int main(int argc, char ** argv) {
                     t->dot(n, &two[c * rows + r], rows, w + r * wrow, wrow, a + c * arow, arow, 2);
             ms[1][round] = emscripten_get_now() - start;
             same &= memcmp(one, two, rows * cols * sizeof(float)) == 0;
-            // one column: the matrix's rows one at a time, then two at a time
+            // one column, row by row: the matrix in the caches, then the large one
             start = emscripten_get_now();
             for (int r = 0; r < rows; r++) t->dot(n, &one[r], 0, w + r * wrow, 0, a, 0, 1);
             ms[2][round] = emscripten_get_now() - start;
             start = emscripten_get_now();
-            for (int r = 0; r < rows; r += 2) t->dot(n, &two[r], 0, w + r * wrow, wrow, a, 0, 2);
+            for (int r = 0; r < large_rows; r++) t->dot(n, &large_out[r], 0, large + (size_t) r * wrow, 0, a, 0, 1);
             ms[3][round] = emscripten_get_now() - start;
-            same &= memcmp(one, two, rows * sizeof(float)) == 0;
+            same &= memcmp(one, large_out, rows * sizeof(float)) == 0;
         }
         for (int way = 0; way < 4; way++) qsort(ms[way], rounds, sizeof(double), compare);
         printf("{\"type\": \"%s\", \"n\": %d, \"rows\": %d, \"cols\": %d, \"rounds\": %d, "
                "\"matrix_one_row_ms\": %.4f, \"matrix_2x2_ms\": %.4f, \"vector_one_row_ms\": %.4f, "
-               "\"vector_two_rows_ms\": %.4f, \"same_bits\": %s}\n", t->name, n, rows, cols, rounds,
-               ms[0][rounds / 2], ms[1][rounds / 2], ms[2][rounds / 2], ms[3][rounds / 2], same ? "true" : "false");
+               "\"large_vector_ms\": %.4f, \"large_bytes\": %zu, \"same_bits\": %s}\n", t->name, n, rows, cols,
+               rounds, ms[0][rounds / 2], ms[1][rounds / 2], ms[2][rounds / 2], ms[3][rounds / 2],
+               (size_t) large_rows * wrow, same ? "true" : "false");
         free(w);
         free(a);
     }

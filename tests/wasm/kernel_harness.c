@@ -103,8 +103,8 @@ static uint8_t wq2[2][1 << 15], aw2[2][1 << 15];  // two rows each, 32 KiB apart
 
 // The 2x2 call (nrc == 2) that ggml's matmul makes for types whose kernel takes it (wasm-simd-2x2-dot.patch): two
 // weight rows w0, w1 and two activations a0, a1 of n values each. out[0..3]: the 2x2 call's x0.y0, x1.y0, x0.y1,
-// x1.y1 (as it stores them: s[0], s[1], s[bs], s[bs + 1]); out[4..5]: the two-row call on one column (by == 0:
-// y1 is y0), x0.y0 and x1.y0; out[6..9]: x0.y0, x1.y0, x0.y1, x1.y1 by four one-row calls.
+// x1.y1 (as it stores them: s[0], s[1], s[bs], s[bs + 1]); out[4..7]: x0.y0, x1.y0, x0.y1, x1.y1 by four one-row
+// calls.
 // Returns -1 for an unknown type.
 int harness_dot_2x2(int type, int n, const float * w0, const float * w1, const float * a0, const float * a1,
                     float * out) {
@@ -120,10 +120,8 @@ int harness_dot_2x2(int type, int n, const float * w0, const float * w1, const f
         float s[2 * 16];
         t->dot_wasm(n, s, 16, wq2[0], bx, aw2[0], by, 2);
         out[0] = s[0], out[1] = s[1], out[2] = s[16], out[3] = s[17];
-        t->dot_wasm(n, s, 16, wq2[0], bx, aw2[0], 0, 2);
-        out[4] = s[0], out[5] = s[1];
         for (int c = 0; c < 2; c++) {
-            for (int r = 0; r < 2; r++) t->dot_wasm(n, &out[6 + 2 * c + r], 0, wq2[r], 0, aw2[c], 0, 1);
+            for (int r = 0; r < 2; r++) t->dot_wasm(n, &out[4 + 2 * c + r], 0, wq2[r], 0, aw2[c], 0, 1);
         }
         return 0;
     }
