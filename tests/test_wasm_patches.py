@@ -1,7 +1,9 @@
 """Each patch of ours to llama.cpp, shown to matter (the mmap patch's test is in test_wasm_parity.py, the 2x2
-kernels' in test_quant_parity.py: they change speed only, which benchmarks/wasm_kernels.py measures)."""
+kernels' in test_quant_parity.py: they change speed only, which benchmarks/wasm_kernels.py measures; so does the
+fp16 conversions patch, tested here to keep ggml's bits, measured by benchmarks/wasm_ab.py)."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tarfile
@@ -16,6 +18,7 @@ import deps
 
 HERE = Path(__file__).resolve().parent
 QUANTS_C = "ggml/src/ggml-cpu/arch/wasm/quants.c"
+SIMD_MAPPINGS_H = "ggml/src/ggml-cpu/simd-mappings.h"
 
 
 def build_harness(tree: Path, quants_c: Path, out: Path) -> Path:
@@ -23,7 +26,10 @@ def build_harness(tree: Path, quants_c: Path, out: Path) -> Path:
                                     ["-sMODULARIZE=1", "-sEXPORTED_FUNCTIONS=_harness_q8_0,_malloc"])
 
 
-@pytest.mark.skipif(shutil.which("emcc") is None, reason="needs Emscripten (installed by .ci/setup.sh)")
+emscripten = pytest.mark.skipif(shutil.which("emcc") is None, reason="needs Emscripten (installed by .ci/setup.sh)")
+
+
+@emscripten
 def test_q8_rounding_patch_makes_wasm_quantize_like_the_reference(tmp_path):
     tree = wasm_build.source_tree()  # patched
     original = tmp_path / "quants-upstream.c"
@@ -57,3 +63,24 @@ def test_a_changed_patch_rebuilds_the_libraries(monkeypatch, tmp_path):
     changed.write_bytes(wasm_build.PATCHES[0].read_bytes() + b"\n")
     monkeypatch.setattr(wasm_build, "PATCHES", [changed, *wasm_build.PATCHES[1:]])
     assert wasm_build.libs_dir("native") != before
+
+
+@emscripten
+def test_fp16_conversions_patch_keeps_ggml_s_bits(tmp_path):
+    """wasm-simd-fp16-conversions.patch rounds four floats to halves at a time in SIMD lanes (ggml's F16 vector
+    stores: flash attention's F16 accumulator, stored for every cached position) where upstream rounded one value
+    at a time through memory: floats at, between and around the halves (ties to even included) and random bit
+    patterns store as ggml's scalar rounding does. The harness checks the (unchanged) vector loads as well."""
+    tree = wasm_build.source_tree()  # patched
+    with tarfile.open(deps.fetch(deps.LLAMA_CPP_SDIST)) as tar:
+        upstream = tar.extractfile(f"{deps.LLAMA_CPP_SUBDIR}/{SIMD_MAPPINGS_H}").read()
+    assert b"wasm_v128_store64_lane" in (tree / SIMD_MAPPINGS_H).read_bytes()
+    assert b"wasm_v128_store64_lane" not in upstream
+    module = wasm_build.kernel_module(tree, [HERE / "wasm" / "fp16_harness.c"], tmp_path / "fp16.js",
+                                      ["-O2", "-msimd128"],
+                                      ["-sMODULARIZE=1", "-sEXPORTED_FUNCTIONS=_harness_fp16,_malloc"])
+    out = subprocess.run(["node", "--no-experimental-fetch", str(HERE / "wasm" / "fp16_run.cjs"), str(module),
+                          "4000000"], check=True, capture_output=True, text=True, timeout=120).stdout
+    load_mismatches, store_mismatches, stored = json.loads(out)
+    assert stored == 65536 * 8 + 4000000
+    assert (load_mismatches, store_mismatches) == (0, 0)

@@ -1,0 +1,59 @@
+// ggml's wasm F16 vector load and store (simd-mappings.h: __wasm_f16x4_load / __wasm_f16x4_store, four values per
+// call) against ggml's scalar conversions, which fill the fp16 -> fp32 table and round fp32 -> fp16: every half,
+// and floats at, between and around the halves (ties included), plus random bit patterns. Built by
+// test_wasm_patches.py with the patched tree's headers, to show wasm-simd-fp16-conversions.patch (the store) keeps
+// the bits.
+#include <stdint.h>
+#include <string.h>
+
+#include "ggml-impl.h"
+#include "simd-mappings.h"
+
+float ggml_table_f32_f16[1 << 16];  // ggml-cpu's fp16 -> fp32 table (the vector load reads it), filled below
+
+static uint32_t bits_of(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static float float_of(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static int is_nan(uint32_t u) { return (u & 0x7F800000u) == 0x7F800000u && (u & 0x007FFFFFu) != 0; }
+
+// four floats through the vector store, each compared with the scalar rounding; returns the mismatches
+static int check_store(const uint32_t in[4]) {
+    float f[4];
+    ggml_fp16_t h[4];
+    for (int i = 0; i < 4; i++) f[i] = float_of(in[i]);
+    __wasm_f16x4_store(h, wasm_v128_load(f));
+    int bad = 0;
+    for (int i = 0; i < 4; i++) bad += h[i] != ggml_compute_fp32_to_fp16(f[i]);
+    return bad;
+}
+
+// out[0]: halves whose vector load differs from the scalar conversion (NaN: both NaN), out[1]: floats whose vector
+// store differs, out[2]: floats checked by the store
+void harness_fp16(uint32_t n_random, uint32_t * out) {
+    out[0] = out[1] = out[2] = 0;
+    for (uint32_t i = 0; i < (1 << 16); i++) ggml_table_f32_f16[i] = ggml_compute_fp16_to_fp32((ggml_fp16_t) i);
+    for (uint32_t h0 = 0; h0 < 65536; h0 += 4) {
+        ggml_fp16_t h[4] = {h0, h0 + 1, h0 + 2, h0 + 3};
+        float f[4];
+        wasm_v128_store(f, __wasm_f16x4_load(h));
+        for (int i = 0; i < 4; i++) {
+            const uint32_t got = bits_of(f[i]), want = bits_of(ggml_compute_fp16_to_fp32(h[i]));
+            out[0] += is_nan(want) ? !is_nan(got) : got != want;
+        }
+    }
+    // each half's value, the float just above it, the midpoint to the next half and the floats either side of it
+    for (uint32_t h0 = 0; h0 < 65536; h0++) {
+        const uint32_t a = bits_of(ggml_compute_fp16_to_fp32((ggml_fp16_t) h0));
+        const uint32_t b = bits_of(ggml_compute_fp16_to_fp32((ggml_fp16_t) (h0 + 1 < 65536 ? h0 + 1 : h0)));
+        const uint32_t mid = bits_of((float_of(a) + float_of(b)) / 2);  // exact: halves have 11-bit mantissas
+        const uint32_t v[8] = {a, a + 1, mid, mid - 1, mid + 1, a ^ 0x80000000u, mid ^ 0x80000000u, b - 1};
+        out[1] += check_store(v) + check_store(v + 4);
+        out[2] += 8;
+    }
+    uint32_t x = 2463534242u;  // xorshift32
+    for (uint32_t i = 0; i < n_random; i += 4) {
+        uint32_t v[4];
+        for (int k = 0; k < 4; k++) { x ^= x << 13; x ^= x >> 17; x ^= x << 5; v[k] = x; }
+        out[1] += check_store(v);
+        out[2] += 4;
+    }
+}
