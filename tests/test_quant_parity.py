@@ -133,7 +133,9 @@ def test_wasm_2x2_kernels_give_the_one_row_kernels_bits(tmp_path):
     (nrc == 2; wasm-simd-2x2-dot.patch), which unpacks each weight block and widens each activation block once for
     two products (docs/wasm_kernels.md has the speed-ups, benchmarks/wasm_kernels.py); one column (a matrix times
     a vector) goes one row at a time. Every product must keep the one-row kernel's bits, so the patch changes speed
-    only and every parity figure here holds as before."""
+    only and every parity figure here holds as before. (The Q4_1 one-row kernel is itself patched to split its
+    nibbles after widening, wasm-simd-q4_1-nibbles.patch: its products still equal the 2x2 kernel's, and ggml's
+    generic kernel's in test_wasm_kernels_match_ggml_generic_kernels.)"""
     tree = wasm_build.source_tree()
     module = build_kernel_harness(tree, tree / WASM_QUANTS_C, tmp_path / "harness.js")
     rng, cases, n = np.random.default_rng(1), [], 2048
