@@ -44,7 +44,7 @@ void harness_fp16(uint32_t n_random, uint32_t * out) {
     for (uint32_t h0 = 0; h0 < 65536; h0++) {
         const uint32_t a = bits_of(ggml_compute_fp16_to_fp32((ggml_fp16_t) h0));
         const uint32_t b = bits_of(ggml_compute_fp16_to_fp32((ggml_fp16_t) (h0 + 1 < 65536 ? h0 + 1 : h0)));
-        const uint32_t mid = bits_of((float_of(a) + float_of(b)) / 2);  // exact: halves have 11-bit mantissas
+        const uint32_t mid = bits_of((float_of(a) + float_of(b)) / 2);  // exact for two finite halves
         const uint32_t v[8] = {a, a + 1, mid, mid - 1, mid + 1, a ^ 0x80000000u, mid ^ 0x80000000u, b - 1};
         out[1] += check_store(v) + check_store(v + 4);
         out[2] += 8;
