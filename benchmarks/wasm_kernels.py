@@ -63,9 +63,10 @@ def main() -> int:
         "",
         f"Written by `python3 benchmarks/wasm_kernels.py --processes {args.processes} --rounds {args.rounds}` on "
         f"{datetime.date.today()} ({cpu_name()}, Node {node_version()}). A weight matrix of 512 rows of n values, "
-        "walked as ggml's matmul walks it: times 64 activation columns (a prompt batch) by one-row calls (upstream) "
-        "and by 2x2 calls (`wasm/patches/wasm-simd-2x2-dot.patch`), the ways alternated in each round; and one "
-        "column (a generated token) row by row, as ggml walks it, for that matrix (in the caches) and for a 48 MiB "
+        "walked as ggml's matmul walks it: times 64 activation columns (a prompt batch) by one-row calls (ggml's "
+        "kernels; Q4_1's splits its nibbles after widening, `wasm-simd-q4_1-nibbles.patch`) and by 2x2 calls "
+        "(`wasm/patches/wasm-simd-2x2-dot.patch`), the ways alternated in each round; and one column (a generated "
+        "token) row by row, as ggml walks it, for that matrix (in the caches) and for a 48 MiB "
         "one (read from memory, as a model's weights are for each token). Milliseconds are each process's median "
         "round (then the median over processes); a speed-up is the median of the processes' own ratios, since the "
         "same code's timings differ by up to 1.5x between processes on this machine.",
