@@ -19,6 +19,9 @@ import build_site  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+# (threads, COOP/COEP headers): a page without the headers is not cross-origin isolated and runs the single-thread
+# build; with them it runs the multi-thread build on 2 threads
+THREAD_MODES = ((1, False), (2, True))
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ sys.path[:0] = [str(REPO), str(REPO / "wasm")]
 
 import build_site  # noqa: E402
 import deps  # noqa: E402
-from browser_site import bare_page, bounded, serve  # noqa: E402
+from browser_site import THREAD_MODES, bare_page, bounded, serve  # noqa: E402
 from machine import load_average, run_header, write_doc  # noqa: E402
 
 QUESTION = "Write a long story about a lighthouse keeper and the storm that lasted a week."
@@ -103,7 +103,7 @@ def main() -> int:
         if not args.no_this:
             build_site.build_site(Path(tmp) / "this", [deps.smollm2()])
             folders.append(("this tree", Path(tmp) / "this"))
-        for threads, headers in ((1, False), (2, True)):
+        for threads, headers in THREAD_MODES:
             for label, folder in folders:
                 with serve(folder, headers) as url:
                     print(f"{label}, {threads} thread(s):", flush=True)

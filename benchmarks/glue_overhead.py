@@ -31,7 +31,7 @@ sys.path[:0] = [str(REPO), str(REPO / "wasm"), str(REPO / "py")]
 
 import build_site  # noqa: E402
 import deps  # noqa: E402
-from browser_site import bare_page, bounded, serve  # noqa: E402
+from browser_site import THREAD_MODES, bare_page, bounded, serve  # noqa: E402
 from machine import load_average, run_header, write_doc  # noqa: E402
 
 from pocketmind import Model, bench  # noqa: E402
@@ -151,7 +151,7 @@ def main() -> int:
                 tokens = bench.text_prompt(m, args.prompt)
             out = Path(tmp) / key
             build_site.build_site(out, [path])
-            for threads, headers in ((1, False), (2, True)):
+            for threads, headers in THREAD_MODES:
                 with serve(out, headers) as url:
                     print(f"{name}, {threads} thread(s):", flush=True)
                     got = measure(p, url, threads, tokens, args.gen, args.rounds)

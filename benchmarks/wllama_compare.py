@@ -61,7 +61,7 @@ import build as wasm_build  # noqa: E402
 import build_site  # noqa: E402
 import deps  # noqa: E402
 import numpy as np  # noqa: E402
-from browser_site import bare_page, bounded  # noqa: E402
+from browser_site import THREAD_MODES, bare_page, bounded  # noqa: E402
 from machine import code_version, cpu_name, write_doc  # noqa: E402
 
 from pocketmind import Model  # noqa: E402
@@ -149,7 +149,7 @@ def build_sites(stack: ExitStack, tmp: Path, models: dict[str, Path], wllama_esm
         shutil.copytree(wllama_esm, out / "wllama")
         (out / "wllama-bench.html").write_text(WLLAMA_PAGE)
         (out / "wllama-bench.js").write_text(WLLAMA_SCRIPT)
-        for threads, headers in ((1, False), (2, True)):
+        for threads, headers in THREAD_MODES:
             server = build_site.make_server(out, headers=headers)
             threading.Thread(target=server.serve_forever, daemon=True).start()
             stack.callback(server.server_close)
