@@ -47,7 +47,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -61,7 +60,7 @@ import build as wasm_build  # noqa: E402
 import build_site  # noqa: E402
 import deps  # noqa: E402
 import numpy as np  # noqa: E402
-from browser_site import THREAD_MODES, bare_page, bounded  # noqa: E402
+from browser_site import THREAD_MODES, bare_page, bounded, serve  # noqa: E402
 from machine import code_version, cpu_name, write_doc  # noqa: E402
 
 from pocketmind import Model  # noqa: E402
@@ -150,11 +149,7 @@ def build_sites(stack: ExitStack, tmp: Path, models: dict[str, Path], wllama_esm
         (out / "wllama-bench.html").write_text(WLLAMA_PAGE)
         (out / "wllama-bench.js").write_text(WLLAMA_SCRIPT)
         for threads, headers in THREAD_MODES:
-            server = build_site.make_server(out, headers=headers)
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-            stack.callback(server.server_close)
-            stack.callback(server.shutdown)
-            urls[(name, threads)] = f"http://127.0.0.1:{server.server_address[1]}/"
+            urls[(name, threads)] = stack.enter_context(serve(out, headers))
     return urls
 
 
@@ -311,8 +306,8 @@ def write_docs(report: dict) -> None:
         "",
         "Engines: **pocketmind JS only** (the engine-check page: our wasm module driven from JS), **pocketmind "
         "Python glue** (the Benchmark page: the chat worker, Pyodide and `pocketmind.bench`, a step back to the "
-        "worker per token as a chat answer, its progress drawn at most every 0.25 s), **wllama** (`createCompletion` on the same prompt as text, temperature 0, ignore_eos, "
-        "no prompt cache, WebGPU off), **native llama.cpp** (our library through ctypes). 1 thread = page not "
+        "worker per token as a chat answer, its progress drawn at most every 0.25 s), **wllama** (`createCompletion` "
+        "on the same prompt as text, temperature 0, ignore_eos, no prompt cache, WebGPU off), **native llama.cpp** (our library through ctypes). 1 thread = page not "
         "cross-origin isolated (pocketmind's single-thread build; wllama without pthreads); 2 threads = isolated.",
         "",
         "| model | threads | engine | build | prompt tokens/s | generation tokens/s | load s | tokens generated |",
