@@ -13,6 +13,7 @@ class CountingBackend:
     def __init__(self, inner):
         self.inner = inner
         self.name, self.max_threads, self.pointer_size = inner.name, inner.max_threads, inner.pointer_size
+        self.arrays_are_views = inner.arrays_are_views
         self.live: set[int] = set()
         self.bad_frees: list[int] = []
 

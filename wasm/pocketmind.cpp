@@ -24,6 +24,7 @@
 
 #ifdef __EMSCRIPTEN__
 #include <emscripten.h>
+#include <wasm_simd128.h>
 #else
 #include <sys/mman.h>
 #include <unistd.h>
@@ -929,6 +930,48 @@ int32_t pm_decode(pm_context * c, const int32_t * tokens, int32_t n, int32_t pos
 }
 
 int32_t pm_decode_one(pm_context * c, int32_t token, int32_t pos) { return pm_decode(c, &token, 1, pos, 0); }
+
+// Two passes: the largest value (NaN if there is one: wasm's f32x4.max propagates NaN, as nan_max does), then where
+// it first is. A generated token's logits are read once each way, four at a time in wasm.
+static float nan_max(float a, float b) { return (a != a || b != b) ? NAN : (b > a ? b : a); }
+
+int32_t pm_argmax(const float * x, int32_t n) {
+    if (!x || n < 1) {
+        return -1;
+    }
+    float m = x[0];
+    int32_t i = 1;
+#ifdef __wasm_simd128__
+    if (n >= 8) {
+        v128_t vm = wasm_v128_load(x);
+        for (i = 4; i + 4 <= n; i += 4) {
+            vm = wasm_f32x4_max(vm, wasm_v128_load(x + i));
+        }
+        m = nan_max(nan_max(wasm_f32x4_extract_lane(vm, 0), wasm_f32x4_extract_lane(vm, 1)),
+                    nan_max(wasm_f32x4_extract_lane(vm, 2), wasm_f32x4_extract_lane(vm, 3)));
+    }
+#endif
+    for (; i < n; ++i) {
+        m = nan_max(m, x[i]);
+    }
+    const bool nan = m != m;
+    i = 0;
+#ifdef __wasm_simd128__
+    const v128_t vm = wasm_f32x4_splat(m);
+    for (; i + 4 <= n; i += 4) {
+        const v128_t v = wasm_v128_load(x + i);
+        if (wasm_v128_any_true(nan ? wasm_f32x4_ne(v, v) : wasm_f32x4_eq(v, vm))) {
+            break;
+        }
+    }
+#endif
+    for (; i < n; ++i) {
+        if (nan ? x[i] != x[i] : x[i] == m) {
+            return i;
+        }
+    }
+    return -1;  // not reached: m is one of the values
+}
 
 const float * pm_logits(pm_context * c, int32_t i) {
     const float * result = nullptr;

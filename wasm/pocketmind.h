@@ -125,6 +125,10 @@ int32_t pm_decode_one(pm_context * ctx, int32_t token, int32_t pos);
 /* Logits (n_vocab floats, no copy) of position i of the last pm_decode call, or of its last token for i = -1;
  * NULL with an error if that position kept no logits. Valid until the next decode. */
 const float * pm_logits(pm_context * ctx, int32_t i);
+/* The index of the largest of x[0 .. n-1] as numpy's argmax finds it (the first of equal largest values, or the first
+ * NaN if there is one); -1 for n < 1. Greedy decoding reads its token with it where copying the logits out of the
+ * library costs more (the browser, the JS and the Python paths alike). */
+int32_t pm_argmax(const float * x, int32_t n);
 
 /* Forget positions [p0, p1) of sequence 0 (p1 < 0: to the end), e.g. to keep a chat's shared prompt prefix. */
 int32_t pm_kv_remove(pm_context * ctx, int32_t p0, int32_t p1);

@@ -100,10 +100,12 @@ function pocketmindApi(M) {
     return M.HEAPF32.subarray(ptr >>> 2, (ptr >>> 2) + nVocab);
   }
 
-  function argmax(values) {
-    let best = 0;
-    for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
-    return best;
+  // The greedy token: position i's largest logit, found by the library (pm_argmax, which the glue's greedy
+  // decoding calls too), without a pass over the logits in JS.
+  function argmax(ctx, nVocab, i) {
+    const ptr = M._pm_logits(ctx, i) >>> 0;
+    if (!ptr) throw new Error(`logits: ${lastError()}`);
+    return M._pm_argmax(ptr, nVocab);
   }
 
   function tokenize(model, text, { addSpecial = true, parseSpecial = false } = {}) {
@@ -134,7 +136,7 @@ function pocketmindApi(M) {
     let pos = tokens.length;
     const out = [];
     for (let i = 0; i < n; i++) {
-      const t = argmax(logits(ctx, nVocab, -1));
+      const t = argmax(ctx, nVocab, -1);
       if (!ignoreEog && M._pm_model_is_eog(model, t)) break;
       out.push(t);
       if (onToken && onToken(t) === false) break;
@@ -160,7 +162,7 @@ function pocketmindApi(M) {
     const ppSeconds = (performance.now() - t0) / 1000;
     let pos = prompt.length;
     t0 = performance.now();
-    for (let i = 0; i < nGen; i++) decode(ctx, [argmax(logits(ctx, nVocab, -1))], pos++, false);
+    for (let i = 0; i < nGen; i++) decode(ctx, [argmax(ctx, nVocab, -1)], pos++, false);
     const tgSeconds = (performance.now() - t0) / 1000;
     M._pm_kv_clear(ctx);
     return { pp_tps: nPrompt / ppSeconds, tg_tps: nGen / tgSeconds };

@@ -14,6 +14,8 @@
 //   {op: "try", model}                    load a model, run one token, free it: "ran", "load-error: ..." or
 //                                         "run-error: ..." (for fuzzing; the current model stays)
 //   {op: "alloc", size}                   the address pm_buffer_alloc(size) returns (freed again)
+//   {op: "argmax", values, lengths}       pm_argmax over the first n float32 values of the file `values`, for each n
+//                                         of `lengths`
 //   {op: "train", windows, counted, layers, lr, train}  fine-tune the model: converted to F32 in the module's
 //                                         file system, loaded trainable, one pm_trainer_step per window (n_ctx = its
 //                                         length - 1; counted: per window its n_ctx 0/1 flags, or absent: all count;
@@ -197,6 +199,13 @@ async function main() {
       const heapBefore = M.HEAPU8.length;
       const losses = train(M, A, loaded.model, task);
       results.push({ op: "train", losses, heap_before: heapBefore, heap_after: M.HEAPU8.length });
+    } else if (task.op === "argmax") {
+      const bytes = fs.readFileSync(task.values);
+      const ptr = M._pm_buffer_alloc(bytes.length) >>> 0;
+      if (!ptr) throw new Error(`cannot allocate ${bytes.length} bytes`);
+      M.HEAPU8.set(bytes, ptr);
+      results.push({ op: "argmax", indices: task.lengths.map((n) => M._pm_argmax(ptr, n)) });
+      M._pm_buffer_free(ptr);
     } else if (task.op === "alloc") {
       const ptr = M._pm_buffer_alloc(task.size) >>> 0;
       if (ptr) M._pm_buffer_free(ptr);

@@ -53,6 +53,7 @@ SIGNATURES: dict[str, tuple[str, str]] = {
     "pm_decode": ("i", "ppiii"),
     "pm_decode_one": ("i", "pii"),
     "pm_logits": ("p", "pi"),
+    "pm_argmax": ("i", "pi"),
     "pm_kv_remove": ("i", "pii"),
     "pm_kv_clear": ("v", "p"),
     "pm_kv_pos_max": ("i", "p"),
@@ -93,6 +94,7 @@ class Backend(Protocol):
     name: str
     max_threads: int
     pointer_size: int  # 8 natively, 4 in wasm32
+    arrays_are_views: bool  # float32_array returns a view on the library's memory (no copy)
 
     def call(self, fn: str, *args: int | float) -> int | float:
         """Call a C API function with ints (pointers are ints); returns its int/pointer/double result."""

@@ -230,8 +230,11 @@ class Generator:
                 break
             if to_decode is not None:
                 self._decode([to_decode])
-            logits = self.ctx.logits()
-            token = sampler.sample(logits, history)
+            if sampler.is_argmax and not logprobs:
+                logits, token = None, self.ctx.argmax()  # the library's argmax: no copy of the logits
+            else:
+                logits = self.ctx.logits()
+                token = sampler.sample(logits, history)
             if self.model.is_eog(token):
                 reason = "eog"
                 break

@@ -25,6 +25,7 @@ class NativeBackend:
     name = "native"
     max_threads = 64
     pointer_size = ctypes.sizeof(ctypes.c_void_p)
+    arrays_are_views = True  # float32_array returns a view: no copy
 
     def __init__(self, path: str | os.PathLike | None = None):
         path = Path(path) if path else default_library_path()

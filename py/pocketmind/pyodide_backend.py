@@ -15,6 +15,7 @@ _U32 = 0xFFFFFFFF
 class PyodideBackend:
     name = "pyodide"
     pointer_size = 4  # wasm32
+    arrays_are_views = False  # float32_array copies out of the module's memory
 
     def __init__(self, module, max_threads: int = 1):
         """module: the JS object createPocketmind() resolved to (a JsProxy)."""

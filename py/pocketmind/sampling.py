@@ -165,9 +165,14 @@ class Sampler:
         self.params = params or SamplingParams()
         self.rng = np.random.default_rng(self.params.seed)
 
+    @property
+    def is_argmax(self) -> bool:
+        """Whether sample() is the logits' argmax (greedy, no penalties): a caller may ask Context.argmax instead."""
+        return self.params.greedy and not self.params.penalises
+
     def sample(self, logits: np.ndarray, history: Sequence[int] | np.ndarray = ()) -> int:
         p = self.params
-        if p.greedy and not p.penalises:
+        if self.is_argmax:
             return int(np.argmax(logits))  # no copy needed
         ids, probs = candidates(logits, p, history)
         if ids.size == 1:
