@@ -1,7 +1,7 @@
 // node --no-experimental-fetch benchmarks/wasm_ab.cjs JOB.json: two pocketmind wasm modules in one Node process,
 // each with the same model loaded, benchmarked in turn (A, B, A, B, ...), so that what makes whole processes
 // faster or slower on this machine (up to 1.5x for the same code) hits both alike. Run by benchmarks/wasm_ab.py.
-// JOB: {modules: {name: path.js}, model, n_ctx, n_batch, rounds, tasks: [{n_prompt, n_gen}]}.
+// JOB: {modules: {name: path.js}, model, n_ctx, n_batch, threads, rounds, tasks: [{n_prompt, n_gen}]}.
 // Prints one JSON object: {name: [[{pp_tps, tg_tps} per task] per round]}.
 "use strict";
 const fs = require("fs");
@@ -14,7 +14,7 @@ async function start(modulePath, modelBytes, job) {
   const A = pocketmindApi(M);
   const loaded = A.loadModelBytes(modelBytes);
   if (loaded.error) throw new Error(`${modulePath}: ${loaded.error}`);
-  const ctx = A.newContext(loaded.model, { n_ctx: job.n_ctx, n_batch: job.n_batch, threads: 1, kv_f32: false });
+  const ctx = A.newContext(loaded.model, { n_ctx: job.n_ctx, n_batch: job.n_batch, threads: job.threads || 1, kv_f32: false });
   return { A, model: loaded.model, ctx };
 }
 
@@ -33,7 +33,8 @@ async function main() {
       results[name].push(job.tasks.map((t) => A.bench(model, ctx, t.n_prompt, t.n_gen)));
     }
   }
-  process.stdout.write(JSON.stringify(results) + "\n");
+  // exit once written: a multi-thread module's pthread workers would keep the process alive
+  process.stdout.write(JSON.stringify(results) + "\n", () => process.exit(0));
 }
 
 main().catch((e) => {

@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""Two single-thread wasm builds side by side under Node: this checkout's build/wasm-st against a baseline copy
-(say, build/wasm-st saved before a kernel patch), on both benchmark models.
+"""Two wasm builds side by side under Node: this checkout's build/wasm-st (or, with --threads 2 or more,
+build/wasm-mt) against a baseline copy (say, the build saved before a kernel patch), on both benchmark models.
 
     python3 benchmarks/wasm_ab.py --baseline DIR [--label NAME] [--processes 2] [--rounds 5] [--prompts 64,63]
-                                  [--gen 32]
+                                  [--gen 32] [--threads 1]
 
-DIR holds pocketmind-st.js/.wasm. benchmarks/wasm_ab.cjs loads both builds into one Node process, each with the
+DIR holds pocketmind-st.js/.wasm (pocketmind-mt.* with its worker for --threads > 1). benchmarks/wasm_ab.cjs loads both builds into one Node process, each with the
 model, and benchmarks them in turn --rounds times (a prompt of each length in one batch, then --gen tokens one by
 one, after a warm-up of the same shapes): the same code's speed differs by up to 1.5x between Node processes on
-this machine, so the two are compared inside each process. The table gives medians over every round of every
+this machine, so the two are compared inside each process. Not so for two multi-thread builds: the idle one's
+threads keep polling for work and slowed the other to under half its speed here, so with --threads > 1 each round
+runs each build in a process of its own, in turns. The table gives medians over every round of every
 process and the median of the per-round ratios new / baseline; every sample goes to docs/wasm_ab.json. Writes
 docs/wasm_ab.md.
 """
@@ -32,11 +34,25 @@ from machine import cpu_name  # noqa: E402
 MODELS = {"SmolLM2-135M-Instruct Q4_1": deps.smollm2, "Gemma-3-270M Q4_K_M": deps.gemma3_270m}
 
 
-def run(modules: dict[str, Path], model: Path, prompts: list[int], n_gen: int, rounds: int) -> dict:
+def run(modules: dict[str, Path], model: Path, prompts: list[int], n_gen: int, rounds: int, threads: int) -> dict:
+    if threads > 1:
+        # two multi-thread modules in one process slow each other (the idle one's threads poll for work): one
+        # process per build and round instead, in turns (the order turning each round)
+        results: dict[str, list] = {name: [] for name in modules}
+        for round_ in range(rounds):
+            names = list(modules)[::-1] if round_ % 2 else list(modules)
+            for name in names:
+                results[name] += run_node({name: modules[name]}, model, prompts, n_gen, 1, threads)[name]
+        return results
+    return run_node(modules, model, prompts, n_gen, rounds, threads)
+
+
+def run_node(modules: dict[str, Path], model: Path, prompts: list[int], n_gen: int, rounds: int, threads: int) -> dict:
+    """One Node process of benchmarks/wasm_ab.cjs with these modules."""
     with tempfile.TemporaryDirectory() as tmp:
         job = Path(tmp) / "job.json"
         job.write_text(json.dumps({"modules": {k: str(v) for k, v in modules.items()}, "model": str(model),
-                                   "n_ctx": 1024, "n_batch": 512, "rounds": rounds,
+                                   "n_ctx": 1024, "n_batch": 512, "threads": threads, "rounds": rounds,
                                    "tasks": [{"n_prompt": n, "n_gen": n_gen} for n in prompts]}))
         out = subprocess.run(["node", "--no-experimental-fetch", str(REPO / "benchmarks" / "wasm_ab.cjs"), str(job)],
                              capture_output=True, text=True, check=True, timeout=3600).stdout
@@ -51,22 +67,27 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--prompts", default="64,63")
     parser.add_argument("--gen", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     prompts = [int(n) for n in args.prompts.split(",")]
-    modules = {"baseline": args.baseline / "pocketmind-st.js", "new": REPO / "build" / "wasm-st" / "pocketmind-st.js"}
+    variant = "st" if args.threads == 1 else "mt"
+    modules = {"baseline": args.baseline / f"pocketmind-{variant}.js",
+               "new": REPO / "build" / f"wasm-{variant}" / f"pocketmind-{variant}.js"}
     samples: dict[str, dict[str, list]] = {m: {"baseline": [], "new": []} for m in MODELS}
     for process in range(args.processes):
         for label, path in MODELS.items():
-            result = run(modules, path(), prompts, args.gen, args.rounds)
+            result = run(modules, path(), prompts, args.gen, args.rounds, args.threads)
             for build in modules:
                 samples[label][build] += result[build]
             print(f"process {process + 1}/{args.processes}: {label} done", file=sys.stderr, flush=True)
 
     lines = ["# Two wasm builds side by side", "",
              f"Written by `python3 benchmarks/wasm_ab.py --baseline ... --label \"{args.label}\" --processes "
-             f"{args.processes} --rounds {args.rounds} --prompts {args.prompts} --gen {args.gen}` on "
-             f"{datetime.date.today()} ({cpu_name()}). Single-thread builds under Node, 1 thread, both in each Node "
-             f"process and benchmarked in turn; {args.processes * args.rounds} rounds per model. New: {args.label}.",
+             f"{args.processes} --rounds {args.rounds} --prompts {args.prompts} --gen {args.gen} --threads {args.threads}` "
+             f"on {datetime.date.today()} ({cpu_name()}). "
+             f"{'Single-thread builds' if args.threads == 1 else 'Multi-thread builds'} under Node, {args.threads} "
+             f"thread(s), {'both in each Node process' if args.threads == 1 else 'each in a Node process of its own'} "
+             f"and benchmarked in turn; {args.processes * args.rounds} rounds per model. New: {args.label}.",
              "", "| model | measure | baseline tokens/s | new tokens/s | new / baseline (median of rounds) |",
              "|---|---|---|---|---|"]
     for label in MODELS:

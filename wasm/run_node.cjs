@@ -6,6 +6,8 @@
 //       tasks: [...]}; model may be left out (tasks that need one then fail). Each task is
 //   {op: "logits", tokens, out, last_only} write float32 logits of every position (last_only: of the last) to
 //                                         `out` (and say where they lay)
+//   {op: "stepped_logits", tokens, steps, out}  decode all but the last `steps` tokens in one batch, then those one by
+//                                         one (as generated tokens are), writing each one's logits to `out`
 //   {op: "greedy", tokens, n, ignore_eog}  greedy continuation (stops at end-of-generation unless ignore_eog)
 //   {op: "tokenize", text, parse_special}
 //   {op: "token_bytes", tokens}           each token's raw bytes, as arrays of numbers
@@ -156,6 +158,17 @@ async function main() {
       }
       fs.writeFileSync(task.out, Buffer.from(all.buffer));
       results.push({ op: "logits", n: task.tokens.length, lowest_address: lowest });
+    } else if (task.op === "stepped_logits") {
+      const n = task.tokens.length - task.steps;
+      M._pm_kv_clear(ctx);
+      A.decode(ctx, task.tokens.slice(0, n), 0, false);
+      const all = new Float32Array(task.steps * nVocab);
+      for (let step = 0; step < task.steps; step++) {
+        A.decode(ctx, [task.tokens[n + step]], n + step, false);
+        all.set(A.logits(ctx, nVocab, -1), step * nVocab);
+      }
+      fs.writeFileSync(task.out, Buffer.from(all.buffer));
+      results.push({ op: "stepped_logits", n: task.steps });
     } else if (task.op === "greedy") {
       const tokens = A.greedy(loaded.model, ctx, task.tokens, task.n, { ignoreEog: !!task.ignore_eog });
       results.push({ op: "greedy", tokens });
