@@ -14,7 +14,8 @@ async function start(modulePath, modelBytes, job) {
   const A = pocketmindApi(M);
   const loaded = A.loadModelBytes(modelBytes);
   if (loaded.error) throw new Error(`${modulePath}: ${loaded.error}`);
-  const ctx = A.newContext(loaded.model, { n_ctx: job.n_ctx, n_batch: job.n_batch, threads: job.threads || 1, kv_f32: false });
+  const ctx = A.newContext(loaded.model, { n_ctx: job.n_ctx, n_batch: job.n_batch, threads: job.threads || 1,
+                                           kv_f32: false });
   return { A, model: loaded.model, ctx };
 }
 

@@ -5,14 +5,14 @@ build/wasm-mt) against a baseline copy (say, the build saved before a kernel pat
     python3 benchmarks/wasm_ab.py --baseline DIR [--label NAME] [--processes 2] [--rounds 5] [--prompts 64,63]
                                   [--gen 32] [--threads 1]
 
-DIR holds pocketmind-st.js/.wasm (pocketmind-mt.* with its worker for --threads > 1). benchmarks/wasm_ab.cjs loads both builds into one Node process, each with the
-model, and benchmarks them in turn --rounds times (a prompt of each length in one batch, then --gen tokens one by
-one, after a warm-up of the same shapes): the same code's speed differs by up to 1.5x between Node processes on
-this machine, so the two are compared inside each process. Not so for two multi-thread builds: the idle one's
-threads keep polling for work and slowed the other to under half its speed here, so with --threads > 1 each round
-runs each build in a process of its own, in turns. The table gives medians over every round of every
-process and the median of the per-round ratios new / baseline; every sample goes to docs/wasm_ab.json. Writes
-docs/wasm_ab.md.
+DIR holds pocketmind-st.js/.wasm (pocketmind-mt.* and its worker for --threads > 1). benchmarks/wasm_ab.cjs
+loads both builds into one Node process, each with the model, and benchmarks them in turn --rounds times (a prompt
+of each length in one batch, then --gen tokens one by one, after a warm-up of the same shapes): the same code's speed
+differs by up to 1.5x between Node processes on this machine, so the two are compared inside each process. Not so
+for two multi-thread builds: the idle one's threads keep polling for work and slowed the other to under half its
+speed here, so with --threads > 1 each round runs each build in a process of its own, in turns. The table gives
+medians over every round of every process and the median of the per-round ratios new / baseline; every sample goes
+to docs/wasm_ab.json. Writes docs/wasm_ab.md.
 """
 from __future__ import annotations
 
@@ -83,8 +83,8 @@ def main() -> int:
 
     lines = ["# Two wasm builds side by side", "",
              f"Written by `python3 benchmarks/wasm_ab.py --baseline ... --label \"{args.label}\" --processes "
-             f"{args.processes} --rounds {args.rounds} --prompts {args.prompts} --gen {args.gen} --threads {args.threads}` "
-             f"on {datetime.date.today()} ({cpu_name()}). "
+             f"{args.processes} --rounds {args.rounds} --prompts {args.prompts} --gen {args.gen} "
+             f"--threads {args.threads}` on {datetime.date.today()} ({cpu_name()}). "
              f"{'Single-thread builds' if args.threads == 1 else 'Multi-thread builds'} under Node, {args.threads} "
              f"thread(s), {'both in each Node process' if args.threads == 1 else 'each in a Node process of its own'} "
              f"and benchmarked in turn; {args.processes * args.rounds} rounds per model. New: {args.label}.",
