@@ -44,9 +44,10 @@ def tiny(tmp_path_factory):
 
 
 def assert_agree(got: np.ndarray, ref: np.ndarray) -> None:
-    # logits up to about 4 in size; measured natively at 2 and 3 threads against 1, with and without the patch: at
-    # most 0.14 apart (each chunk rounds its own F16 accumulator)
-    assert np.abs(got - ref).max() < 0.2
+    # logits up to about 4 in size; measured at 2 and 3 threads against native's 1, with and without the patch: at
+    # most 0.14 apart natively and 0.10 for wasm-mt at 2 threads (each chunk rounds its own F16 accumulator; wasm's
+    # kernels alone put it 0.05 from native at 1 thread), bounded here with room for other CPUs
+    assert np.abs(got - ref).max() < 0.3
 
 
 def test_one_thread_split_path_keeps_the_unsplit_bits(native, tiny):
