@@ -307,8 +307,9 @@ def write_docs(report: dict) -> None:
         "Engines: **pocketmind JS only** (the engine-check page: our wasm module driven from JS), **pocketmind "
         "Python glue** (the Benchmark page: the chat worker, Pyodide and `pocketmind.bench`, a step back to the "
         "worker per token as a chat answer, its progress drawn at most every 0.25 s), **wllama** (`createCompletion` "
-        "on the same prompt as text, temperature 0, ignore_eos, no prompt cache, WebGPU off), **native llama.cpp** (our library through ctypes). 1 thread = page not "
-        "cross-origin isolated (pocketmind's single-thread build; wllama without pthreads); 2 threads = isolated.",
+        "on the same prompt as text, temperature 0, ignore_eos, no prompt cache, WebGPU off), **native llama.cpp** "
+        "(our library through ctypes). 1 thread = page not cross-origin isolated (pocketmind's single-thread build; "
+        "wllama without pthreads); 2 threads = isolated.",
         "",
         "| model | threads | engine | build | prompt tokens/s | generation tokens/s | load s | tokens generated |",
         "|---|---:|---|---|---:|---:|---:|---:|",

@@ -103,9 +103,7 @@ function pocketmindApi(M) {
   // The greedy token: position i's largest logit, found by the library (pm_argmax, which the glue's greedy
   // decoding calls too), without a pass over the logits in JS.
   function argmax(ctx, nVocab, i) {
-    const ptr = M._pm_logits(ctx, i) >>> 0;
-    if (!ptr) throw new Error(`logits: ${lastError()}`);
-    return M._pm_argmax(ptr, nVocab);
+    return M._pm_argmax(logits(ctx, nVocab, i).byteOffset, nVocab);
   }
 
   function tokenize(model, text, { addSpecial = true, parseSpecial = false } = {}) {

@@ -429,20 +429,20 @@ class Context(_Handle):
     def logits(self, i: int = -1) -> np.ndarray:
         """Logits of position i of the last decode (default its last token): n_vocab float32, valid until the next
         decode (a view on the library's memory where the runtime allows)."""
-        ptr = int(self.backend.call("pm_logits", self.ptr, int(i)))
-        if not ptr:
-            check(self.backend, -1)
-        return self.backend.float32_array(ptr, self.model.n_vocab)
+        return self.backend.float32_array(self._logits_ptr(i), self.model.n_vocab)
 
     def argmax(self, i: int = -1) -> int:
         """The index of the largest logit of position i (numpy's argmax: the greedy token). Where the backend's
         arrays are copies (the browser), the library finds it (pm_argmax) instead of the logits being copied out."""
         if self.backend.arrays_are_views:
             return int(np.argmax(self.logits(i)))
+        return int(self.backend.call("pm_argmax", self._logits_ptr(i), self.model.n_vocab))
+
+    def _logits_ptr(self, i: int) -> int:
         ptr = int(self.backend.call("pm_logits", self.ptr, int(i)))
         if not ptr:
             check(self.backend, -1)
-        return int(self.backend.call("pm_argmax", ptr, self.model.n_vocab))
+        return ptr
 
     def kv_remove(self, p0: int, p1: int = -1) -> None:
         known = self._kv_tokens
