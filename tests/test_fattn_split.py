@@ -2,7 +2,7 @@
 mask lets through, not the whole padded KV view (its speed: benchmarks/wasm_ab.py --threads 2, docs/wasm_ab.md).
 Every position the mask lets through must still be attended, once: with one thread the split path (a view of 512
 cells or more, here 1024) gives the bits of the unsplit one (a smaller view); with 2 and 3 threads a generated
-token's logits stay as close to one thread's as the chunks' F16 accumulators allow (just past a 256-cell boundary,
+token's logits stay as close to one thread's as the chunks' float rounding allows (just past a 256-cell boundary,
 where the view is mostly empty, and where it is full), natively and in the multi-thread wasm build."""
 from __future__ import annotations
 
@@ -44,9 +44,9 @@ def tiny(tmp_path_factory):
 
 
 def assert_agree(got: np.ndarray, ref: np.ndarray) -> None:
-    # logits up to about 4 in size; measured at 2 and 3 threads against native's 1, with and without the patch: at
-    # most 0.14 apart natively and 0.10 for wasm-mt at 2 threads (each chunk rounds its own F16 accumulator; wasm's
-    # kernels alone put it 0.05 from native at 1 thread), bounded here with room for other CPUs
+    # logits up to about 4 in size; measured at 2 and 3 threads against native's 1: 0 apart natively and 0.035 for
+    # wasm-mt at 2 threads (its kernels alone; each chunk sums in F32 since gqa-decode-reads-each-kv-row-once.patch,
+    # before which each rounded its own F16 accumulator: 0.14 and 0.10), bounded here with room for other CPUs
     assert np.abs(got - ref).max() < 0.3
 
 
