@@ -12,7 +12,7 @@ differs by up to 1.5x between Node processes on this machine, so the two are com
 for two multi-thread builds: the idle one's threads keep polling for work and slowed the other to under half its
 speed here, so with --threads > 1 each round runs each build in a process of its own, in turns. The table gives
 medians over every round of every process and the median of the per-round ratios new / baseline; every sample goes
-to docs/wasm_ab.json. Writes docs/wasm_ab.md.
+to docs/wasm_ab.json. Writes docs/wasm_ab.md (keeping its part written by hand).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "wasm"), str(REPO / "benchmarks")]
 
 import deps  # noqa: E402
-from machine import cpu_name  # noqa: E402
+from machine import cpu_name, write_doc  # noqa: E402
 
 MODELS = {"SmolLM2-135M-Instruct Q4_1": deps.smollm2, "Gemma-3-270M Q4_K_M": deps.gemma3_270m}
 
@@ -97,9 +97,8 @@ def main() -> int:
                 ratio = statistics.median(b_new[i][key] / b_base[i][key] for b_base, b_new in zip(base, new))
                 lines.append(f"| {label} | {name} | {statistics.median(r[i][key] for r in base):.1f} | "
                              f"{statistics.median(r[i][key] for r in new):.1f} | {ratio:.2f}x |")
-    (REPO / "docs" / "wasm_ab.md").write_text("\n".join(lines) + "\n")
-    (REPO / "docs" / "wasm_ab.json").write_text(json.dumps({"label": args.label, "prompts": prompts,
-                                                            "gen": args.gen, "samples": samples}, indent=1))
+    write_doc(REPO / "docs" / "wasm_ab.md", "\n".join(lines),
+              {"label": args.label, "prompts": prompts, "gen": args.gen, "samples": samples})
     print("\n".join(lines))
     return 0
 

@@ -2,14 +2,15 @@
 mask lets through, not the whole padded KV view (its speed: benchmarks/wasm_ab.py --threads 2, docs/wasm_ab.md).
 Every position the mask lets through must still be attended, once: with one thread the split path (a view of 512
 cells or more, here 1024) gives the bits of the unsplit one (a smaller view); with 2 and 3 threads a generated
-token's logits stay as close to one thread's as the chunks' float rounding allows (just past a 256-cell boundary,
-where the view is mostly empty, and where it is full), natively and in the multi-thread wasm build."""
+token's logits stay as close to one thread's as the chunks' rounding allows (just past a 256-cell boundary, where
+the view is mostly empty, and where it is full), natively and in the multi-thread wasm build."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from pocketmind import Model
+from stepped_decode import stepped_logits, token_ids
 from tiny_gguf import write_tiny_llama
 
 # prompt lengths: 300 decodes at a 512-cell view holding 300-303 cells (the split path starts at 512 cells); 508
@@ -18,23 +19,12 @@ PROMPTS = (300, 508)
 STEPS = 4  # generated tokens decoded one by one after each prompt
 
 
-def token_ids(n_vocab: int, n: int, seed: int) -> list[int]:
-    return np.random.default_rng(seed).integers(3, n_vocab, size=n).tolist()
-
-
 def native_rows(native, path, n_threads: int, n_ctx: int = 1024, prompts=PROMPTS) -> dict[int, np.ndarray]:
     """Per prompt length, the logits of the STEPS tokens decoded one at a time after it."""
     rows = {}
     with Model.from_file(path, native) as model, model.context(n_ctx=n_ctx, n_threads=n_threads) as ctx:
         for n in prompts:
-            tokens = token_ids(model.n_vocab, n + STEPS, n)
-            ctx.kv_clear()
-            ctx.decode(tokens[:n], pos=0)
-            out = []
-            for step in range(STEPS):
-                ctx.decode([tokens[n + step]], pos=n + step)
-                out.append(ctx.logits().copy())
-            rows[n] = np.array(out)
+            rows[n] = stepped_logits(ctx, token_ids(model.n_vocab, n + STEPS, n), STEPS)
     return rows
 
 
@@ -44,9 +34,10 @@ def tiny(tmp_path_factory):
 
 
 def assert_agree(got: np.ndarray, ref: np.ndarray) -> None:
-    # logits up to about 4 in size; measured at 2 and 3 threads against native's 1: 0 apart natively and 0.035 for
-    # wasm-mt at 2 threads (its kernels alone; each chunk sums in F32 since gqa-decode-reads-each-kv-row-once.patch,
-    # before which each rounded its own F16 accumulator: 0.14 and 0.10), bounded here with room for other CPUs
+    # logits up to about 4 in size; measured at 2 and 3 threads against native's 1: at most 0.14 apart natively
+    # (each chunk rounds its own F16 accumulator) and 0.10 for wasm-mt at 2 threads (whose chunks sum in F32 since
+    # gqa-decode-reads-each-kv-row-once.patch: the bits of its one thread here, 0.10 from native's F16 rounding and
+    # kernels), bounded here with room for other CPUs
     assert np.abs(got - ref).max() < 0.3
 
 
