@@ -35,9 +35,8 @@ def tiny(tmp_path_factory):
 
 def assert_agree(got: np.ndarray, ref: np.ndarray) -> None:
     # logits up to about 4 in size; measured at 2 and 3 threads against native's 1: at most 0.14 apart natively
-    # (each chunk rounds its own F16 accumulator) and 0.10 for wasm-mt at 2 threads (whose chunks sum in F32 since
-    # gqa-decode-reads-each-kv-row-once.patch: the bits of its one thread here, 0.10 from native's F16 rounding and
-    # kernels), bounded here with room for other CPUs
+    # (each chunk rounds its own F16 accumulator) and 0.10 for wasm-mt at 2 threads (the same with and without
+    # gqa-decode-reads-each-kv-row-once.patch), bounded here with room for other CPUs
     assert np.abs(got - ref).max() < 0.3
 
 

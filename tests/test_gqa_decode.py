@@ -1,11 +1,13 @@
 """gqa-decode-reads-each-kv-row-once.patch (wasm builds): a generated token's attention reads each K and V row once
-for all the query heads sharing it (grouped-query attention) and sums in F32, as the tiled path attends a prompt
-batch (its speed: benchmarks/wasm_ab.py, docs/wasm_ab.md). Upstream, which the native build keeps (there it was
-faster: benchmarks/native_ab.py), rounds a generated token's query and each head's running sum to F16, so a token's
-logits depend on whether it came alone or in a batch: with F32 weights (no 8-bit rounding of activations to hide
-it) 0.006-0.017 apart in these cases natively and 0.007-0.010 in wasm-st unpatched; patched, wasm within 2.3e-6.
-Checked for 1, 2 and 4 query heads per K/V head, in wasm-st and in wasm-mt at 2 threads (a view under 512 cells:
-each thread its heads; 512 or more: each thread its positions)."""
+for all the query heads sharing it (grouped-query attention), converts an F16 row once, and keeps each head's sum in
+F32 rounded wherever upstream rounds its F16 sum (its speed: benchmarks/wasm_ab.py, docs/wasm_ab.md). Upstream's
+path still attends a short batch (2 to 63 query rows) and is what native runs: a token decoded alone must get the
+bits it gets as the second of a two-token batch, with the default F16 KV cache, for 1, 2 and 4 query heads per K/V
+head, in wasm-st and in wasm-mt at 2 threads with a view under 512 cells (each thread its heads). With 1024 cells
+and 2 threads (the split path: each thread its positions, each chunk rounding its own sum) the batch differs by
+design, so there only native's agreement is checked. The patch's first version summed in F32 without the
+rounding: its generated tokens were 0.007-0.017 from upstream's here, and greedy decoding of tiny models parted
+from native's (test_wasm_parity.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,48 +17,41 @@ from pocketmind import Model
 from stepped_decode import stepped_logits, token_ids
 from tiny_gguf import write_tiny_llama
 
-# a 256-cell view and a 1024-cell one; both batches are long enough (64 tokens or more) for the tiled path
+# a 256-cell view and a 1024-cell one
 PROMPTS = (100, 600)
-STEPS = 4  # generated tokens decoded one by one after each prompt
-# patched: measured at most 2.3e-6 in wasm-st (summation order); unpatched at least 0.0059
-TOLERANCE = 1e-4
+STEPS = 4  # tokens after each prompt, decoded one by one and two at a time
 
 
 @pytest.fixture(scope="module", params=[1, 2, 4], ids=lambda g: f"{g}-heads-per-kv")
 def tiny(request, tmp_path_factory):
-    """F32 weights: the attention's rounding is all that tells a batch from single tokens."""
+    """F32 weights: the attention's rounding is all that tells the paths apart."""
     heads_per_kv = request.param
     return write_tiny_llama(tmp_path_factory.mktemp("gqa") / f"tiny-{heads_per_kv}.gguf", "F32", n_head=4,
                             n_head_kv=4 // heads_per_kv, n_ctx=1024)
 
 
-def native_batch_and_stepped(native, path, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The last STEPS tokens' logits natively, from one batch of the whole sequence and decoded one at a time."""
-    with Model.from_file(path, native) as model, model.context(n_ctx=1024) as ctx:
-        tokens = token_ids(model.n_vocab, n + STEPS, n)
-        ctx.decode(tokens, pos=0, all_logits=True)
-        batch = np.array([ctx.logits(n + step).copy() for step in range(STEPS)])
-        return batch, stepped_logits(ctx, tokens, STEPS)
+def native_stepped(native, path, n: int, n_vocab: int, n_threads: int) -> np.ndarray:
+    with Model.from_file(path, native) as model, model.context(n_ctx=1024, n_threads=n_threads) as ctx:
+        return stepped_logits(ctx, token_ids(n_vocab, n + STEPS, n), STEPS)
 
 
 @pytest.mark.parametrize("variant,threads", [("wasm-st", 1), ("wasm-mt", 2)])
-def test_wasm_attends_a_generated_token_as_in_a_batch(native, run_wasm, tiny, variant, threads, tmp_path):
+def test_wasm_attends_a_generated_token_as_upstream(native, run_wasm, tiny, variant, threads, tmp_path):
     with Model.from_file(tiny, native) as model:
         n_vocab = model.n_vocab
     tasks = []
     for n in PROMPTS:
         tokens = token_ids(n_vocab, n + STEPS, n)
-        tasks += [{"op": "logits", "tokens": tokens, "out": str(tmp_path / f"batch-{n}.f32"), "last_only": False},
-                  {"op": "stepped_logits", "tokens": tokens, "steps": STEPS, "out": str(tmp_path / f"step-{n}.f32")}]
+        for batch in (1, 2):
+            tasks.append({"op": "stepped_logits", "tokens": tokens, "steps": STEPS, "batch": batch,
+                          "out": str(tmp_path / f"{n}-by-{batch}.f32")})
     run_wasm(variant, tiny, tasks, threads=threads, n_ctx=1024)
     for n in PROMPTS:
-        batch = np.fromfile(tmp_path / f"batch-{n}.f32", dtype=np.float32).reshape(n + STEPS, n_vocab)[n:]
-        stepped = np.fromfile(tmp_path / f"step-{n}.f32", dtype=np.float32).reshape(STEPS, n_vocab)
-        assert np.abs(batch).max() > 0.5  # logits that say something
-        assert np.abs(stepped - batch).max() < TOLERANCE
-        native_batch, native_stepped = native_batch_and_stepped(native, tiny, n)
-        # native's batch too, as closely as F32 weights make the builds agree anyway (README: under 1e-3; measured
-        # here at most 2.9e-4, F32 matmuls summing in another order) ...
-        assert np.abs(stepped - native_batch).max() < 1e-3
-        # ... while native's own generated tokens, unpatched, are further from it than that (measured at least 0.0076)
-        assert np.abs(native_stepped - native_batch).max() > 1e-3
+        alone, paired = (np.fromfile(tmp_path / f"{n}-by-{batch}.f32", dtype=np.float32).reshape(STEPS, n_vocab)
+                         for batch in (1, 2))
+        assert np.abs(alone).max() > 0.5  # logits that say something
+        if threads == 1 or n < 512:
+            assert np.array_equal(alone, paired)
+        # native's generated tokens at as many threads (the split path: the same chunks), as closely as the builds'
+        # kernels agree: measured at most 1.2e-3 (the first version: 0.007-0.017 from upstream's)
+        assert np.abs(alone - native_stepped(native, tiny, n, n_vocab, threads)).max() < 5e-3

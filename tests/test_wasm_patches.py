@@ -70,7 +70,9 @@ def test_fp16_conversions_patch_keeps_ggml_s_bits(tmp_path):
     """wasm-simd-fp16-conversions.patch rounds four floats to halves at a time in SIMD lanes (ggml's F16 vector
     stores: flash attention's F16 accumulator, stored for every cached position) where upstream rounded one value
     at a time through memory: floats at, between and around the halves (ties to even included) and random bit
-    patterns store as ggml's scalar rounding does. The harness checks the (unchanged) vector loads as well."""
+    patterns store as ggml's scalar rounding does. The harness checks the (unchanged) vector loads as well, and
+    gqa-decode-reads-each-kv-row-once.patch's pm_round_to_f16 (a generated token's F16 accumulator, kept in F32)
+    against storing to F16 and loading back, on the same floats."""
     tree = wasm_build.source_tree()  # patched
     with tarfile.open(deps.fetch(deps.LLAMA_CPP_SDIST)) as tar:
         upstream = tar.extractfile(f"{deps.LLAMA_CPP_SUBDIR}/{SIMD_MAPPINGS_H}").read()
@@ -81,6 +83,6 @@ def test_fp16_conversions_patch_keeps_ggml_s_bits(tmp_path):
                                       ["-sMODULARIZE=1", "-sEXPORTED_FUNCTIONS=_harness_fp16,_malloc"])
     out = subprocess.run(["node", "--no-experimental-fetch", str(HERE / "wasm" / "fp16_run.cjs"), str(module),
                           "4000000"], check=True, capture_output=True, text=True, timeout=120).stdout
-    load_mismatches, store_mismatches, stored = json.loads(out)
-    assert stored == 65536 * 8 + 4000000
-    assert (load_mismatches, store_mismatches) == (0, 0)
+    load_mismatches, store_mismatches, stored, round_mismatches = json.loads(out)
+    assert stored == 65536 * 8 + 8 + 4000000
+    assert (load_mismatches, store_mismatches, round_mismatches) == (0, 0, 0)

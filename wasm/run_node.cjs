@@ -6,8 +6,9 @@
 //       tasks: [...]}; model may be left out (tasks that need one then fail). Each task is
 //   {op: "logits", tokens, out, last_only} write float32 logits of every position (last_only: of the last) to
 //                                         `out` (and say where they lay)
-//   {op: "stepped_logits", tokens, steps, out}  decode all but the last `steps` tokens in one batch, then those one by
-//                                         one (as generated tokens are), writing each one's logits to `out`
+//   {op: "stepped_logits", tokens, steps, out, batch}  decode all but the last `steps` tokens in one batch, then
+//                                         those `batch` at a time (default 1: one by one, as generated tokens are),
+//                                         writing each one's logits to `out`
 //   {op: "greedy", tokens, n, ignore_eog}  greedy continuation (stops at end-of-generation unless ignore_eog)
 //   {op: "tokenize", text, parse_special}
 //   {op: "token_bytes", tokens}           each token's raw bytes, as arrays of numbers
@@ -163,9 +164,11 @@ async function main() {
       M._pm_kv_clear(ctx);
       A.decode(ctx, task.tokens.slice(0, n), 0, false);
       const all = new Float32Array(task.steps * nVocab);
-      for (let step = 0; step < task.steps; step++) {
-        A.decode(ctx, [task.tokens[n + step]], n + step, false);
-        all.set(A.logits(ctx, nVocab, -1), step * nVocab);
+      const size = task.batch || 1;
+      for (let step = 0; step < task.steps; step += size) {
+        const chunk = task.tokens.slice(n + step, n + Math.min(step + size, task.steps));
+        A.decode(ctx, chunk, n + step, true);
+        chunk.forEach((_, i) => all.set(A.logits(ctx, nVocab, i), (step + i) * nVocab));
       }
       fs.writeFileSync(task.out, Buffer.from(all.buffer));
       results.push({ op: "stepped_logits", n: task.steps });

@@ -2,7 +2,8 @@
 // call) against ggml's scalar conversions, which fill the fp16 -> fp32 table and round fp32 -> fp16: every half,
 // and floats at, between and around the halves (ties included), plus random bit patterns. Built by
 // test_wasm_patches.py with the patched tree's headers, to show wasm-simd-fp16-conversions.patch (the store) keeps
-// the bits.
+// the bits; and gqa-decode-reads-each-kv-row-once.patch's pm_round_to_f16 (a float rounded to a half's value, kept
+// as a float) against the scalar rounding and conversion back, on the same floats.
 #include <stdint.h>
 #include <string.h>
 
@@ -15,21 +16,31 @@ static uint32_t bits_of(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static float float_of(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 static int is_nan(uint32_t u) { return (u & 0x7F800000u) == 0x7F800000u && (u & 0x007FFFFFu) != 0; }
 
-// four floats through the vector store, each compared with the scalar rounding; returns the mismatches
+static uint32_t round_mismatches;  // floats whose pm_round_to_f16 differs from the scalar round trip
+
+// four floats through the vector store, each compared with the scalar rounding; returns the mismatches (and counts
+// pm_round_to_f16's in round_mismatches)
 static int check_store(const uint32_t in[4]) {
-    float f[4];
+    float f[4], r[4];
     ggml_fp16_t h[4];
     for (int i = 0; i < 4; i++) f[i] = float_of(in[i]);
     __wasm_f16x4_store(h, wasm_v128_load(f));
+    wasm_v128_store(r, pm_round_to_f16(wasm_v128_load(f)));
     int bad = 0;
-    for (int i = 0; i < 4; i++) bad += h[i] != ggml_compute_fp32_to_fp16(f[i]);
+    for (int i = 0; i < 4; i++) {
+        const ggml_fp16_t want = ggml_compute_fp32_to_fp16(f[i]);
+        bad += h[i] != want;
+        const uint32_t got = bits_of(r[i]), back = bits_of(ggml_compute_fp16_to_fp32(want));
+        round_mismatches += is_nan(back) ? !is_nan(got) : got != back;
+    }
     return bad;
 }
 
 // out[0]: halves whose vector load differs from the scalar conversion (NaN: both NaN), out[1]: floats whose vector
-// store differs, out[2]: floats checked by the store
+// store differs, out[2]: floats checked by the store, out[3]: those whose pm_round_to_f16 differs
 void harness_fp16(uint32_t n_random, uint32_t * out) {
     out[0] = out[1] = out[2] = 0;
+    round_mismatches = 0;
     for (uint32_t i = 0; i < (1 << 16); i++) ggml_table_f32_f16[i] = ggml_compute_fp16_to_fp32((ggml_fp16_t) i);
     for (uint32_t h0 = 0; h0 < 65536; h0 += 4) {
         ggml_fp16_t h[4] = {h0, h0 + 1, h0 + 2, h0 + 3};
@@ -49,6 +60,11 @@ void harness_fp16(uint32_t n_random, uint32_t * out) {
         out[1] += check_store(v) + check_store(v + 4);
         out[2] += 8;
     }
+    // around the rounding to infinity: just under, at and just over the midpoint of 65504 and 65536, either sign
+    const uint32_t top[8] = {0x477FEFFFu, 0x477FF000u, 0x477FF001u, 0x477FE000u,
+                             0xC77FEFFFu, 0xC77FF000u, 0xC77FF001u, 0xC77FE000u};
+    out[1] += check_store(top) + check_store(top + 4);
+    out[2] += 8;
     uint32_t x = 2463534242u;  // xorshift32
     for (uint32_t i = 0; i < n_random; i += 4) {
         uint32_t v[4];
@@ -56,4 +72,5 @@ void harness_fp16(uint32_t n_random, uint32_t * out) {
         out[1] += check_store(v);
         out[2] += 4;
     }
+    out[3] = round_mismatches;
 }
