@@ -3,7 +3,8 @@
 // and floats at, between and around the halves (ties included), plus random bit patterns. Built by
 // test_wasm_patches.py with the patched tree's headers, to show wasm-simd-fp16-conversions.patch (the store) keeps
 // the bits; and gqa-decode-reads-each-kv-row-once.patch's pm_round_to_f16 (a float rounded to a half's value, kept
-// as a float) against the scalar rounding and conversion back, on the same floats.
+// as a float) and its quick form where pm_f16_quick_missed trusts it, against the scalar rounding and conversion
+// back, on the same floats.
 #include <stdint.h>
 #include <string.h>
 
@@ -17,30 +18,41 @@ static float float_of(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 static int is_nan(uint32_t u) { return (u & 0x7F800000u) == 0x7F800000u && (u & 0x007FFFFFu) != 0; }
 
 static uint32_t round_mismatches;  // floats whose pm_round_to_f16 differs from the scalar round trip
+static uint32_t quick_mismatches;  // floats whose trusted quick rounding differs from it
+static uint32_t quick_trusted;     // floats whose quick rounding pm_f16_quick_missed trusts
 
 // four floats through the vector store, each compared with the scalar rounding; returns the mismatches (and counts
 // pm_round_to_f16's in round_mismatches)
 static int check_store(const uint32_t in[4]) {
-    float f[4], r[4];
+    float f[4], r[4], q[4];
+    uint32_t missed[4];
     ggml_fp16_t h[4];
     for (int i = 0; i < 4; i++) f[i] = float_of(in[i]);
     __wasm_f16x4_store(h, wasm_v128_load(f));
     wasm_v128_store(r, pm_round_to_f16(wasm_v128_load(f)));
+    const v128_t quick = pm_round_to_f16_quick(wasm_v128_load(f));
+    wasm_v128_store(q, quick);
+    wasm_v128_store(missed, pm_f16_quick_missed(quick));
     int bad = 0;
     for (int i = 0; i < 4; i++) {
         const ggml_fp16_t want = ggml_compute_fp32_to_fp16(f[i]);
         bad += h[i] != want;
         const uint32_t got = bits_of(r[i]), back = bits_of(ggml_compute_fp16_to_fp32(want));
         round_mismatches += is_nan(back) ? !is_nan(got) : got != back;
+        if (!missed[i]) {
+            quick_trusted++;
+            quick_mismatches += bits_of(q[i]) != back;
+        }
     }
     return bad;
 }
 
 // out[0]: halves whose vector load differs from the scalar conversion (NaN: both NaN), out[1]: floats whose vector
-// store differs, out[2]: floats checked by the store, out[3]: those whose pm_round_to_f16 differs
+// store differs, out[2]: floats checked by the store, out[3]: those whose pm_round_to_f16 differs, out[4]: those
+// whose trusted quick rounding differs, out[5]: those whose quick rounding was trusted
 void harness_fp16(uint32_t n_random, uint32_t * out) {
     out[0] = out[1] = out[2] = 0;
-    round_mismatches = 0;
+    round_mismatches = quick_mismatches = quick_trusted = 0;
     for (uint32_t i = 0; i < (1 << 16); i++) ggml_table_f32_f16[i] = ggml_compute_fp16_to_fp32((ggml_fp16_t) i);
     for (uint32_t h0 = 0; h0 < 65536; h0 += 4) {
         ggml_fp16_t h[4] = {h0, h0 + 1, h0 + 2, h0 + 3};
@@ -73,4 +85,6 @@ void harness_fp16(uint32_t n_random, uint32_t * out) {
         out[2] += 4;
     }
     out[3] = round_mismatches;
+    out[4] = quick_mismatches;
+    out[5] = quick_trusted;
 }
