@@ -1,6 +1,6 @@
 """Each patch of ours to llama.cpp, shown to matter (the mmap patch's test is in test_wasm_parity.py, the 2x2
-kernels' in test_quant_parity.py: they change speed only, which benchmarks/wasm_kernels.py measures; so does the
-fp16 conversions patch, tested here to keep ggml's bits, measured by benchmarks/wasm_ab.py)."""
+kernels' in test_quant_parity.py: they change speed only, which benchmarks/wasm_kernels.py measures; so do the
+fp16 conversions and fp16 row patches, tested here to keep ggml's bits, measured by benchmarks/wasm_ab.py)."""
 from __future__ import annotations
 
 import json
@@ -73,7 +73,8 @@ def test_fp16_conversions_patch_keeps_ggml_s_bits(tmp_path):
     patterns store as ggml's scalar rounding does. The harness checks the (unchanged) vector loads as well, and
     gqa-decode-reads-each-kv-row-once.patch's pm_round_to_f16 (a generated token's F16 accumulator, kept in F32)
     and its quick form, where trusted, against storing to F16 and loading back, on the same floats (and once by
-    hand on all 2^32 floats: no mismatch)."""
+    hand on all 2^32 floats: no mismatch); and wasm-simd-fp16-row-to-f32.patch's eight-halves conversion (a
+    generated token's K and V rows) on every half, bit for bit."""
     tree = wasm_build.source_tree()  # patched
     with tarfile.open(deps.fetch(deps.LLAMA_CPP_SDIST)) as tar:
         upstream = tar.extractfile(f"{deps.LLAMA_CPP_SUBDIR}/{SIMD_MAPPINGS_H}").read()
@@ -84,9 +85,11 @@ def test_fp16_conversions_patch_keeps_ggml_s_bits(tmp_path):
                                       ["-sMODULARIZE=1", "-sEXPORTED_FUNCTIONS=_harness_fp16,_malloc"])
     out = subprocess.run(["node", "--no-experimental-fetch", str(HERE / "wasm" / "fp16_run.cjs"), str(module),
                           "4000000"], check=True, capture_output=True, text=True, timeout=120).stdout
-    load_mismatches, store_mismatches, stored, round_mismatches, quick_mismatches, quick_trusted = json.loads(out)
+    load_mismatches, store_mismatches, stored, round_mismatches, quick_mismatches, quick_trusted, row_mismatches = \
+        json.loads(out)
     assert stored == 65536 * 8 + 8 + 4000000
     assert (load_mismatches, store_mismatches, round_mismatches, quick_mismatches) == (0, 0, 0, 0)
+    assert row_mismatches == 0  # wasm-simd-fp16-row-to-f32.patch: every half, bit for bit
     # the quick form trusted for the floats in F16's normal range: 8 around each of its 2 x 30 x 1024 values, and
     # about 12 % of random bit patterns (30 of 256 exponents)
     assert quick_trusted > 400000

@@ -4,7 +4,8 @@
 // test_wasm_patches.py with the patched tree's headers, to show wasm-simd-fp16-conversions.patch (the store) keeps
 // the bits; and gqa-decode-reads-each-kv-row-once.patch's pm_round_to_f16 (a float rounded to a half's value, kept
 // as a float) and its quick form where pm_f16_quick_missed trusts it, against the scalar rounding and conversion
-// back, on the same floats.
+// back, on the same floats; and wasm-simd-fp16-row-to-f32.patch's pm_f16x8_to_f32 (eight halves to floats in SIMD
+// lanes) on every half.
 #include <stdint.h>
 #include <string.h>
 
@@ -49,9 +50,10 @@ static int check_store(const uint32_t in[4]) {
 
 // out[0]: halves whose vector load differs from the scalar conversion (NaN: both NaN), out[1]: floats whose vector
 // store differs, out[2]: floats checked by the store, out[3]: those whose pm_round_to_f16 differs, out[4]: those
-// whose trusted quick rounding differs, out[5]: those whose quick rounding was trusted
+// whose trusted quick rounding differs, out[5]: those whose quick rounding was trusted, out[6]: halves whose
+// pm_f16x8_to_f32 bits differ from the scalar conversion's (NaN included: the same steps)
 void harness_fp16(uint32_t n_random, uint32_t * out) {
-    out[0] = out[1] = out[2] = 0;
+    out[0] = out[1] = out[2] = out[6] = 0;
     round_mismatches = quick_mismatches = quick_trusted = 0;
     for (uint32_t i = 0; i < (1 << 16); i++) ggml_table_f32_f16[i] = ggml_compute_fp16_to_fp32((ggml_fp16_t) i);
     for (uint32_t h0 = 0; h0 < 65536; h0 += 4) {
@@ -62,6 +64,13 @@ void harness_fp16(uint32_t n_random, uint32_t * out) {
             const uint32_t got = bits_of(f[i]), want = bits_of(ggml_compute_fp16_to_fp32(h[i]));
             out[0] += is_nan(want) ? !is_nan(got) : got != want;
         }
+    }
+    for (uint32_t h0 = 0; h0 < 65536; h0 += 8) {
+        ggml_fp16_t h[8];
+        float f[8];
+        for (int i = 0; i < 8; i++) h[i] = (ggml_fp16_t) (h0 + i);
+        pm_f16x8_to_f32(h, f);
+        for (int i = 0; i < 8; i++) out[6] += bits_of(f[i]) != bits_of(ggml_compute_fp16_to_fp32(h[i]));
     }
     // each half's value, the float just above it, the midpoint to the next half and the floats either side of it
     for (uint32_t h0 = 0; h0 < 65536; h0++) {
