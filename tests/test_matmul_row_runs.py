@@ -31,10 +31,11 @@ def test_the_model_takes_both_paths():
     assert N_EMBD // chunk_rows < 2 * 4  # q, k, v, o: too few, so one range per thread
 
 
-def native_steps(native, path, n_threads: int) -> tuple[np.ndarray, int]:
+def native_steps(native, path, n_threads: int) -> tuple[np.ndarray, list[int]]:
+    """The STEPS generated tokens' logits, and the tokens decoded (the prompt's, then theirs)."""
     with Model.from_file(path, native) as model, model.context(n_ctx=512, n_threads=n_threads) as ctx:
         tokens = token_ids(model.n_vocab, PROMPT + STEPS, 7)
-        return stepped_logits(ctx, tokens, STEPS), model.n_vocab
+        return stepped_logits(ctx, tokens, STEPS), tokens
 
 
 def test_native_threads_give_one_thread_s_bits(native, model_path):
@@ -45,8 +46,8 @@ def test_native_threads_give_one_thread_s_bits(native, model_path):
 
 
 def test_wasm_threads_give_one_thread_s_bits(native, run_wasm, model_path, tmp_path):
-    reference, n_vocab = native_steps(native, model_path, 1)
-    tokens = token_ids(n_vocab, PROMPT + STEPS, 7)
+    reference, tokens = native_steps(native, model_path, 1)
+    n_vocab = reference.shape[1]
     got = {}
     for n_threads in (1, 2, 3):
         out = tmp_path / f"{n_threads}.f32"
