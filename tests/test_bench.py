@@ -55,10 +55,11 @@ def test_between_a_phases_first_and_last_token_progress_is_quiet_for_progress_se
         done = events[-1]
         assert done["n_generated"] == 12  # (random weights: no end-of-generation token in 12)
         tokens = [e for e in events[:-1] if e["phase"] != "prompt"]
-        assert [(e["phase"], e["done"]) for e in tokens] == [("warm-up", i) for i in range(1, 9)] + \
-            [("generate", i) for i in range(1, 13)]  # still an event per token
+        # still an event per token; the warm-up's two rounds of 8 tokens count on as one phase of 16
+        assert [(e["phase"], e["done"]) for e in tokens] == [("warm-up", i) for i in range(1, 17)] + \
+            [("generate", i) for i in range(1, 13)]
         loud = [(e["phase"], e["done"], e["total"]) for e in tokens if not e.get("quiet")]
-        assert loud == [("warm-up", 1, 8), ("warm-up", 8, 8), ("generate", 1, 12), ("generate", 12, 12)]
+        assert loud == [("warm-up", 1, 16), ("warm-up", 16, 16), ("generate", 1, 12), ("generate", 12, 12)]
         assert not any(e.get("quiet") for e in events if e["type"] == "done" or e["phase"] == "prompt")
     monkeypatch.setattr(bench, "PROGRESS_SECONDS", 0.0)
     with model.context(n_ctx=256) as ctx:
@@ -101,7 +102,8 @@ def test_chat_service_streams_the_speed_test_and_stops_it(native, tiny_models, m
         events = [json.loads(e) for e in steps if e]  # "": a quiet token's step, nothing to post
         assert events[-1]["type"] == "done" and events[-1]["n_prompt"] == 20 and events[-1]["pp_tps"] > 0
         assert all(e["type"] == "progress" and "quiet" not in e for e in events[:-1]) and service.step() is None
-        assert steps.count("") == 2 * (6 - 2)  # warm-up and run, 6 tokens each: all but each one's first and last
+        # all tokens but each phase's first and last: the warm-up's two rounds of 6 tokens and the run's 6
+        assert steps.count("") == (2 * 6 - 2) + (6 - 2)
 
         service.start_bench(json.dumps({"tokens": [1, 2, 3, 4, 5], "n_gen": 30}))
         first = json.loads(service.step())

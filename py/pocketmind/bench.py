@@ -5,8 +5,8 @@ ChatService.start_bench, streamed like an answer, so it draws progress and can s
 request (ChatService.bench, for benchmarks/browser_chat.py) and benchmarks/wllama_compare.py's glue path.
 
 What it runs is what an answer runs (generate.Generator: greedy sampling, the text stream, stop and abort checks
-per token), on a prompt of exactly `n_prompt` tokens of a fixed English text (TEXT, repeated if need be), with a
-warm-up of the same shapes first (the first decode of a batch grows memory and runs unoptimised wasm code).
+per token), on a prompt of exactly `n_prompt` tokens of a fixed English text (TEXT, repeated if need be), after
+two warm-up rounds of the same shapes (the first decode of a batch grows memory and runs unoptimised wasm code).
 
     for event in run(generator, text_prompt(model, 64), 64):
         ...  # {"type": "progress", "phase": "warm-up" | "prompt" | "generate", "done", "total"} per prompt batch
@@ -34,7 +34,11 @@ TEXT = ("The history of the lighthouse begins with fires lit on hilltops to guid
         "families, trimming the wicks, polishing the brass and writing the weather into a log book every few hours. "
         "On the rocky coasts of the north, where storms could last for days, the keepers sometimes went weeks "
         "without seeing a visitor, and the supply boat was the most important event of the month.")
-WARMUP_TOKENS = 8  # generated in the warm-up run, as the JS-only benchmark does (wasm/pocketmind_api.js)
+WARMUP_TOKENS = 8  # generated in each warm-up round, as the JS-only benchmarks do (wasm/pocketmind_api.js)
+# Two rounds, as those do too: after one, V8's optimizing compiler has not caught up with the engine's hot code in a
+# fresh page (the Benchmark page's first measured 64-token prompt at 2 threads ran at 156-194 tokens/s against
+# 285-299 in the runs after it, in one page, by hand; with two rounds the first run matched the others).
+WARMUP_ROUNDS = 2
 # A token's progress event is quiet (ChatService.step hands the worker nothing to post for it) unless it is a phase's
 # first or last token or this long has passed since the last one that was not: each event the Benchmark page draws
 # takes CPU from the engine's threads (an event per token cost the page 15-29 % of its generation speed at 2 threads
@@ -75,8 +79,10 @@ def run(generator: Generator, prompt: Sequence[int], n_gen: int, abort: Callable
     prompt = [int(t) for t in prompt]
     _check(n_gen, prompt, generator.ctx.n_ctx)
     aborted = abort or (lambda: False)
-    phases = [("warm-up", min(WARMUP_TOKENS, n_gen))] if warmup else []
-    phases.append(("measure", n_gen))
+    n_warm = min(WARMUP_TOKENS, n_gen)
+    # (phase, tokens per round, rounds): the warm-up's progress counts on through its rounds
+    phases = [("warm-up", n_warm, WARMUP_ROUNDS)] if warmup else []
+    phases.append(("measure", n_gen, 1))
     done = None
     shown = -float("inf")  # when the last token's progress event that was not quiet was yielded
 
@@ -89,19 +95,23 @@ def run(generator: Generator, prompt: Sequence[int], n_gen: int, abort: Callable
         return False
 
     try:
-        for phase, n in phases:
-            generator.reset()
-            generated = 0
-            for event in generator.generate(prompt, params=GREEDY, max_tokens=n, abort=aborted, progress=True):
-                if isinstance(event, Prefill):
-                    if phase != "warm-up":
-                        yield {"type": "progress", "phase": "prompt", "done": event.decoded, "total": event.total}
-                elif isinstance(event, Chunk) and event.token is not None:
-                    generated += 1
-                    yield {"type": "progress", "phase": "generate" if phase == "measure" else phase,
-                           "done": generated, "total": n, **({} if due(generated, n) else {"quiet": True})}
-                elif isinstance(event, Done) and phase == "measure":
-                    done = event
+        for phase, n, rounds in phases:
+            total = n * rounds
+            for round_ in range(rounds):
+                generator.reset()
+                generated = round_ * n
+                for event in generator.generate(prompt, params=GREEDY, max_tokens=n, abort=aborted, progress=True):
+                    if isinstance(event, Prefill):
+                        if phase != "warm-up":
+                            yield {"type": "progress", "phase": "prompt", "done": event.decoded, "total": event.total}
+                    elif isinstance(event, Chunk) and event.token is not None:
+                        generated += 1
+                        yield {"type": "progress", "phase": "generate" if phase == "measure" else phase,
+                               "done": generated, "total": total, **({} if due(generated, total) else {"quiet": True})}
+                    elif isinstance(event, Done) and phase == "measure":
+                        done = event
+                if aborted():
+                    break
             if aborted():
                 break
     finally:
