@@ -3,7 +3,7 @@
 build/wasm-mt) against a baseline copy (say, the build saved before a kernel patch), on both benchmark models.
 
     python3 benchmarks/wasm_ab.py --baseline DIR [--label NAME] [--processes 2] [--rounds 5] [--prompts 64,63]
-                                  [--gen 32] [--threads 1]
+                                  [--gen 32] [--threads 1] [--model NAME=PATH ...] [--no-write]
 
 DIR holds pocketmind-st.js/.wasm (pocketmind-mt.* and its worker for --threads > 1). benchmarks/wasm_ab.cjs
 loads both builds into one Node process, each with the model, and benchmarks them in turn --rounds times (a prompt
@@ -12,7 +12,8 @@ differs by up to 1.5x between Node processes on this machine, so the two are com
 for two multi-thread builds: the idle one's threads keep polling for work and slowed the other to under half its
 speed here, so with --threads > 1 each round runs each build in a process of its own, in turns. The table gives
 medians over every round of every process and the median of the per-round ratios new / baseline; every sample goes
-to docs/wasm_ab.json. Writes docs/wasm_ab.md (keeping its part written by hand).
+to docs/wasm_ab.json. Writes docs/wasm_ab.md (keeping its part written by hand) unless --no-write. --model (repeatable)
+benchmarks other GGUF files in place of the two benchmark models (say, synthetic ones of a weight type they lack).
 """
 from __future__ import annotations
 
@@ -68,14 +69,25 @@ def main() -> int:
     parser.add_argument("--prompts", default="64,63")
     parser.add_argument("--gen", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                        help="a GGUF to benchmark in place of the benchmark models (repeatable)")
+    parser.add_argument("--no-write", action="store_true", help="print the table, leave docs/ alone")
     args = parser.parse_args()
+    models = MODELS
+    if args.model:
+        if any("=" not in m for m in args.model):
+            parser.error("--model takes NAME=PATH")
+        models = {name: (lambda p=Path(path): p) for name, path in (m.split("=", 1) for m in args.model)}
+        missing = [str(p()) for p in models.values() if not p().is_file()]
+        if missing:
+            parser.error(f"no such model file: {', '.join(missing)}")
     prompts = [int(n) for n in args.prompts.split(",")]
     variant = "st" if args.threads == 1 else "mt"
     modules = {"baseline": args.baseline / f"pocketmind-{variant}.js",
                "new": REPO / "build" / f"wasm-{variant}" / f"pocketmind-{variant}.js"}
-    samples: dict[str, dict[str, list]] = {m: {"baseline": [], "new": []} for m in MODELS}
+    samples: dict[str, dict[str, list]] = {m: {"baseline": [], "new": []} for m in models}
     for process in range(args.processes):
-        for label, path in MODELS.items():
+        for label, path in models.items():
             result = run(modules, path(), prompts, args.gen, args.rounds, args.threads)
             for build in modules:
                 samples[label][build] += result[build]
@@ -84,21 +96,22 @@ def main() -> int:
     lines = ["# Two wasm builds side by side", "",
              f"Written by `python3 benchmarks/wasm_ab.py --baseline ... --label \"{args.label}\" --processes "
              f"{args.processes} --rounds {args.rounds} --prompts {args.prompts} --gen {args.gen} "
-             f"--threads {args.threads}` on {datetime.date.today()} ({cpu_name()}). "
+             f"--threads {args.threads}{''.join(f' --model {m}' for m in args.model)}` on {datetime.date.today()} ({cpu_name()}). "
              f"{'Single-thread builds' if args.threads == 1 else 'Multi-thread builds'} under Node, {args.threads} "
              f"thread(s), {'both in each Node process' if args.threads == 1 else 'each in a Node process of its own'} "
              f"and benchmarked in turn; {args.processes * args.rounds} rounds per model. New: {args.label}.",
              "", "| model | measure | baseline tokens/s | new tokens/s | new / baseline (median of rounds) |",
              "|---|---|---|---|---|"]
-    for label in MODELS:
+    for label in models:
         base, new = samples[label]["baseline"], samples[label]["new"]
         for i, n in enumerate(prompts):
             for key, name in (("pp_tps", f"prompt of {n}"), ("tg_tps", f"generation after {n}")):
                 ratio = statistics.median(b_new[i][key] / b_base[i][key] for b_base, b_new in zip(base, new))
                 lines.append(f"| {label} | {name} | {statistics.median(r[i][key] for r in base):.1f} | "
                              f"{statistics.median(r[i][key] for r in new):.1f} | {ratio:.2f}x |")
-    write_doc(REPO / "docs" / "wasm_ab.md", "\n".join(lines),
-              {"label": args.label, "prompts": prompts, "gen": args.gen, "samples": samples})
+    if not args.no_write:
+        write_doc(REPO / "docs" / "wasm_ab.md", "\n".join(lines),
+                  {"label": args.label, "prompts": prompts, "gen": args.gen, "samples": samples})
     print("\n".join(lines))
     return 0
 

@@ -1,8 +1,9 @@
 // ggml's wasm dot-product kernels timed the way ggml's matmul walks a weight matrix: times a matrix of activation
-// columns (a prompt batch) by one-row calls (nrc == 1) and by 2x2 calls (nrc == 2, wasm-simd-2x2-dot.patch), the
-// two ways alternated in each round inside one process; and times one column (a generated token), row by row as
-// ggml walks it, for the matrix in the caches and for one larger than them (LARGE_BYTES, read from memory as a
-// model's weights are for each generated token). Built and run by benchmarks/wasm_kernels.py.
+// columns (a prompt batch) by one-row calls (nrc == 1) and by 2x2 calls (nrc == 2, wasm-simd-2x2-dot.patch; only
+// for the types that have them), the two ways alternated in each round inside one process; and times one column (a
+// generated token), row by row as ggml walks it, for the matrix in the caches and for one larger than them
+// (LARGE_BYTES, read from memory as a model's weights are for each generated token). Built and run by
+// benchmarks/wasm_kernels.py.
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,17 +27,22 @@ struct kind {
     int block;                       // values per block
     size_t weight_bytes, act_bytes;  // per block
     dot_fn dot;
+    int two_by_two;                  // whether the kernel takes nrc == 2
 };
 
 static const struct kind kinds[] = {
     {"Q4_1", (quantize_fn) quantize_row_q4_1_ref, quantize_row_q8_1, QK4_1, sizeof(block_q4_1), sizeof(block_q8_1),
-     ggml_vec_dot_q4_1_q8_1},
+     ggml_vec_dot_q4_1_q8_1, 1},
     {"Q5_0", (quantize_fn) quantize_row_q5_0_ref, quantize_row_q8_0, QK5_0, sizeof(block_q5_0), sizeof(block_q8_0),
-     ggml_vec_dot_q5_0_q8_0},
+     ggml_vec_dot_q5_0_q8_0, 1},
     {"Q8_0", (quantize_fn) quantize_row_q8_0_ref, quantize_row_q8_0, QK8_0, sizeof(block_q8_0), sizeof(block_q8_0),
-     ggml_vec_dot_q8_0_q8_0},
+     ggml_vec_dot_q8_0_q8_0, 1},
     {"Q4_K", (quantize_fn) quantize_row_q4_K_ref, quantize_row_q8_K, QK_K, sizeof(block_q4_K), sizeof(block_q8_K),
-     ggml_vec_dot_q4_K_q8_K},
+     ggml_vec_dot_q4_K_q8_K, 1},
+    {"Q5_K", (quantize_fn) quantize_row_q5_K_ref, quantize_row_q8_K, QK_K, sizeof(block_q5_K), sizeof(block_q8_K),
+     ggml_vec_dot_q5_K_q8_K, 0},
+    {"Q6_K", (quantize_fn) quantize_row_q6_K_ref, quantize_row_q8_K, QK_K, sizeof(block_q6_K), sizeof(block_q8_K),
+     ggml_vec_dot_q6_K_q8_K, 0},
 };
 
 #define LARGE_BYTES (48u << 20)
@@ -80,12 +86,15 @@ int main(int argc, char ** argv) {
             for (int c = 0; c < cols; c++)
                 for (int r = 0; r < rows; r++) t->dot(n, &one[c * rows + r], 0, w + r * wrow, 0, a + c * arow, 0, 1);
             ms[0][round] = emscripten_get_now() - start;
-            start = emscripten_get_now();
-            for (int c = 0; c < cols; c += 2)
-                for (int r = 0; r < rows; r += 2)
-                    t->dot(n, &two[c * rows + r], rows, w + r * wrow, wrow, a + c * arow, arow, 2);
-            ms[1][round] = emscripten_get_now() - start;
-            same &= memcmp(one, two, rows * cols * sizeof(float)) == 0;
+            ms[1][round] = 0.0;
+            if (t->two_by_two) {
+                start = emscripten_get_now();
+                for (int c = 0; c < cols; c += 2)
+                    for (int r = 0; r < rows; r += 2)
+                        t->dot(n, &two[c * rows + r], rows, w + r * wrow, wrow, a + c * arow, arow, 2);
+                ms[1][round] = emscripten_get_now() - start;
+                same &= memcmp(one, two, rows * cols * sizeof(float)) == 0;
+            }
             // one column, row by row: the matrix in the caches, then the large one
             start = emscripten_get_now();
             for (int r = 0; r < rows; r++) t->dot(n, &one[r], 0, w + r * wrow, 0, a, 0, 1);

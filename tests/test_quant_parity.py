@@ -123,8 +123,41 @@ def test_wasm_kernels_match_ggml_generic_kernels(tmp_path):
     for quant, rows in upstream.items():
         if quant.endswith("_K"):  # q8_K rounds to nearest upstream too
             assert all(r["same_activation"] == 1 for r in rows), quant
+            # so the same blocks meet our K-quant kernels (wasm-simd-q4_K-q5_K-one-row.patch,
+            # wasm-simd-q6_K-one-row.patch: integer sums in other lanes and another order) and upstream's: same bits
+            assert [r["wasm"] for r in rows] == [r["wasm"] for r in results[quant]], quant
         else:
             assert not any(r["same_activation"] == 1 for r in rows), quant
+
+
+@emscripten
+def test_wasm_q6_K_kernel_keeps_the_generic_bits_at_the_extremes(tmp_path):
+    """wasm-simd-q6_K-one-row.patch sums the products of values l and l + 8 of a group of 16 in a 16-bit lane before
+    its scale weighs them: the largest weights times the largest activations, all of one sign (the largest such
+    sums) or of opposite signs, and rows of widely mixed magnitudes still give the generic kernel's bits."""
+    tree = wasm_build.source_tree()
+    module = build_kernel_harness(tree, tree / WASM_QUANTS_C, tmp_path / "harness.js")
+    n, rng = 2048, np.random.default_rng(2)
+    # magnitudes near each block's largest, not all equal (on ties of |x| the wasm and reference q8_K quantizers may
+    # pick a maximum of the other sign: the same values, other bytes)
+    signs, near = rng.choice([-1.0, 1.0], n), lambda: rng.uniform(0.9, 1.0, n)
+    rows = {"ones": (near(), near()), "same signs": (signs * near(), signs * near()),
+            "opposite signs": (signs * near(), -signs * near()),
+            "mixed": (rng.standard_normal(n) * np.exp(rng.uniform(-4, 4, n)), rng.standard_normal(n) * 10)}
+    cases = []
+    for name, (w, a) in rows.items():
+        files = {k: tmp_path / f"{k}-{name.replace(' ', '-')}.f32" for k in ("w", "a")}
+        w.astype(np.float32).tofile(files["w"])
+        a.astype(np.float32).tofile(files["a"])
+        cases.append({"type": int(gguf.GGMLQuantizationType.Q6_K), "n": n, "w": str(files["w"]), "a": str(files["a"])})
+    (tmp_path / "job.json").write_text(json.dumps({"cases": cases}))
+    subprocess.run(["node", "--no-experimental-fetch", str(HERE / "wasm" / "kernel_run.cjs"), str(module),
+                    str(tmp_path / "job.json"), str(tmp_path / "out.json")], check=True, timeout=120)
+    results = dict(zip(rows, json.loads((tmp_path / "out.json").read_text())))
+    for name, r in results.items():
+        assert r["same_activation"] == 1 and r["wasm"] == r["generic"] and r["wasm"] != 0, (name, r)
+    # the extremes were reached: every product is near +-32 * 127 steps, of one sign, so the sums fill their lanes
+    assert results["same signs"]["wasm"] > 0 > results["opposite signs"]["wasm"]
 
 
 @emscripten
