@@ -96,7 +96,8 @@ def main() -> int:
     lines = ["# Two wasm builds side by side", "",
              f"Written by `python3 benchmarks/wasm_ab.py --baseline ... --label \"{args.label}\" --processes "
              f"{args.processes} --rounds {args.rounds} --prompts {args.prompts} --gen {args.gen} "
-             f"--threads {args.threads}{''.join(f' --model {m}' for m in args.model)}` on {datetime.date.today()} ({cpu_name()}). "
+             f"--threads {args.threads}{''.join(f' --model {m}' for m in args.model)}` on "
+             f"{datetime.date.today()} ({cpu_name()}). "
              f"{'Single-thread builds' if args.threads == 1 else 'Multi-thread builds'} under Node, {args.threads} "
              f"thread(s), {'both in each Node process' if args.threads == 1 else 'each in a Node process of its own'} "
              f"and benchmarked in turn; {args.processes * args.rounds} rounds per model. New: {args.label}.",
