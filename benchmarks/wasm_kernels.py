@@ -70,8 +70,8 @@ def main() -> int:
         "(`wasm/patches/wasm-simd-2x2-dot.patch`; Q5_K and Q6_K have none: –), the ways alternated in each round; "
         "and one column (a generated token) row by row, as ggml walks it, for that matrix (in the caches) and for a "
         "48 MiB one (read from memory, as a model's weights are for each token). Milliseconds are each process's "
-        "median round (then the median over processes); a speed-up is the median of the processes' own ratios, since the "
-        "same code's timings differ by up to 1.5x between processes on this machine.",
+        "median round (then the median over processes); a speed-up is the median of the processes' own ratios, "
+        "since the same code's timings differ by up to 1.5x between processes on this machine.",
         "",
         "| type | n | matrix: one row, ms | 2x2, ms | speed-up | one column, 512 rows, ms | one column, 48 MiB: GB/s "
         "| same bits |",
