@@ -42,7 +42,7 @@ static const struct kind kinds[] = {
     {"Q5_K", (quantize_fn) quantize_row_q5_K_ref, quantize_row_q8_K, QK_K, sizeof(block_q5_K), sizeof(block_q8_K),
      ggml_vec_dot_q5_K_q8_K, 0},
     {"Q6_K", (quantize_fn) quantize_row_q6_K_ref, quantize_row_q8_K, QK_K, sizeof(block_q6_K), sizeof(block_q8_K),
-     ggml_vec_dot_q6_K_q8_K, 0},
+     ggml_vec_dot_q6_K_q8_K, 1},
 };
 
 #define LARGE_BYTES (48u << 20)

@@ -7,8 +7,8 @@ benchmarks/wasm_kernels.c is built against the pinned, patched llama.cpp source 
 times, for each type, a 512-row weight matrix times 64 activation columns (one-row calls against 2x2 calls,
 alternated in each round, for the types with a 2x2 kernel), and one column row by row (as ggml's matmul walks a
 generated token's products) for that matrix, which stays in the caches, and for a 48 MiB one, read from memory as a
-model's weights are; row lengths are the models' (SmolLM2 576, Gemma-3 640) and one longer row (2048; K-quants,
-Q5_K and Q6_K among them, need a multiple of 256). Timings of the same code
+model's weights are; row lengths are the models' (SmolLM2 576, Gemma-3 640) and one longer row (2048; K-quants
+need a multiple of 256). Timings of the same code
 differ by up to 1.5x between Node processes on this machine, so each process reports its own ratio and the table
 gives their median. Also checks that both ways give the same bits. Writes docs/wasm_kernels.md.
 """
@@ -66,8 +66,9 @@ def main() -> int:
         f"{datetime.date.today()} ({cpu_name()}, Node {node_version()}). A weight matrix of 512 rows of n values, "
         "walked as ggml's matmul walks it: times 64 activation columns (a prompt batch) by one-row calls (ggml's "
         "kernels; Q4_1's splits its nibbles after widening, `wasm-simd-q4_1-nibbles.patch`; the K-quants' sum "
-        "in 16-bit lanes, `wasm-simd-q4_K-q5_K-one-row.patch`, `wasm-simd-q6_K-one-row.patch`) and by 2x2 calls "
-        "(`wasm/patches/wasm-simd-2x2-dot.patch`; Q5_K and Q6_K have none: –), the ways alternated in each round; "
+        "in 16-bit lanes, `wasm-simd-q4_K-q5_K-one-row.patch`, `wasm-simd-q6_K-kernels.patch`) and by 2x2 calls "
+        "(`wasm/patches/wasm-simd-2x2-dot.patch`, Q6_K's `wasm-simd-q6_K-kernels.patch`; Q5_K has none: –), the ways "
+        "alternated in each round; "
         "and one column (a generated token) row by row, as ggml walks it, for that matrix (in the caches) and for a "
         "48 MiB one (read from memory, as a model's weights are for each token). Milliseconds are each process's "
         "median round (then the median over processes); a speed-up is the median of the processes' own ratios, "

@@ -45,7 +45,8 @@ HERE = Path(__file__).resolve().parent
 QUANT_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K"]
 ORDER_MAX, ORDER_MEAN = 0.2, 0.03
 BIT_EXACT_KERNELS = {"Q6_K"}  # the wasm kernel returns the generic one's bits
-TWO_BY_TWO = ["Q4_1", "Q5_0", "Q8_0", "Q4_K"]  # wasm-simd-2x2-dot.patch's 2x2 kernels (not Q6_K: see the patch)
+# the types with 2x2 kernels: wasm-simd-2x2-dot.patch's, and Q6_K's in wasm-simd-q6_K-kernels.patch
+TWO_BY_TWO = ["Q4_1", "Q5_0", "Q8_0", "Q4_K", "Q6_K"]
 EQUAL_BOUND = 1e-5  # what the other ops (F32 attention matmuls, softmax) leave: 1.2e-6 measured
 PROMPT = "the word and the other one was not said and then all of them were what they are"
 WASM_QUANTS_C = "ggml/src/ggml-cpu/arch/wasm/quants.c"
@@ -124,7 +125,7 @@ def test_wasm_kernels_match_ggml_generic_kernels(tmp_path):
         if quant.endswith("_K"):  # q8_K rounds to nearest upstream too
             assert all(r["same_activation"] == 1 for r in rows), quant
             # so the same blocks meet our K-quant kernels (wasm-simd-q4_K-q5_K-one-row.patch,
-            # wasm-simd-q6_K-one-row.patch: integer sums in other lanes and another order) and upstream's: same bits
+            # wasm-simd-q6_K-kernels.patch: integer sums in other lanes and another order) and upstream's: same bits
             assert [r["wasm"] for r in rows] == [r["wasm"] for r in results[quant]], quant
         else:
             assert not any(r["same_activation"] == 1 for r in rows), quant
@@ -132,7 +133,7 @@ def test_wasm_kernels_match_ggml_generic_kernels(tmp_path):
 
 @emscripten
 def test_wasm_q6_K_kernel_keeps_the_generic_bits_at_the_extremes(tmp_path):
-    """wasm-simd-q6_K-one-row.patch sums the products of values l and l + 8 of a group of 16 in a 16-bit lane before
+    """wasm-simd-q6_K-kernels.patch sums the products of values l and l + 8 of a group of 16 in a 16-bit lane before
     its scale weighs them: the largest weights times the largest activations, all of one sign (the largest such
     sums) or of opposite signs, and rows of widely mixed magnitudes still give the generic kernel's bits."""
     tree = wasm_build.source_tree()
