@@ -77,10 +77,11 @@ def main() -> int:
     if args.model:
         if any("=" not in m for m in args.model):
             parser.error("--model takes NAME=PATH")
-        models = {name: (lambda p=Path(path): p) for name, path in (m.split("=", 1) for m in args.model)}
-        missing = [str(p()) for p in models.values() if not p().is_file()]
+        pairs = [m.split("=", 1) for m in args.model]
+        missing = [path for _, path in pairs if not Path(path).is_file()]
         if missing:
             parser.error(f"no such model file: {', '.join(missing)}")
+        models = {name: (lambda p=Path(path): p) for name, path in pairs}
     prompts = [int(n) for n in args.prompts.split(",")]
     variant = "st" if args.threads == 1 else "mt"
     modules = {"baseline": args.baseline / f"pocketmind-{variant}.js",

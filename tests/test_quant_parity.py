@@ -77,6 +77,15 @@ def build_kernel_harness(tree: Path, quants_c: Path, out: Path) -> Path:
     return wasm_build.kernel_module(tree, sources, out, ["-O2", "-msimd128"], ["-sMODULARIZE=1", exports])
 
 
+def run_kernel_job(script: str, module: Path, folder: Path, cases: list[dict]) -> list[dict]:
+    """tests/wasm/<script> (kernel_run.cjs, kernel_run_2x2.cjs) on the harness `module`: a result per case."""
+    job, out = folder / f"{module.stem}-job.json", folder / f"{module.stem}-out.json"
+    job.write_text(json.dumps({"cases": cases}))
+    subprocess.run(["node", "--no-experimental-fetch", str(HERE / "wasm" / script), str(module), str(job), str(out)],
+                   check=True, timeout=120)
+    return json.loads(out.read_text())
+
+
 def kernel_results(module: Path, folder: Path, rows: int = 8, n: int = 2048) -> dict[str, list[dict]]:
     rng = np.random.default_rng(0)
     cases, norms = [], []
@@ -89,12 +98,8 @@ def kernel_results(module: Path, folder: Path, rows: int = 8, n: int = 2048) -> 
             cases.append({"type": int(gguf.GGMLQuantizationType[quant]), "n": n, "quant": quant,
                           "w": str(folder / f"w-{quant}-{r}.f32"), "a": str(folder / f"a-{quant}-{r}.f32")})
             norms.append(float(np.linalg.norm(w) * np.linalg.norm(a)))  # bounds |w . a| (Cauchy-Schwarz)
-    (folder / "job.json").write_text(json.dumps({"cases": cases}))
-    out = folder / f"{module.stem}-out.json"
-    subprocess.run(["node", "--no-experimental-fetch", str(HERE / "wasm" / "kernel_run.cjs"), str(module),
-                    str(folder / "job.json"), str(out)], check=True, timeout=120)
     results: dict[str, list[dict]] = {q: [] for q in QUANT_TYPES}
-    for case, norm, result in zip(cases, norms, json.loads(out.read_text())):
+    for case, norm, result in zip(cases, norms, run_kernel_job("kernel_run.cjs", module, folder, cases)):
         results[case["quant"]].append({**result, "norm": norm})
     return results
 
@@ -151,10 +156,7 @@ def test_wasm_q6_K_kernel_keeps_the_generic_bits_at_the_extremes(tmp_path):
         w.astype(np.float32).tofile(files["w"])
         a.astype(np.float32).tofile(files["a"])
         cases.append({"type": int(gguf.GGMLQuantizationType.Q6_K), "n": n, "w": str(files["w"]), "a": str(files["a"])})
-    (tmp_path / "job.json").write_text(json.dumps({"cases": cases}))
-    subprocess.run(["node", "--no-experimental-fetch", str(HERE / "wasm" / "kernel_run.cjs"), str(module),
-                    str(tmp_path / "job.json"), str(tmp_path / "out.json")], check=True, timeout=120)
-    results = dict(zip(rows, json.loads((tmp_path / "out.json").read_text())))
+    results = dict(zip(rows, run_kernel_job("kernel_run.cjs", module, tmp_path, cases)))
     for name, r in results.items():
         assert r["same_activation"] == 1 and r["wasm"] == r["generic"] and r["wasm"] != 0, (name, r)
     # the extremes were reached: every product is near +-32 * 127 steps, of one sign, so the sums fill their lanes
@@ -181,10 +183,7 @@ def test_wasm_2x2_kernels_give_the_one_row_kernels_bits(tmp_path):
                 files[name] = str(tmp_path / f"{name}-{quant}-{case}.f32")
                 (rng.standard_normal(n) * scale).astype(np.float32).tofile(files[name])
             cases.append({"type": int(gguf.GGMLQuantizationType[quant]), "n": n, **files})
-    (tmp_path / "job.json").write_text(json.dumps({"cases": cases}))
-    subprocess.run(["node", "--no-experimental-fetch", str(HERE / "wasm" / "kernel_run_2x2.cjs"), str(module),
-                    str(tmp_path / "job.json"), str(tmp_path / "out.json")], check=True, timeout=120)
-    results = json.loads((tmp_path / "out.json").read_text())
+    results = run_kernel_job("kernel_run_2x2.cjs", module, tmp_path, cases)
     assert len(results) == len(cases)
     for case, result in zip(cases, results):
         assert result["rc"] == 0

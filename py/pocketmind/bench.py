@@ -80,9 +80,10 @@ def run(generator: Generator, prompt: Sequence[int], n_gen: int, abort: Callable
     _check(n_gen, prompt, generator.ctx.n_ctx)
     aborted = abort or (lambda: False)
     n_warm = min(WARMUP_TOKENS, n_gen)
-    # (phase, tokens per round, rounds): the warm-up's progress counts on through its rounds
-    phases = [("warm-up", n_warm, WARMUP_ROUNDS)] if warmup else []
-    phases.append(("measure", n_gen, 1))
+    # one generation each: (phase, tokens, the phase's tokens before it, the phase's tokens in all); the warm-up's
+    # progress counts on through its rounds
+    runs = [("warm-up", n_warm, r * n_warm, WARMUP_ROUNDS * n_warm) for r in range(WARMUP_ROUNDS)] if warmup else []
+    runs.append(("measure", n_gen, 0, n_gen))
     done = None
     shown = -float("inf")  # when the last token's progress event that was not quiet was yielded
 
@@ -95,23 +96,18 @@ def run(generator: Generator, prompt: Sequence[int], n_gen: int, abort: Callable
         return False
 
     try:
-        for phase, n, rounds in phases:
-            total = n * rounds
-            for round_ in range(rounds):
-                generator.reset()
-                generated = round_ * n
-                for event in generator.generate(prompt, params=GREEDY, max_tokens=n, abort=aborted, progress=True):
-                    if isinstance(event, Prefill):
-                        if phase != "warm-up":
-                            yield {"type": "progress", "phase": "prompt", "done": event.decoded, "total": event.total}
-                    elif isinstance(event, Chunk) and event.token is not None:
-                        generated += 1
-                        yield {"type": "progress", "phase": "generate" if phase == "measure" else phase,
-                               "done": generated, "total": total, **({} if due(generated, total) else {"quiet": True})}
-                    elif isinstance(event, Done) and phase == "measure":
-                        done = event
-                if aborted():
-                    break
+        for phase, n, generated, total in runs:
+            generator.reset()
+            for event in generator.generate(prompt, params=GREEDY, max_tokens=n, abort=aborted, progress=True):
+                if isinstance(event, Prefill):
+                    if phase != "warm-up":
+                        yield {"type": "progress", "phase": "prompt", "done": event.decoded, "total": event.total}
+                elif isinstance(event, Chunk) and event.token is not None:
+                    generated += 1
+                    yield {"type": "progress", "phase": "generate" if phase == "measure" else phase,
+                           "done": generated, "total": total, **({} if due(generated, total) else {"quiet": True})}
+                elif isinstance(event, Done) and phase == "measure":
+                    done = event
             if aborted():
                 break
     finally:
