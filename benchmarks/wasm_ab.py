@@ -4,8 +4,11 @@ build/wasm-mt) against a baseline copy (say, the build saved before a kernel pat
 
     python3 benchmarks/wasm_ab.py --baseline DIR [--label NAME] [--processes 2] [--rounds 5] [--prompts 64,63]
                                   [--gen 32] [--threads 1] [--model NAME=PATH ...] [--no-write]
+    python3 benchmarks/wasm_ab.py --relaxed [--baseline DIR] ...
 
-DIR holds pocketmind-st.js/.wasm (pocketmind-mt.* and its worker for --threads > 1). benchmarks/wasm_ab.cjs
+DIR holds pocketmind-st.js/.wasm (pocketmind-mt.* and its worker for --threads > 1). With --relaxed the new build
+is the relaxed-SIMD one (build/wasm-st-relaxed or wasm-mt-relaxed), the baseline by default this checkout's plain
+build. benchmarks/wasm_ab.cjs
 loads both builds into one Node process, each with the model, and benchmarks them in turn --rounds times (a prompt
 of each length in one batch, then --gen tokens one by one, after a warm-up of the same shapes): the same code's speed
 differs by up to 1.5x between Node processes on this machine, so the two are compared inside each process. Not so
@@ -29,6 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "wasm"), str(REPO / "benchmarks")]
 
+import build as wasm_build  # noqa: E402
 import deps  # noqa: E402
 from machine import cpu_name, write_doc  # noqa: E402
 
@@ -55,14 +59,17 @@ def run_node(modules: dict[str, Path], model: Path, prompts: list[int], n_gen: i
         job.write_text(json.dumps({"modules": {k: str(v) for k, v in modules.items()}, "model": str(model),
                                    "n_ctx": 1024, "n_batch": 512, "threads": threads, "rounds": rounds,
                                    "tasks": [{"n_prompt": n, "n_gen": n_gen} for n in prompts]}))
-        out = subprocess.run(["node", "--no-experimental-fetch", str(REPO / "benchmarks" / "wasm_ab.cjs"), str(job)],
+        out = subprocess.run(["node", "--no-experimental-fetch", wasm_build.NODE_RELAXED_FLAG,
+                              str(REPO / "benchmarks" / "wasm_ab.cjs"), str(job)],
                              capture_output=True, text=True, check=True, timeout=3600).stdout
     return json.loads(out)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--baseline", type=Path, required=True)
+    parser.add_argument("--baseline", type=Path)
+    parser.add_argument("--relaxed", action="store_true",
+                        help="the new build is the relaxed-SIMD one; the baseline by default the plain one")
     parser.add_argument("--label", default="this change")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
@@ -73,6 +80,8 @@ def main() -> int:
                         help="a GGUF to benchmark in place of the benchmark models (repeatable)")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave docs/ alone")
     args = parser.parse_args()
+    if args.baseline is None and not args.relaxed:
+        parser.error("--baseline DIR is needed (or --relaxed)")
     models = MODELS
     if args.model:
         if any("=" not in m for m in args.model):
@@ -83,9 +92,10 @@ def main() -> int:
             parser.error(f"no such model file: {', '.join(missing)}")
         models = {name: (lambda p=Path(path): p) for name, path in pairs}
     prompts = [int(n) for n in args.prompts.split(",")]
-    variant = "st" if args.threads == 1 else "mt"
-    modules = {"baseline": args.baseline / f"pocketmind-{variant}.js",
-               "new": REPO / "build" / f"wasm-{variant}" / f"pocketmind-{variant}.js"}
+    plain = "wasm-st" if args.threads == 1 else "wasm-mt"
+    new = plain + "-relaxed" if args.relaxed else plain
+    modules = {"baseline": (args.baseline or REPO / "build" / plain) / f"{wasm_build.module_name(plain)}.js",
+               "new": REPO / "build" / new / f"{wasm_build.module_name(new)}.js"}
     samples: dict[str, dict[str, list]] = {m: {"baseline": [], "new": []} for m in models}
     for process in range(args.processes):
         for label, path in models.items():
@@ -95,7 +105,8 @@ def main() -> int:
             print(f"process {process + 1}/{args.processes}: {label} done", file=sys.stderr, flush=True)
 
     lines = ["# Two wasm builds side by side", "",
-             f"Written by `python3 benchmarks/wasm_ab.py --baseline ... --label \"{args.label}\" --processes "
+             f"Written by `python3 benchmarks/wasm_ab.py{' --relaxed' if args.relaxed else ''}"
+             f"{' --baseline ...' if args.baseline else ''} --label \"{args.label}\" --processes "
              f"{args.processes} --rounds {args.rounds} --prompts {args.prompts} --gen {args.gen} "
              f"--threads {args.threads}{''.join(f' --model {m}' for m in args.model)}` on "
              f"{datetime.date.today()} ({cpu_name()}). "

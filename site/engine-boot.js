@@ -4,14 +4,17 @@
 const BOOT_TIMEOUT_MS = 60000;
 const BUSY_MS = 500; // the least time between two signs of life from one long engine call
 
+importScripts("wasm-features.js");
+
 // Threads need SharedArrayBuffer, which browsers give only to cross-origin isolated pages. maxThreads: a page that
-// runs several engines side by side gives each its share of the cores.
+// runs several engines side by side gives each its share of the cores. The relaxed-SIMD build where the browser
+// has relaxed SIMD (wasm-features.js).
 function engineChoice(maxThreads = 4) {
   const threaded = self.crossOriginIsolated && typeof SharedArrayBuffer !== "undefined";
   // leave a core for the page where there are many; two threads even on two cores (the page is idle meanwhile)
   const cores = self.navigator.hardwareConcurrency || 2;
   const threads = threaded && cores >= 2 ? Math.max(1, Math.min(maxThreads, 4, Math.max(2, cores - 1))) : 1;
-  return { variant: threaded ? "mt" : "st", threads };
+  return { variant: (threaded ? "mt" : "st") + (relaxedSimd() ? "-relaxed" : ""), threads };
 }
 
 // onCrash(message): the module aborted after it started (a failed assert on one of its threads, say); it is

@@ -70,10 +70,11 @@ def run_wasm(built, tmp_path_factory):
 
     def run(variant: str, model: Path, tasks: list[dict], timeout: float = 600, **job) -> list[dict]:
         out = built(variant)
-        name = f"pocketmind-{variant.split('-')[1]}.js"
+        name = wasm_build.module_name(variant) + ".js"
         job_file = folder / f"job-{next(counter)}.json"
         job_file.write_text(json.dumps({"module": str(out / name), "model": str(model), "tasks": tasks, **job}))
-        proc = subprocess.run(["node", "--no-experimental-fetch", str(REPO / "wasm" / "run_node.cjs"), str(job_file)],
+        proc = subprocess.run(["node", "--no-experimental-fetch", wasm_build.NODE_RELAXED_FLAG,
+                               str(REPO / "wasm" / "run_node.cjs"), str(job_file)],
                               capture_output=True, text=True, timeout=timeout)
         lines = proc.stdout.strip().splitlines()
         result = json.loads(lines[-1]) if lines else {"error": proc.stderr[-2000:]}

@@ -129,7 +129,7 @@ def test_iframe_without_allow_runs_on_one_thread_and_says_so(page, sites):
     page.goto(sites["host"] + "iframe-no-allow.html")
     frame = embed_frame(page)
     engine = poll(frame, "e.engine")
-    assert engine["threads"] == 1 and engine["variant"] == "wasm-st" and engine["isolated"] is False
+    assert engine["threads"] == 1 and engine["variant"] == "wasm-st-relaxed" and engine["isolated"] is False
     runtime = page.frame_locator("#chat").locator("#runtime").text_content()
     assert "1 thread" in runtime and 'allow="cross-origin-isolated"' in runtime
 

@@ -63,10 +63,16 @@ def wait(page, expression: str) -> None:
 
 
 def sw_build(out: Path) -> tuple[str, list]:
+    """The build id and what the service worker precaches in this Chromium: its list less the plain engine builds,
+    which a browser with relaxed SIMD never loads (site/wasm-features.js)."""
     text = (out / "sw.js").read_text()
     build = json.loads(re.search(r"^const BUILD = (.*);$", text, re.M).group(1))
     precache = json.loads(re.search(r"^const PRECACHE = (.*);$", text, re.M).group(1))
-    return build, precache
+    plain = [entry for entry in precache if re.match(r"wasm/pocketmind-(st|mt)\.", entry[0])]
+    assert len(plain) == 5  # st.js/.wasm, mt.js/.wasm/.worker.js, each with a relaxed-SIMD twin
+    names = {entry[0] for entry in precache}
+    assert all(re.sub(r"-(st|mt)\.", r"-\1-relaxed.", path) in names for path, _, _ in plain)
+    return build, [entry for entry in precache if entry not in plain]
 
 
 def ask_greedy(page, question: str) -> dict:
@@ -217,7 +223,7 @@ def test_a_host_without_isolation_headers_gets_threads_after_one_reload(page, ma
     page.goto(site.url)
     wait(page, f"() => self.crossOriginIsolated && ({MODEL_READY})()")
     assert len(loads) == 2  # the first visit, then the one reload through the service worker
-    assert page.evaluate("window.pocketmindChat.engine.variant") == "wasm-mt"
+    assert page.evaluate("window.pocketmindChat.engine.variant") == "wasm-mt-relaxed"
     assert page.evaluate("window.pocketmindChat.engine.threads") >= 2
     assert "threads (cross-origin isolated)" in page.locator("#runtime").text_content()
     assert page.evaluate("sessionStorage.getItem('pocketmind-isolation-reload')") is None
@@ -226,7 +232,7 @@ def test_a_host_without_isolation_headers_gets_threads_after_one_reload(page, ma
     # the engine check page, now controlled, is isolated at once and threaded too
     page.goto(site.url + "engine-check.html")
     info = bounded(page, "() => window.pocketmindCheck.ready")
-    assert info["variant"] == "wasm-mt" and info["threads"] >= 2 and len(loads) == 3
+    assert info["variant"] == "wasm-mt-relaxed" and info["threads"] >= 2 and len(loads) == 3
 
 
 def test_no_reload_loop_when_isolation_fails(page, make_site):
@@ -238,7 +244,7 @@ def test_no_reload_loop_when_isolation_fails(page, make_site):
     page.goto(site.url)
     wait(page, MODEL_READY)
     assert page.evaluate("crossOriginIsolated") is False
-    assert page.evaluate("window.pocketmindChat.engine.variant") == "wasm-st"
+    assert page.evaluate("window.pocketmindChat.engine.variant") == "wasm-st-relaxed"
     assert "one thread" in page.locator("#offline").text_content()
     assert "not cross-origin isolated" in page.locator("#runtime").text_content()
     assert ask_greedy(page, "the word")["tokens"]

@@ -1,10 +1,12 @@
-"""Build our C API over llama.cpp: a native shared library (for CPython/ctypes) and two WebAssembly modules.
+"""Build our C API over llama.cpp: a native shared library (for CPython/ctypes) and WebAssembly modules.
 
-    python wasm/build.py [native] [wasm-st] [wasm-mt] [native-generic]     (no argument: the first three)
+    python wasm/build.py [native] [wasm-st] [wasm-mt] [wasm-st-relaxed] [wasm-mt-relaxed] [native-generic]
+                                                                     (no argument: all but native-generic)
 
 Two stages per variant, each cached by a hash of everything that goes into it:
   1. llama.cpp's static libraries (llama, ggml, ggml-base, ggml-cpu) from the pinned, patched source;
   2. our binding (wasm/pocketmind.cpp) compiled and linked against them.
+A relaxed-SIMD variant reuses its plain variant's libraries with one kernel file compiled again (see RELAXED).
 Outputs are copied to build/<variant>/ in the work tree; the cache lives in ~/.cache/pocketmind (or
 $POCKETMIND_CACHE), so a second run, or a fresh clone on the same machine, costs seconds.
 """
@@ -17,6 +19,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -86,7 +89,31 @@ VARIANTS = {
         "cflags": ["-U__SSE2__"],
     },
 }
-DEFAULT_VARIANTS = ["native", "wasm-st", "wasm-mt"]
+
+# Relaxed-SIMD modules: a wasm build again, with its kernel file (ggml-cpu/arch/wasm/quants.c) compiled by Debian's
+# clang-19 with -mrelaxed-simd for the 8-bit dot product (i16x8.relaxed_dot_i8x16_i7x16_s; pmaddubsw on x86),
+# which Emscripten 3.1.6's clang 14 cannot emit. The patches use it, under __wasm_relaxed_simd__, only where it gives
+# the plain build's bits (wasm-simd-relaxed-q4_1.patch). The rest is the plain variant's libraries: the object,
+# linked before them, takes the place of the archive's copy. A browser without relaxed SIMD (Safari, say) rejects
+# such a module, so the page picks it by a feature test (site/engine-boot.js); Node 20 runs it behind a flag.
+RELAXED = {"wasm-st-relaxed": "wasm-st", "wasm-mt-relaxed": "wasm-mt"}
+RELAXED_CLANG = "clang-19"
+RELAXED_SOURCE = "ggml/src/ggml-cpu/arch/wasm/quants.c"
+# Node 20's V8 has relaxed SIMD behind this flag (Chromium ships it); harmless for the other modules
+NODE_RELAXED_FLAG = "--experimental-wasm-relaxed-simd"
+
+DEFAULT_VARIANTS = ["native", "wasm-st", "wasm-mt", *RELAXED]
+ALL_VARIANTS = [*VARIANTS, *RELAXED]
+
+
+def plain(variant: str) -> str:
+    """The variant whose libraries a variant links: itself, or a relaxed variant's plain one."""
+    return RELAXED.get(variant, variant)
+
+
+def module_name(variant: str) -> str:
+    """A wasm variant's file stem: pocketmind-st, pocketmind-mt-relaxed, ..."""
+    return "pocketmind-" + variant.removeprefix("wasm-")
 
 
 def capi_signatures() -> dict[str, tuple[str, str]]:
@@ -220,7 +247,33 @@ def portable(args: list[str]) -> list[str]:
 
 
 def max_threads(variant: str) -> int:
-    return {"native": 64, "native-generic": 64, "wasm-st": 1, "wasm-mt": WASM_MAX_THREADS}[variant]
+    return {"native": 64, "native-generic": 64, "wasm-st": 1, "wasm-mt": WASM_MAX_THREADS}[plain(variant)]
+
+
+def relaxed_kernels(libs: Path) -> Path:
+    """RELAXED_SOURCE compiled by clang-19 with -mrelaxed-simd and the flags CMake gave emcc for it in `libs`
+    (compile_commands.json), plus the ones emcc adds itself (its target, sysroot and defines: emcc --cflags)."""
+    entry = next(e for e in json.loads((libs / "compile_commands.json").read_text())
+                 if e["file"].endswith(RELAXED_SOURCE))
+    args = shlex.split(entry["command"])[1:]
+    for flag in ("-o", "-c"):  # the output and the source, given below
+        at = args.index(flag)
+        del args[at:at + 2]
+    emcc_flags = shlex.split(subprocess.run(["emcc", "--cflags"], capture_output=True, text=True, check=True,
+                                            env=emscripten_env()).stdout)
+    source = Path(entry["file"])
+    cmd = [RELAXED_CLANG, *emcc_flags, *args, "-mrelaxed-simd", "-c", str(source)]
+    key = digest(source, cmd, tool_version([RELAXED_CLANG, "--version"]))
+    work = deps.cache_root() / f"relaxed-{libs.name}-{key}"
+    obj = work / "quants-relaxed.o"
+    if obj.exists():
+        return obj
+    prune(f"relaxed-{libs.name}", work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    subprocess.run([*cmd, "-o", str(obj.with_suffix(".partial"))], check=True, cwd=entry["directory"])
+    os.replace(obj.with_suffix(".partial"), obj)
+    return obj
 
 
 def emscripten_root() -> Path:
@@ -255,7 +308,7 @@ def unwind_fix(flags: list[str]) -> Path:
 def link_command(variant: str, tree: Path, libs: Path) -> tuple[list[str], list[str]]:
     """The compiler command (without its -o) that compiles the binding against the libraries, and the names of
     the files it writes (the first is the one -o names)."""
-    spec = VARIANTS[variant]
+    spec = VARIANTS[plain(variant)]
     wasm = variant.startswith("wasm")
     includes = [f"-I{tree / 'include'}", f"-I{tree / 'ggml' / 'include'}",
                 f'-DPM_LLAMA_SOURCE="{deps.LLAMA_CPP_SDIST.requirement}"', f"-DPM_MAX_THREADS={max_threads(variant)}"]
@@ -268,11 +321,11 @@ def link_command(variant: str, tree: Path, libs: Path) -> tuple[list[str], list[
             "-sEXPORTED_FUNCTIONS=" + ",".join("_" + name for name in EXPORTS),
             "-sEXPORTED_RUNTIME_METHODS=" + ",".join(RUNTIME_METHODS),
         ]
-        extra_objects = []
+        extra_objects = [str(relaxed_kernels(libs))] if variant in RELAXED else []
         if "-pthread" in spec["cflags"]:
             link_flags += [f"-sPTHREAD_POOL_SIZE={WASM_MAX_THREADS}", "-Wno-pthreads-mem-growth"]
             extra_objects.append(str(unwind_fix(spec["cflags"])))
-        name = f"pocketmind-{variant.split('-')[1]}"
+        name = module_name(variant)
         cmd = ["em++", *includes, str(HERE / "pocketmind.cpp"), *extra_objects, *archives, *link_flags]
         outputs = [f"{name}.js", f"{name}.wasm"] + ([f"{name}.worker.js"] if "-pthread" in spec["cflags"] else [])
     else:
@@ -319,8 +372,8 @@ def build(variant: str) -> list[Path]:
     """Build one variant (using the cache) and copy its outputs to build/<variant>/."""
     t0 = time.time()
     tree = source_tree()
-    with exclusive(f"build-{variant}"):
-        libs = build_libs(variant, tree)
+    with exclusive(f"build-{plain(variant)}"):
+        libs = build_libs(plain(variant), tree)
         produced = link(variant, tree, libs)
     dest = OUT / variant
     dest.mkdir(parents=True, exist_ok=True)
@@ -346,11 +399,11 @@ def build(variant: str) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("variants", nargs="*", metavar="VARIANT",
-                        help=f"any of {', '.join(VARIANTS)} (default: {', '.join(DEFAULT_VARIANTS)})")
+                        help=f"any of {', '.join(ALL_VARIANTS)} (default: {', '.join(DEFAULT_VARIANTS)})")
     args = parser.parse_args(argv)
-    unknown = [v for v in args.variants if v not in VARIANTS]
+    unknown = [v for v in args.variants if v not in ALL_VARIANTS]
     if unknown:
-        parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(ALL_VARIANTS)}")
     for variant in args.variants or DEFAULT_VARIANTS:
         build(variant)
     return 0
