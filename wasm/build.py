@@ -160,9 +160,10 @@ def emscripten_env() -> dict[str, str]:
 
 
 def prune(prefix: str, keep: Path) -> None:
-    """Drop cache entries of the same kind that an input change has made stale."""
+    """Drop cache entries of the same kind that an input change has made stale: `prefix`-KEY, not another kind's
+    longer prefix (out-wasm-st-KEY, not out-wasm-st-relaxed-KEY)."""
     for old in deps.cache_root().glob(f"{prefix}-*"):
-        if old != keep and old.is_dir():
+        if old != keep and old.is_dir() and "-" not in old.name[len(prefix) + 1:]:
             shutil.rmtree(old, ignore_errors=True)
 
 
@@ -250,9 +251,10 @@ def max_threads(variant: str) -> int:
     return {"native": 64, "native-generic": 64, "wasm-st": 1, "wasm-mt": WASM_MAX_THREADS}[plain(variant)]
 
 
-def relaxed_kernels(libs: Path) -> Path:
-    """RELAXED_SOURCE compiled by clang-19 with -mrelaxed-simd and the flags CMake gave emcc for it in `libs`
-    (compile_commands.json), plus the ones emcc adds itself (its target, sysroot and defines: emcc --cflags)."""
+def relaxed_kernels(variant: str, libs: Path) -> Path:
+    """RELAXED_SOURCE compiled by clang-19 with -mrelaxed-simd and the flags CMake gave emcc for it in `libs`, the
+    plain `variant`'s libraries (compile_commands.json), plus the ones emcc adds itself (its target, sysroot and
+    defines: emcc --cflags)."""
     entry = next(e for e in json.loads((libs / "compile_commands.json").read_text())
                  if e["file"].endswith(RELAXED_SOURCE))
     args = shlex.split(entry["command"])[1:]
@@ -263,12 +265,12 @@ def relaxed_kernels(libs: Path) -> Path:
                                             env=emscripten_env()).stdout)
     source = Path(entry["file"])
     cmd = [RELAXED_CLANG, *emcc_flags, *args, "-mrelaxed-simd", "-c", str(source)]
-    key = digest(source, cmd, tool_version([RELAXED_CLANG, "--version"]))
-    work = deps.cache_root() / f"relaxed-{libs.name}-{key}"
+    key = digest(libs.name, source, cmd, tool_version([RELAXED_CLANG, "--version"]))
+    work = deps.cache_root() / f"relaxed-{variant}-{key}"
     obj = work / "quants-relaxed.o"
     if obj.exists():
         return obj
-    prune(f"relaxed-{libs.name}", work)
+    prune(f"relaxed-{variant}", work)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     subprocess.run([*cmd, "-o", str(obj.with_suffix(".partial"))], check=True, cwd=entry["directory"])
@@ -321,7 +323,7 @@ def link_command(variant: str, tree: Path, libs: Path) -> tuple[list[str], list[
             "-sEXPORTED_FUNCTIONS=" + ",".join("_" + name for name in EXPORTS),
             "-sEXPORTED_RUNTIME_METHODS=" + ",".join(RUNTIME_METHODS),
         ]
-        extra_objects = [str(relaxed_kernels(libs))] if variant in RELAXED else []
+        extra_objects = [str(relaxed_kernels(plain(variant), libs))] if variant in RELAXED else []
         if "-pthread" in spec["cflags"]:
             link_flags += [f"-sPTHREAD_POOL_SIZE={WASM_MAX_THREADS}", "-Wno-pthreads-mem-growth"]
             extra_objects.append(str(unwind_fix(spec["cflags"])))
