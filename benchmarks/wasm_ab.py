@@ -8,15 +8,15 @@ build/wasm-mt) against a baseline copy (say, the build saved before a kernel pat
 
 DIR holds pocketmind-st.js/.wasm (pocketmind-mt.* and its worker for --threads > 1). With --relaxed the new build
 is the relaxed-SIMD one (build/wasm-st-relaxed or wasm-mt-relaxed), the baseline by default this checkout's plain
-build. benchmarks/wasm_ab.cjs
-loads both builds into one Node process, each with the model, and benchmarks them in turn --rounds times (a prompt
-of each length in one batch, then --gen tokens one by one, after a warm-up of the same shapes): the same code's speed
-differs by up to 1.5x between Node processes on this machine, so the two are compared inside each process. Not so
-for two multi-thread builds: the idle one's threads keep polling for work and slowed the other to under half its
-speed here, so with --threads > 1 each round runs each build in a process of its own, in turns. The table gives
-medians over every round of every process and the median of the per-round ratios new / baseline; every sample goes
-to docs/wasm_ab.json. Writes docs/wasm_ab.md (keeping its part written by hand) unless --no-write. --model (repeatable)
-benchmarks other GGUF files in place of the two benchmark models (say, synthetic ones of a weight type they lack).
+build. benchmarks/wasm_ab.cjs loads both builds into one Node process, each with the model, and benchmarks them in
+turn --rounds times (a prompt of each length in one batch, then --gen tokens one by one, after a warm-up of the
+same shapes): the same code's speed differs by up to 1.5x between Node processes on this machine, so the two are
+compared inside each process. Not so for two multi-thread builds: the idle one's threads keep polling for work and
+slowed the other to under half its speed here, so with --threads > 1 each round runs each build in a process of its
+own, in turns. The table gives medians over every round of every process and the median of the per-round ratios
+new / baseline; every sample goes to docs/wasm_ab.json. Writes docs/wasm_ab.md (keeping its part written by hand)
+unless --no-write. --model (repeatable) benchmarks other GGUF files in place of the two benchmark models (say,
+synthetic ones of a weight type they lack).
 """
 from __future__ import annotations
 

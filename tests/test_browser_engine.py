@@ -39,6 +39,21 @@ def test_engine_boots_threaded_and_matches_native(page, site, native, tiny_model
     assert greedy == native_greedy(native, tiny_models["F16"], tokens, 32, ignore_eog=True)
 
 
+def test_a_browser_without_relaxed_simd_runs_the_plain_build(page, site, native, tiny_models):
+    # as Safari would: wasm-features.js served with a probe whose instruction no engine knows (0xfd 0xff 0x0f in
+    # place of the relaxed dot product's 0xfd 0x92 0x02), so WebAssembly.validate refuses it
+    features = (build_site.SITE / "wasm-features.js").read_text()
+    unknown = features.replace("0xfd, 0x92, 0x02", "0xfd, 0xff, 0x0f")
+    assert unknown != features
+    page.route("**/wasm-features.js", lambda route: route.fulfill(body=unknown, content_type="text/javascript"))
+    info = boot(page, site)
+    assert info["variant"] == "wasm-mt" and info["threads"] >= 1
+    with Model.from_file(tiny_models["F16"], native) as model:
+        tokens = model.tokenize("the word and the other").tolist()
+    greedy = page.evaluate("([t, n]) => window.pocketmindCheck.greedy(t, n)", [tokens, 16])
+    assert greedy == native_greedy(native, tiny_models["F16"], tokens, 16, ignore_eog=True)
+
+
 def test_smollm2_answers_in_the_page_as_natively(page, site, native, smollm2):
     boot(page, site)
     page.evaluate("(f) => window.pocketmindCheck.use(f)", f"models/{smollm2.name}")

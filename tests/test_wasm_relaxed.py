@@ -20,15 +20,16 @@ STEPS = 6  # generated tokens (one-row kernels) after the prompt batch (2x2 kern
 
 
 @pytest.fixture(scope="module")
-def tiny_q4_1(tmp_path_factory) -> Path:
-    # the weight type wasm-simd-relaxed-q4_1.patch changes; rows of 256 and 512 values
-    return write_tiny_llama(tmp_path_factory.mktemp("relaxed") / "tiny-q4_1.gguf", "Q4_1", n_embd=256, n_ff=512)
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    # the weight types wasm-simd-relaxed-dot.patch changes; rows of 256 and 512 values
+    folder = tmp_path_factory.mktemp("relaxed")
+    return {q: write_tiny_llama(folder / f"tiny-{q}.gguf", q, n_embd=256, n_ff=512) for q in ("Q4_1", "Q4_K", "Q5_K")}
 
 
 @pytest.mark.parametrize("plain", ["wasm-st", "wasm-mt"])
-@pytest.mark.parametrize("which", ["tiny", "smollm2"])
-def test_relaxed_build_gives_the_plain_builds_bits(run_wasm, tiny_q4_1, smollm2, tmp_path, plain, which):
-    model = tiny_q4_1 if which == "tiny" else smollm2
+@pytest.mark.parametrize("which", ["Q4_1", "Q4_K", "Q5_K", "smollm2", "gemma3"])
+def test_relaxed_build_gives_the_plain_builds_bits(run_wasm, tiny, smollm2, gemma3, tmp_path, plain, which):
+    model = {"smollm2": smollm2, "gemma3": gemma3}.get(which) or tiny[which]
     threads = 2 if plain == "wasm-mt" else 1
     logits = {}
     for variant in (plain, plain + "-relaxed"):

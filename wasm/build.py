@@ -93,7 +93,7 @@ VARIANTS = {
 # Relaxed-SIMD modules: a wasm build again, with its kernel file (ggml-cpu/arch/wasm/quants.c) compiled by Debian's
 # clang-19 with -mrelaxed-simd for the 8-bit dot product (i16x8.relaxed_dot_i8x16_i7x16_s; pmaddubsw on x86),
 # which Emscripten 3.1.6's clang 14 cannot emit. The patches use it, under __wasm_relaxed_simd__, only where it gives
-# the plain build's bits (wasm-simd-relaxed-q4_1.patch). The rest is the plain variant's libraries: the object,
+# the plain build's bits (wasm-simd-relaxed-dot.patch). The rest is the plain variant's libraries: the object,
 # linked before them, takes the place of the archive's copy. A browser without relaxed SIMD (Safari, say) rejects
 # such a module, so the page picks it by a feature test (site/engine-boot.js); Node 20 runs it behind a flag.
 RELAXED = {"wasm-st-relaxed": "wasm-st", "wasm-mt-relaxed": "wasm-mt"}
