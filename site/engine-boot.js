@@ -74,6 +74,9 @@ async function downloadModel(engine, model, onProgress) {
   if (size > MAX_MODEL_BYTES) {
     throw new Error(`${model.url} is ${(size / 2 ** 30).toFixed(2)} GB: this engine's WebAssembly memory can hold a model of at most 2 GB`);
   }
+  // said at once: the model is asked for now, before the engine is up; a stored model's first chunk waits for
+  // its cache lookup and block record, which a warm engine's start can outrun
+  onProgress(0, size);
   let M = null;
   let buffer = null;
   let early = []; // [chunk copy, offset] that came before the buffer
