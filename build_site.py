@@ -239,9 +239,12 @@ def build_site(out: Path, models: list[Path], extra_css: str = "", embedders: li
     for sub in ("wasm", "models"):
         shutil.rmtree(out / sub, ignore_errors=True)
         (out / sub).mkdir()
+    relaxed = set()  # the relaxed-SIMD builds' files: a browser stores these or the plain ones (sw.js: WANTED)
     for variant in ("wasm-st", "wasm-mt", *wasm_build.RELAXED):
         for produced in wasm_build.build(variant):
             shutil.copy2(produced, out / "wasm" / produced.name)
+            if variant in wasm_build.RELAXED:
+                relaxed.add(f"wasm/{produced.name}")
     shutil.copy2(REPO / "wasm" / "pocketmind_api.js", out / "wasm" / "pocketmind_api.js")
     runtime = pyodide_dist.assemble(out / "pyodide")
     shipped = [f"wasm/{p.name}" for p in (out / "wasm").iterdir()]
@@ -310,10 +313,10 @@ def build_site(out: Path, models: list[Path], extra_css: str = "", embedders: li
         build=build, cache=APP_CACHE_PREFIX + build, prefix=APP_CACHE_PREFIX, precache=precache, pages=PAGES,
         cross_origin=CROSS_ORIGIN, csp=CSP, page_csp=PAGE_CSP))
     total = sum(n for _, _, n in precache)
-    # a browser stores either the plain or the relaxed-SIMD engine files (sw.js: WANTED), which weigh about the same
-    relaxed = sum(n for path, _, n in precache if "-relaxed." in path)
+    # the plain and the relaxed engine files weigh about the same
+    one_engine = total - sum(n for path, _, n in precache if path in relaxed)
     print(f"site built in {out}/ with {len(cards)} model(s); build {build}: {len(precache)} files, "
-          f"{total / 1048576:.1f} MB listed in sw.js, about {(total - relaxed) / 1048576:.1f} MB precached by a browser")
+          f"{total / 1048576:.1f} MB listed in sw.js, about {one_engine / 1048576:.1f} MB precached by a browser")
     return out
 
 

@@ -14,12 +14,17 @@ const RELAXED_SIMD_PROBE = new Uint8Array([
   0x0b, //                                           end
 ]);
 
-function relaxedSimd() {
+// validated once: the answer does not change while the script runs
+const HAS_RELAXED_SIMD = (() => {
   try {
     return WebAssembly.validate(RELAXED_SIMD_PROBE);
   } catch {
     return false;
   }
+})();
+
+function relaxedSimd() {
+  return HAS_RELAXED_SIMD;
 }
 
 // Whether this browser never loads `path` (a site-relative path): the relaxed builds' files where it lacks relaxed

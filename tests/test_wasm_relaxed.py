@@ -3,18 +3,16 @@ test that picks them (site/wasm-features.js) tells a runtime with relaxed SIMD f
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import build as wasm_build
 from stepped_decode import token_ids
 from tiny_gguf import write_tiny_llama
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "wasm"))
-import build as wasm_build  # noqa: E402
 
 STEPS = 6  # generated tokens (one-row kernels) after the prompt batch (2x2 kernels)
 
