@@ -47,6 +47,12 @@ static const struct kind kinds[] = {
 
 #define LARGE_BYTES (48u << 20)
 
+// FNV-1a over the results' bytes: benchmarks/wasm_kernels.py compares the plain and relaxed-SIMD builds' bits
+static uint32_t fnv1a(const void * data, size_t size, uint32_t hash) {
+    for (size_t i = 0; i < size; i++) hash = (hash ^ ((const uint8_t *) data)[i]) * 16777619u;
+    return hash;
+}
+
 static int compare(const void * a, const void * b) {
     const double x = *(const double *) a, y = *(const double *) b;
     return (x > y) - (x < y);
@@ -81,11 +87,13 @@ int main(int argc, char ** argv) {
         const int large_rows = (int) (LARGE_BYTES / wrow);
         for (int r = 0; r < large_rows; r++) memcpy(large + (size_t) r * wrow, w + (size_t) (r % rows) * wrow, wrow);
         int same = 1;
+        uint32_t bits = 2166136261u;
         for (int round = 0; round < rounds; round++) {
             double start = emscripten_get_now();
             for (int c = 0; c < cols; c++)
                 for (int r = 0; r < rows; r++) t->dot(n, &one[c * rows + r], 0, w + r * wrow, 0, a + c * arow, 0, 1);
             ms[0][round] = emscripten_get_now() - start;
+            if (round == 0) bits = fnv1a(one, rows * cols * sizeof(float), bits);
             ms[1][round] = 0.0;
             if (t->two_by_two) {
                 start = emscripten_get_now();
@@ -103,13 +111,14 @@ int main(int argc, char ** argv) {
             for (int r = 0; r < large_rows; r++) t->dot(n, &large_out[r], 0, large + (size_t) r * wrow, 0, a, 0, 1);
             ms[3][round] = emscripten_get_now() - start;
             same &= memcmp(one, large_out, rows * sizeof(float)) == 0;
+            if (round == 0) bits = fnv1a(large_out, (size_t) large_rows * sizeof(float), bits);
         }
         for (int way = 0; way < 4; way++) qsort(ms[way], rounds, sizeof(double), compare);
         printf("{\"type\": \"%s\", \"n\": %d, \"rows\": %d, \"cols\": %d, \"rounds\": %d, "
                "\"matrix_one_row_ms\": %.4f, \"matrix_2x2_ms\": %.4f, \"vector_one_row_ms\": %.4f, "
-               "\"large_vector_ms\": %.4f, \"large_bytes\": %zu, \"same_bits\": %s}\n", t->name, n, rows, cols,
-               rounds, ms[0][rounds / 2], ms[1][rounds / 2], ms[2][rounds / 2], ms[3][rounds / 2],
-               (size_t) large_rows * wrow, same ? "true" : "false");
+               "\"large_vector_ms\": %.4f, \"large_bytes\": %zu, \"same_bits\": %s, \"bits\": \"%08x\"}\n", t->name, n,
+               rows, cols, rounds, ms[0][rounds / 2], ms[1][rounds / 2], ms[2][rounds / 2], ms[3][rounds / 2],
+               (size_t) large_rows * wrow, same ? "true" : "false", bits);
         free(w);
         free(a);
     }

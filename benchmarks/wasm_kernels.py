@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""ggml's wasm dot-product kernels, one-row calls against the 2x2 calls of wasm-simd-2x2-dot.patch, under Node.
+"""ggml's wasm dot-product kernels, one-row calls against the 2x2 calls of wasm-simd-2x2-dot.patch, and the
+relaxed-SIMD builds' kernels against the plain ones, under Node.
 
     python3 benchmarks/wasm_kernels.py [--processes 3] [--rounds 30]
 
@@ -10,7 +11,10 @@ generated token's products) for that matrix, which stays in the caches, and for 
 model's weights are; row lengths are the models' (SmolLM2 576, Gemma-3 640) and one longer row (2048; K-quants
 need a multiple of 256). Timings of the same code
 differ by up to 1.5x between Node processes on this machine, so each process reports its own ratio and the table
-gives their median. Also checks that both ways give the same bits. Writes docs/wasm_kernels.md.
+gives their median. Also checks that both ways give the same bits. All of it is run twice per process round: by the
+plain builds' kernels and by the relaxed-SIMD builds' (ggml's wasm kernel file compiled by clang-19 with relaxed
+SIMD, as wasm/build.py compiles it for the relaxed variants), whose results must have the plain ones' bits. Writes
+docs/wasm_kernels.md.
 """
 from __future__ import annotations
 
@@ -32,16 +36,22 @@ from machine import cpu_name, write_doc  # noqa: E402
 ROW_LENGTHS = [576, 640, 2048]
 
 
-def build_bench(out: Path) -> Path:
+BUILDS = ("plain", "relaxed")  # the plain wasm builds' kernels; the relaxed-SIMD builds' (wasm/build.py: RELAXED)
+
+
+def build_bench(out: Path, build: str) -> Path:
     tree = wasm_build.source_tree()
     cpu = tree / "ggml" / "src" / "ggml-cpu"
-    sources = [cpu / "arch" / "wasm" / "quants.c", cpu / "quants.c", tree / "ggml" / "src" / "ggml-quants.c",
-               REPO / "benchmarks" / "wasm_kernels.c"]
-    return wasm_build.kernel_module(tree, sources, out, wasm_build.WASM_CFLAGS)
+    kernels = cpu / "arch" / "wasm" / "quants.c"
+    sources = [cpu / "quants.c", tree / "ggml" / "src" / "ggml-quants.c", REPO / "benchmarks" / "wasm_kernels.c"]
+    if build == "relaxed":
+        return wasm_build.kernel_module(tree, sources, out, wasm_build.WASM_CFLAGS, relaxed=(kernels,))
+    return wasm_build.kernel_module(tree, [kernels, *sources], out, wasm_build.WASM_CFLAGS)
 
 
-def run(module: Path, n: int, rounds: int) -> list[dict]:
-    out = subprocess.run(["node", "--no-experimental-fetch", str(module), str(n), "512", "64", str(rounds)],
+def run(module: Path, build: str, n: int, rounds: int) -> list[dict]:
+    flags = [wasm_build.NODE_RELAXED_FLAG] if build == "relaxed" else []
+    out = subprocess.run(["node", "--no-experimental-fetch", *flags, str(module), str(n), "512", "64", str(rounds)],
                          check=True, capture_output=True, text=True, timeout=600).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
@@ -52,13 +62,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        module = build_bench(Path(tmp) / "wasm_kernels.js")
-        samples: dict[tuple[str, int], list[dict]] = {}
+        modules = {build: build_bench(Path(tmp) / f"wasm_kernels_{build}.js", build) for build in BUILDS}
+        # samples[(type, n)][build]: one result per process; the plain and relaxed processes run back to back, so
+        # the i-th of each make a pair
+        samples: dict[tuple[str, int], dict[str, list[dict]]] = {}
         for process in range(args.processes):
             for n in ROW_LENGTHS:
-                for result in run(module, n, args.rounds):
-                    samples.setdefault((result["type"], n), []).append(result)
-                    print(json.dumps(result), flush=True)
+                for build in BUILDS:
+                    for result in run(modules[build], build, n, args.rounds):
+                        samples.setdefault((result["type"], n), {}).setdefault(build, []).append(result)
+                        print(json.dumps({"build": build, **result}), flush=True)
     lines = [
         "# ggml's wasm dot-product kernels: one row at a time against 2x2",
         "",
@@ -78,7 +91,9 @@ def main() -> int:
         "| same bits |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for (kind, n), rows in sorted(samples.items()):
+    for (kind, n), builds in sorted(samples.items()):
+        rows = builds["plain"]
+
         def med(key: str) -> float:
             return statistics.median(r[key] for r in rows)
 
@@ -92,6 +107,35 @@ def main() -> int:
                      + f"{med('vector_one_row_ms'):.3f} | "
                      f"{statistics.median(r['large_bytes'] / r['large_vector_ms'] / 1e6 for r in rows):.1f} | "
                      f"{'yes' if all(r['same_bits'] for r in rows) else 'NO'} |")
+    lines += [
+        "",
+        "## The relaxed-SIMD builds' kernels against the plain ones",
+        "",
+        "The same benchmark built a second time with ggml's wasm kernel file compiled as the relaxed-SIMD engine "
+        "builds compile it (`wasm/build.py`: RELAXED, `wasm/patches/wasm-simd-relaxed-dot.patch`; Node with "
+        f"`{wasm_build.NODE_RELAXED_FLAG}`), each of its processes run just after a plain one; a speed-up is the "
+        "median over those pairs of plain time / relaxed time. Same bits: every product of the relaxed run (one "
+        "row, one column of the 48 MiB matrix) has the plain run's bits (a hash of them compared).",
+        "",
+        "| type | n | one row: relaxed, ms | speed-up | 2x2: relaxed, ms | speed-up | one column, 48 MiB: relaxed, "
+        "GB/s | speed-up | same bits as plain |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (kind, n), builds in sorted(samples.items()):
+        pairs = list(zip(builds["plain"], builds["relaxed"]))
+
+        def relaxed(key: str) -> float:
+            return statistics.median(r[key] for _, r in pairs)
+
+        def gain(key: str) -> str:
+            return f"{statistics.median(p[key] / r[key] for p, r in pairs):.2f}x"
+
+        two = relaxed("matrix_2x2_ms") > 0
+        lines.append(f"| {kind} | {n} | {relaxed('matrix_one_row_ms'):.2f} | {gain('matrix_one_row_ms')} | "
+                     + (f"{relaxed('matrix_2x2_ms'):.2f} | {gain('matrix_2x2_ms')} | " if two else "– | – | ")
+                     + f"{statistics.median(r['large_bytes'] / r['large_vector_ms'] / 1e6 for _, r in pairs):.1f} | "
+                     f"{gain('large_vector_ms')} | "
+                     f"{'yes' if all(p['bits'] == r['bits'] and r['same_bits'] for p, r in pairs) else 'NO'} |")
     write_doc(REPO / "docs" / "wasm_kernels.md", "\n".join(lines))
     print("\n".join(lines))
     return 0

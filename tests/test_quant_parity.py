@@ -171,7 +171,9 @@ def test_wasm_2x2_kernels_give_the_one_row_kernels_bits(tmp_path):
     a vector) goes one row at a time. Every product must keep the one-row kernel's bits, so the patch changes speed
     only and every parity figure here holds as before. (The Q4_1 one-row kernel is itself patched to split its
     nibbles after widening, wasm-simd-q4_1-nibbles.patch: its products still equal the 2x2 kernel's, and ggml's
-    generic kernel's in test_wasm_kernels_match_ggml_generic_kernels.)"""
+    generic kernel's in test_wasm_kernels_match_ggml_generic_kernels. The Q4_1, Q5_0 and Q8_0 one-row kernels widen
+    their 8-bit operands as they load them, wasm-simd-widen-on-load.patch, where the 2x2 kernels do not: the same
+    bits are asked of them here.)"""
     tree = wasm_build.source_tree()
     module = build_kernel_harness(tree, tree / WASM_QUANTS_C, tmp_path / "harness.js")
     rng, cases, n = np.random.default_rng(1), [], 2048

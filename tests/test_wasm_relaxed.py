@@ -21,11 +21,12 @@ STEPS = 6  # generated tokens (one-row kernels) after the prompt batch (2x2 kern
 def tiny(tmp_path_factory) -> dict[str, Path]:
     # the weight types wasm-simd-relaxed-dot.patch changes; rows of 256 and 512 values
     folder = tmp_path_factory.mktemp("relaxed")
-    return {q: write_tiny_llama(folder / f"tiny-{q}.gguf", q, n_embd=256, n_ff=512) for q in ("Q4_1", "Q4_K", "Q5_K")}
+    return {q: write_tiny_llama(folder / f"tiny-{q}.gguf", q, n_embd=256, n_ff=512)
+            for q in ("Q4_1", "Q5_0", "Q4_K", "Q5_K")}
 
 
 @pytest.mark.parametrize("plain", ["wasm-st", "wasm-mt"])
-@pytest.mark.parametrize("which", ["Q4_1", "Q4_K", "Q5_K", "smollm2", "gemma3"])
+@pytest.mark.parametrize("which", ["Q4_1", "Q5_0", "Q4_K", "Q5_K", "smollm2", "gemma3"])
 def test_relaxed_build_gives_the_plain_builds_bits(run_wasm, tiny, smollm2, gemma3, tmp_path, plain, which):
     model = {"smollm2": smollm2, "gemma3": gemma3}.get(which) or tiny[which]
     threads = 2 if plain == "wasm-mt" else 1

@@ -261,10 +261,8 @@ def relaxed_kernels(variant: str, libs: Path) -> Path:
     for flag in ("-o", "-c"):  # the output and the source, given below
         at = args.index(flag)
         del args[at:at + 2]
-    emcc_flags = shlex.split(subprocess.run(["emcc", "--cflags"], capture_output=True, text=True, check=True,
-                                            env=emscripten_env()).stdout)
     source = Path(entry["file"])
-    cmd = [RELAXED_CLANG, *emcc_flags, *args, "-mrelaxed-simd", "-c", str(source)]
+    cmd = relaxed_command(args, source)
     key = digest(libs.name, source, cmd, tool_version([RELAXED_CLANG, "--version"]))
     work = deps.cache_root() / f"relaxed-{variant}-{key}"
     obj = work / "quants-relaxed.o"
@@ -276,6 +274,14 @@ def relaxed_kernels(variant: str, libs: Path) -> Path:
     subprocess.run([*cmd, "-o", str(obj.with_suffix(".partial"))], check=True, cwd=entry["directory"])
     os.replace(obj.with_suffix(".partial"), obj)
     return obj
+
+
+def relaxed_command(args: list[str], source: Path) -> list[str]:
+    """clang-19 compiling `source` to a wasm object with relaxed SIMD, with emcc's own flags (its target, sysroot
+    and defines: emcc --cflags) before `args`; the caller adds -o."""
+    emcc_flags = shlex.split(subprocess.run(["emcc", "--cflags"], capture_output=True, text=True, check=True,
+                                            env=emscripten_env()).stdout)
+    return [RELAXED_CLANG, *emcc_flags, *args, "-mrelaxed-simd", "-c", str(source)]
 
 
 def emscripten_root() -> Path:
@@ -357,15 +363,26 @@ def link(variant: str, tree: Path, libs: Path) -> list[Path]:
     return [odir / o for o in outputs]
 
 
-def kernel_module(tree: Path, sources: list[Path], out: Path, cflags: list[str],
-                  link_flags: tuple[str, ...] | list[str] = ()) -> Path:
-    """A Node module of ggml CPU sources from `tree` (kernels and a harness or benchmark of ours), for the kernel
-    tests and benchmarks/wasm_kernels.py. ggml-cpu/arch/wasm is on the include path so that a copy of its quants.c
-    kept elsewhere (the upstream one, in a test) still finds "../../quants.h"."""
+def kernel_includes(tree: Path) -> list[str]:
+    """Include flags for ggml CPU sources built on their own. ggml-cpu/arch/wasm is on the path so that a copy of
+    its quants.c kept elsewhere (the upstream one, in a test) still finds "../../quants.h"."""
     cpu = tree / "ggml" / "src" / "ggml-cpu"
-    includes = [tree / "ggml" / "include", tree / "ggml" / "src", cpu, cpu / "arch" / "wasm"]
-    cmd = ["emcc", *cflags, *[f"-I{i}" for i in includes], *map(str, sources), "-sERROR_ON_UNDEFINED_SYMBOLS=0",
-           "-sENVIRONMENT=node", "-sALLOW_MEMORY_GROWTH=1", *link_flags, "-o", str(out)]
+    return [f"-I{i}" for i in (tree / "ggml" / "include", tree / "ggml" / "src", cpu, cpu / "arch" / "wasm")]
+
+
+def kernel_module(tree: Path, sources: list[Path], out: Path, cflags: list[str],
+                  link_flags: tuple[str, ...] | list[str] = (), relaxed: tuple[Path, ...] = ()) -> Path:
+    """A Node module of ggml CPU sources from `tree` (kernels and a harness or benchmark of ours), for the kernel
+    tests and benchmarks/wasm_kernels.py; the `relaxed` sources compiled with relaxed SIMD, as the relaxed variants
+    compile RELAXED_SOURCE (run it with NODE_RELAXED_FLAG)."""
+    objects = []
+    for source in relaxed:
+        objects.append(out.with_name(f"{out.stem}-{source.stem}-relaxed.o"))
+        subprocess.run([*relaxed_command([*cflags, *kernel_includes(tree)], source), "-o", str(objects[-1])],
+                       check=True, capture_output=True)
+    cmd = ["emcc", *cflags, *kernel_includes(tree), *map(str, sources), *map(str, objects),
+           "-sERROR_ON_UNDEFINED_SYMBOLS=0", "-sENVIRONMENT=node", "-sALLOW_MEMORY_GROWTH=1", *link_flags,
+           "-o", str(out)]
     subprocess.run(cmd, check=True, env=emscripten_env(), capture_output=True)
     return out
 
