@@ -2,12 +2,13 @@
 """Where the wasm engine's time goes, by function: the single-thread build linked once more with function names
 (--profiling-funcs), run under Node's sampling profiler on each benchmark model's prompt and generation.
 
-    python3 benchmarks/wasm_profile.py [--n-prompt 256] [--n-gen 16] [--top 12]
+    python3 benchmarks/wasm_profile.py [--n-prompt 256] [--n-gen 16] [--top 12] [--relaxed]
 
 Each model is run by wasm/run_node.cjs with one {op: "bench"} task (1 thread, the batch of --n-prompt tokens in one
 decode, then --n-gen tokens one by one) under `node --cpu-prof`; the table gives each function's self time as a
 share of the run (model loading included). Writes docs/wasm_profile.md. The profiled build is this checkout's
-(patched) libraries; the link takes about two minutes.
+(patched) libraries; the link takes about two minutes. --relaxed profiles the relaxed-SIMD build (wasm/build.py:
+RELAXED; what Chromium runs) in place of the plain one.
 """
 from __future__ import annotations
 
@@ -32,10 +33,10 @@ MODELS = {"SmolLM2-135M-Instruct Q4_1": deps.smollm2, "Gemma-3-270M Q4_K_M": dep
 WATCHDOG = ("on_graph_node", "pm_js_busy")  # wasm/pocketmind.cpp's abort callback and the JS function it calls
 
 
-def profiling_build(out: Path) -> Path:
+def profiling_build(out: Path, variant: str) -> Path:
     tree = wasm_build.source_tree()
-    libs = wasm_build.build_libs("wasm-st", tree)
-    cmd, outputs = wasm_build.link_command("wasm-st", tree, libs)
+    libs = wasm_build.build_libs(wasm_build.plain(variant), tree)
+    cmd, outputs = wasm_build.link_command(variant, tree, libs)
     subprocess.run([*cmd, "--profiling-funcs", "-o", str(out / outputs[0])], check=True,
                    env=wasm_build.emscripten_env())
     return out / outputs[0]
@@ -61,14 +62,14 @@ def layer_weights_by_type(model: Path) -> collections.Counter:
     return counts
 
 
-def profile_model(module: Path, model: Path, n_prompt: int, n_gen: int,
-                  folder: Path) -> tuple[dict, collections.Counter]:
+def profile_model(module: Path, model: Path, n_prompt: int, n_gen: int, folder: Path,
+                  node_flags: list[str]) -> tuple[dict, collections.Counter]:
     job = folder / "job.json"
     job.write_text(json.dumps({"module": str(module), "model": str(model), "n_ctx": max(512, n_prompt + n_gen),
                                "n_batch": max(512, n_prompt), "threads": 1,
                                "tasks": [{"op": "bench", "n_prompt": n_prompt, "n_gen": n_gen}]}))
     prof_dir = folder / "prof"
-    out = subprocess.run(["node", "--no-experimental-fetch", "--cpu-prof", f"--cpu-prof-dir={prof_dir}",
+    out = subprocess.run(["node", "--no-experimental-fetch", *node_flags, "--cpu-prof", f"--cpu-prof-dir={prof_dir}",
                           str(REPO / "wasm" / "run_node.cjs"), str(job)],
                          check=True, capture_output=True, text=True, timeout=900).stdout
     bench = next(r for r in json.loads(out) if r.get("op") == "bench")
@@ -80,21 +81,25 @@ def main() -> int:
     parser.add_argument("--n-prompt", type=int, default=256)
     parser.add_argument("--n-gen", type=int, default=16)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--relaxed", action="store_true", help="profile the relaxed-SIMD build (what Chromium runs)")
     args = parser.parse_args()
+    variant = "wasm-st-relaxed" if args.relaxed else "wasm-st"
+    node_flags = [wasm_build.NODE_RELAXED_FLAG] if args.relaxed else []
     lines = [
         "# Where the wasm engine's time goes",
         "",
-        f"Written by `python3 benchmarks/wasm_profile.py --n-prompt {args.n_prompt} --n-gen {args.n_gen}` on "
-        f"{datetime.date.today()} ({cpu_name()}): the single-thread build with function names under Node's sampling "
+        f"Written by `python3 benchmarks/wasm_profile.py --n-prompt {args.n_prompt} --n-gen {args.n_gen}"
+        f"{' --relaxed' if args.relaxed else ''}` on {datetime.date.today()} ({cpu_name()}): the single-thread build "
+        f"({variant}) with function names under Node's sampling "
         "profiler, one prompt batch and then generated tokens one by one. Self time per function as a share of the "
         "whole run (loading the model included).",
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        module = profiling_build(Path(tmp))
+        module = profiling_build(Path(tmp), variant)
         for label, path in MODELS.items():
             folder = Path(tmp) / label.split()[0]
             folder.mkdir()
-            bench, spent = profile_model(module, path(), args.n_prompt, args.n_gen, folder)
+            bench, spent = profile_model(module, path(), args.n_prompt, args.n_gen, folder, node_flags)
             total = sum(spent.values())
             lines += ["", f"## {label}", "",
                       f"Prompt {bench['pp_tps']:.1f} tokens/s, generation {bench['tg_tps']:.1f} tokens/s (profiled, "
